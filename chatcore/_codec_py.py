@@ -1,0 +1,188 @@
+"""Pure-Python frame codec and output buffers: the specification of the hot path.
+
+``chatcore._speedups`` (built from ``ext/``) implements the same names with the same behaviour;
+``chatcore.codec`` chooses between the two. Frame layout (docs/protocol.md)::
+
+    length u32 | type u8 | request_id u32 | payload      (big-endian; length counts type onward)
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+from .errors import ErrorCode, FrameError
+
+HEADER = struct.Struct(">IBI")
+HEADER_BYTES = HEADER.size            # 9
+MIN_FRAME_LENGTH = 5                  # type + request_id: a frame with no payload
+# Linux refuses writev with more buffers than this (UIO_MAXIOV).
+IOV_MAX = 1024
+# Compact the receive buffer only once this much has been consumed, so each byte is moved
+# O(1) times however slowly a large frame arrives.
+_COMPACT_AFTER_BYTES = 65536
+
+_unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
+
+
+def encode_frame(msg_type: int, request_id: int, payload: bytes = b"") -> bytes:
+    """One frame as bytes."""
+    return _pack_header(len(payload) + MIN_FRAME_LENGTH, msg_type, request_id) + payload
+
+
+class FrameDecoder:
+    """Splits a byte stream into frames: ``receive_data`` buffers, ``next_frame`` takes one.
+
+    A length below the minimum or above ``max_frame_bytes`` breaks the stream: ``next_frame``
+    raises ``FrameError`` then and on every later call, after the good frames before it.
+    """
+
+    __slots__ = ("max_frame_bytes", "_buf", "_pos", "_error")
+
+    def __init__(self, max_frame_bytes: int = 65536):
+        if max_frame_bytes < MIN_FRAME_LENGTH:
+            raise ValueError(f"max_frame_bytes must be at least {MIN_FRAME_LENGTH}")
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+        self._pos = 0
+        self._error: FrameError | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buf) - self._pos
+
+    def receive_data(self, data) -> None:
+        """Buffer more of the stream (any bytes-like object)."""
+        if self._pos >= _COMPACT_AFTER_BYTES:
+            del self._buf[:self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_frame(self):
+        """The next complete frame as ``(type, request_id, payload)``, or None if incomplete."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        pos = self._pos
+        available = len(buf) - pos
+        if available < 4:
+            return None
+        length = int.from_bytes(buf[pos:pos + 4], "big")
+        if length < MIN_FRAME_LENGTH:
+            self._error = FrameError(
+                ErrorCode.BAD_FRAME,
+                f"frame length {length} is below the minimum of {MIN_FRAME_LENGTH}")
+            raise self._error
+        if length > self.max_frame_bytes:
+            self._error = FrameError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"frame length {length} exceeds the limit of {self.max_frame_bytes} bytes")
+            raise self._error
+        if available < 4 + length:
+            return None
+        _, msg_type, request_id = _unpack_header(buf, pos)
+        end = pos + 4 + length
+        payload = bytes(buf[pos + HEADER_BYTES:end])
+        if end == len(buf):
+            buf.clear()
+            self._pos = 0
+        else:
+            self._pos = end
+        return msg_type, request_id, payload
+
+
+class OutputBuffer:
+    """Bytes queued for one connection, written with one ``writev`` per call.
+
+    Appended objects are kept by reference (a fan-out shares one ``bytes`` among all its
+    recipients); a partial write keeps an offset into the first object instead of copying.
+    ``owner`` is free for the caller (the connection this buffer belongs to).
+    """
+
+    __slots__ = ("owner", "_chunks", "_offset", "_pending", "_closed")
+
+    def __init__(self, owner=None):
+        self.owner = owner
+        self._chunks: list = []
+        self._offset = 0          # bytes of _chunks[0] already written
+        self._pending = 0
+        self._closed = False
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return self._pending
+
+    def append(self, data: bytes) -> bool:
+        """Queue ``data``; True if the buffer was empty before (the owner became pending)."""
+        if self._closed or not data:
+            return False
+        was_empty = not self._pending
+        self._chunks.append(data)
+        self._pending += len(data)
+        return was_empty
+
+    def write_to(self, fd: int) -> int:
+        """Write as much as the kernel takes; returns the bytes written (0 if it took none).
+
+        Raises OSError for errors other than a full socket buffer (reset, broken pipe).
+        """
+        if not self._pending:
+            return 0
+        chunks = self._chunks
+        batch = chunks[:IOV_MAX]
+        if self._offset:
+            batch[0] = memoryview(batch[0])[self._offset:]
+        try:
+            if len(batch) == 1:
+                written = os.write(fd, batch[0])
+            else:
+                written = os.writev(fd, batch)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        self._consume(written)
+        return written
+
+    def _consume(self, written: int) -> None:
+        self._pending -= written
+        chunks = self._chunks
+        left = written + self._offset
+        done = 0
+        for chunk in chunks:
+            size = len(chunk)
+            if left < size:
+                break
+            left -= size
+            done += 1
+        del chunks[:done]
+        self._offset = left
+
+    def close(self) -> None:
+        """Drop everything queued; later appends are ignored."""
+        self._closed = True
+        self._chunks.clear()
+        self._offset = 0
+        self._pending = 0
+
+
+def fanout(data: bytes, buffers) -> list:
+    """Queue one ``data`` object on every buffer; returns the buffers that became pending."""
+    if not data:
+        return []
+    size = len(data)
+    became_pending = []
+    for buf in buffers:
+        if buf._closed:
+            continue
+        if not buf._pending:
+            became_pending.append(buf)
+        buf._chunks.append(data)
+        buf._pending += size
+    return became_pending

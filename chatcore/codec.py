@@ -1,0 +1,32 @@
+"""Chooses the hot-path implementation once, at import.
+
+The compiled ``chatcore._speedups`` is used when it was built and ``CHATCORE_NO_EXTENSIONS`` is
+not set; otherwise ``chatcore._codec_py``. Nothing else in the package names either module.
+Both stay importable by name for the tests (``codec_py``, ``codec_c``).
+"""
+from __future__ import annotations
+
+import os
+
+from . import _codec_py as codec_py
+
+try:
+    from . import _speedups as codec_c
+except ImportError:                    # not built: no compiler or no Cython at install time
+    codec_c = None
+
+NO_EXTENSIONS = bool(os.environ.get("CHATCORE_NO_EXTENSIONS"))
+
+_impl = codec_py if NO_EXTENSIONS or codec_c is None else codec_c
+
+IMPLEMENTATION = "cython" if _impl is codec_c else "python"
+FrameDecoder = _impl.FrameDecoder
+OutputBuffer = _impl.OutputBuffer
+encode_frame = _impl.encode_frame
+fanout = _impl.fanout
+HEADER = codec_py.HEADER
+HEADER_BYTES = codec_py.HEADER_BYTES
+MIN_FRAME_LENGTH = codec_py.MIN_FRAME_LENGTH
+
+__all__ = ["IMPLEMENTATION", "FrameDecoder", "OutputBuffer", "encode_frame", "fanout",
+           "HEADER", "HEADER_BYTES", "MIN_FRAME_LENGTH", "codec_py", "codec_c"]

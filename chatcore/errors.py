@@ -1,0 +1,79 @@
+"""Error codes of the native protocol and the exceptions that carry them.
+
+The numeric values are part of the wire format (docs/protocol.md, "Error codes").
+"""
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.IntEnum):
+    # The stream itself: framing, handshake, encoding.
+    BAD_FRAME = 1
+    FRAME_TOO_LARGE = 2
+    UNKNOWN_TYPE = 3
+    BAD_UTF8 = 4
+    HANDSHAKE_REQUIRED = 5
+    ALREADY_GREETED = 6
+    UNSUPPORTED_VERSION = 7
+    # Identity.
+    NAME_TAKEN = 10
+    NAME_INVALID = 11
+    # Routing.
+    NO_SUCH_USER = 20
+    NOT_IN_ROOM = 21
+    ROOM_INVALID = 22
+    CANNOT_CHAT_SELF = 23
+    NO_CONVERSATION = 24
+    TEXT_INVALID = 25
+    TOO_MANY_ROOMS = 26
+    # Connection management.
+    OUTPUT_OVERFLOW = 30
+    PING_TIMEOUT = 31
+    HANDSHAKE_TIMEOUT = 32
+    SERVER_FULL = 40
+    SERVER_SHUTDOWN = 41
+
+
+class FrameError(Exception):
+    """The byte stream cannot be split into frames any more; the connection must close."""
+
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, FrameError) and
+                (self.code, self.message) == (other.code, other.message))
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.message))
+
+    def __repr__(self) -> str:
+        return f"FrameError({self.code.name}, {self.message!r})"
+
+
+class ProtocolError(Exception):
+    """A frame broke the protocol. ``fatal`` means the stream can no longer be trusted.
+
+    ``request_id`` is the id of the offending frame (0 when unknown), so the peer can match the
+    error to what it sent.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, *, fatal: bool = False,
+                 request_id: int = 0):
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message
+        self.fatal = fatal
+        self.request_id = request_id
+
+
+class ChatError(Exception):
+    """A chat request was refused (unknown user, taken name, ...); the connection stays open."""
+
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(message)
+        self.code = ErrorCode(code)
+        self.message = message

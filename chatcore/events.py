@@ -1,0 +1,237 @@
+"""What clients ask for and what happens in the chat, independent of any wire format.
+
+The hub consumes requests and produces notifications; each wire protocol (native frames,
+later IRC) maps these to and from its own bytes. ``request_id`` lets a client match a reply
+(``Ok``, ``Ack``, ``Error`` or a list) to the request it sent; it is 0 on unsolicited events.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Reason(enum.IntEnum):
+    """Why someone left a room or a conversation ended."""
+    CLOSED = 0            # the user left the room or closed the conversation
+    QUIT = 1              # the user said goodbye
+    DISCONNECTED = 2      # the connection was lost or broke the protocol
+    TIMED_OUT = 3         # no answer to our pings within the idle timeout
+    TOO_SLOW = 4          # stopped reading; its output queue overflowed
+    SERVER_SHUTDOWN = 5
+
+
+_event = dataclass(frozen=True, slots=True)
+
+
+# -- handshake and liveness (both directions) --------------------------------------------------
+
+@_event
+class Hello:
+    version: int
+    name: str = ""          # empty: the server assigns a unique name
+    client: str = ""        # free-form client software name, for logs
+    request_id: int = 0
+
+
+@_event
+class Welcome:
+    version: int
+    name: str               # the name this connection now has
+    server: str
+    ping_interval_ms: int
+    max_frame_bytes: int
+    max_text_bytes: int
+    max_name_chars: int
+    request_id: int = 0
+
+
+@_event
+class Ping:
+    token: int
+    request_id: int = 0
+
+
+@_event
+class Pong:
+    token: int
+    request_id: int = 0
+
+
+@_event
+class Quit:
+    reason: str = ""
+    request_id: int = 0
+
+
+# -- requests (client to server) -----------------------------------------------------------------
+
+@_event
+class OpenChat:
+    peer: str
+    request_id: int = 0
+
+
+@_event
+class CloseChat:
+    peer: str
+    request_id: int = 0
+
+
+@_event
+class SendDirect:
+    peer: str
+    text: str
+    request_id: int = 0
+
+
+@_event
+class JoinRoom:
+    room: str
+    request_id: int = 0
+
+
+@_event
+class LeaveRoom:
+    room: str
+    request_id: int = 0
+
+
+@_event
+class SendRoom:
+    room: str
+    text: str
+    request_id: int = 0
+
+
+@_event
+class ListUsers:
+    room: str = ""          # empty: every user on the server
+    request_id: int = 0
+
+
+@_event
+class ListRooms:
+    request_id: int = 0
+
+
+@_event
+class ListServers:
+    request_id: int = 0
+
+
+# -- replies (server to client) ------------------------------------------------------------------
+
+@_event
+class Ok:
+    request_id: int = 0
+
+
+@_event
+class Ack:
+    """A message was accepted: its server-wide id and the server's timestamp (ms since epoch)."""
+    msg_id: int
+    timestamp_ms: int
+    request_id: int = 0
+
+
+@_event
+class Error:
+    code: int
+    fatal: bool
+    message: str
+    request_id: int = 0
+
+
+@_event
+class UserInfo:
+    name: str
+    rtt_us: int             # smoothed RTT in microseconds; UNKNOWN_RTT before the first pong
+    idle_seconds: int       # since the user last sent a chat message or request
+    server: str
+
+
+UNKNOWN_RTT = 0xFFFFFFFF
+
+
+@_event
+class RoomInfo:
+    name: str
+    members: int
+
+
+@_event
+class ServerInfo:
+    name: str
+    host: str
+    port: int
+    users: int
+
+
+@_event
+class UserList:
+    total: int              # matching users; ``users`` may hold fewer if they did not fit
+    users: tuple[UserInfo, ...]
+    request_id: int = 0
+
+
+@_event
+class RoomList:
+    total: int
+    rooms: tuple[RoomInfo, ...]
+    request_id: int = 0
+
+
+@_event
+class ServerList:
+    total: int
+    servers: tuple[ServerInfo, ...]
+    request_id: int = 0
+
+
+# -- notifications (server to client) ------------------------------------------------------------
+
+@_event
+class DirectMessage:
+    sender: str
+    msg_id: int
+    timestamp_ms: int
+    text: str
+    request_id: int = 0
+
+
+@_event
+class ChatOpened:
+    peer: str
+    request_id: int = 0
+
+
+@_event
+class ChatClosed:
+    peer: str
+    reason: int
+    request_id: int = 0
+
+
+@_event
+class RoomMessage:
+    room: str
+    sender: str
+    msg_id: int
+    timestamp_ms: int
+    text: str
+    request_id: int = 0
+
+
+@_event
+class UserJoined:
+    room: str
+    name: str
+    request_id: int = 0
+
+
+@_event
+class UserLeft:
+    room: str
+    name: str
+    reason: int
+    request_id: int = 0

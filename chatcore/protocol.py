@@ -1,0 +1,277 @@
+"""The native wire protocol, sans-IO: bytes in, events out; events in, bytes out.
+
+``NativeProtocol`` owns one stream's framing and handshake state and never touches a socket.
+``encode_event`` is stateless so a fan-out can encode a message once for every recipient.
+The schema table below is the single source of the wire layout documented in
+docs/protocol.md.
+"""
+from __future__ import annotations
+
+import enum
+import struct
+
+from . import events as ev
+from .codec import FrameDecoder, encode_frame
+from .errors import ErrorCode, FrameError, ProtocolError
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 65536
+
+
+class Role(enum.Enum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+"""Returned by ``next_event`` when no complete event is buffered."""
+
+# Which side may send each type. Types received from the wrong side are UNKNOWN_TYPE.
+C2S, S2C, BOTH = "c2s", "s2c", "both"
+
+# type code, direction, event class, fields (name, kind). Kinds: u8 u16 u32 u64 bool,
+# str (u16 length + UTF-8), text (UTF-8 to the end of the frame; always last), and the
+# list kinds below (u16 count + entries).
+SCHEMA = (
+    (0x01, C2S, ev.Hello, (("version", "u16"), ("name", "str"), ("client", "str"))),
+    (0x02, BOTH, ev.Ping, (("token", "u64"),)),
+    (0x03, BOTH, ev.Pong, (("token", "u64"),)),
+    (0x04, C2S, ev.Quit, (("reason", "text"),)),
+    (0x10, C2S, ev.OpenChat, (("peer", "str"),)),
+    (0x11, C2S, ev.CloseChat, (("peer", "str"),)),
+    (0x12, C2S, ev.SendDirect, (("peer", "str"), ("text", "text"))),
+    (0x20, C2S, ev.JoinRoom, (("room", "str"),)),
+    (0x21, C2S, ev.LeaveRoom, (("room", "str"),)),
+    (0x22, C2S, ev.SendRoom, (("room", "str"), ("text", "text"))),
+    (0x30, C2S, ev.ListUsers, (("room", "str"),)),
+    (0x31, C2S, ev.ListRooms, ()),
+    (0x32, C2S, ev.ListServers, ()),
+    (0x80, S2C, ev.Ok, ()),
+    (0x81, S2C, ev.Welcome, (("version", "u16"), ("name", "str"), ("server", "str"),
+                             ("ping_interval_ms", "u32"), ("max_frame_bytes", "u32"),
+                             ("max_text_bytes", "u32"), ("max_name_chars", "u16"))),
+    (0x82, S2C, ev.Ack, (("msg_id", "u64"), ("timestamp_ms", "u64"))),
+    (0x83, S2C, ev.Error, (("code", "u16"), ("fatal", "bool"), ("message", "text"))),
+    (0x90, S2C, ev.DirectMessage, (("sender", "str"), ("msg_id", "u64"),
+                                   ("timestamp_ms", "u64"), ("text", "text"))),
+    (0x91, S2C, ev.ChatOpened, (("peer", "str"),)),
+    (0x92, S2C, ev.ChatClosed, (("peer", "str"), ("reason", "u8"))),
+    (0xA0, S2C, ev.RoomMessage, (("room", "str"), ("sender", "str"), ("msg_id", "u64"),
+                                 ("timestamp_ms", "u64"), ("text", "text"))),
+    (0xA1, S2C, ev.UserJoined, (("room", "str"), ("name", "str"))),
+    (0xA2, S2C, ev.UserLeft, (("room", "str"), ("name", "str"), ("reason", "u8"))),
+    (0xB0, S2C, ev.UserList, (("total", "u32"), ("users", "userinfo[]"))),
+    (0xB1, S2C, ev.RoomList, (("total", "u32"), ("rooms", "roominfo[]"))),
+    (0xB2, S2C, ev.ServerList, (("total", "u32"), ("servers", "serverinfo[]"))),
+)
+
+LIST_ENTRIES = {
+    "userinfo[]": (ev.UserInfo, (("name", "str"), ("rtt_us", "u32"), ("idle_seconds", "u32"),
+                                 ("server", "str"))),
+    "roominfo[]": (ev.RoomInfo, (("name", "str"), ("members", "u32"))),
+    "serverinfo[]": (ev.ServerInfo, (("name", "str"), ("host", "str"), ("port", "u16"),
+                                     ("users", "u32"))),
+}
+
+TYPE_OF = {cls: code for code, _, cls, _ in SCHEMA}
+_BY_CODE = {code: (direction, cls, fields) for code, direction, cls, fields in SCHEMA}
+_INTS = {"u8": struct.Struct(">B"), "u16": struct.Struct(">H"), "u32": struct.Struct(">I"),
+         "u64": struct.Struct(">Q"), "bool": struct.Struct(">B")}
+_U16 = _INTS["u16"]
+
+
+class _Truncated(Exception):
+    """A field ran past the end of the payload."""
+
+
+# -- encoding ----------------------------------------------------------------------------------
+
+def _encode_fields(obj, fields, out: list) -> None:
+    for name, kind in fields:
+        value = getattr(obj, name)
+        if kind == "str":
+            raw = value.encode("utf-8")
+            if len(raw) > 0xFFFF:
+                raise ValueError(f"{name} is longer than 65535 bytes")
+            out.append(_U16.pack(len(raw)))
+            out.append(raw)
+        elif kind == "text":
+            out.append(value.encode("utf-8"))
+        elif kind in _INTS:
+            out.append(_INTS[kind].pack(int(value)))
+        else:
+            entry_cls, entry_fields = LIST_ENTRIES[kind]
+            out.append(_U16.pack(len(value)))
+            for entry in value:
+                _encode_fields(entry, entry_fields, out)
+
+
+def encode_payload(event) -> bytes:
+    """The payload bytes of ``event`` (without the frame header)."""
+    out: list = []
+    _encode_fields(event, _BY_CODE[TYPE_OF[type(event)]][2], out)
+    return b"".join(out)
+
+
+def encode_event(event) -> bytes:
+    """``event`` as one complete frame."""
+    return encode_frame(TYPE_OF[type(event)], event.request_id, encode_payload(event))
+
+
+# The hottest frames get hand-written encoders: a fan-out encodes each room message once,
+# but the server still encodes one per message sent.
+_ROOM_MESSAGE_HEAD = struct.Struct(">IBIH")
+_U64_PAIR = struct.Struct(">QQ")
+
+
+def encode_room_message(room: bytes, sender: bytes, msg_id: int, timestamp_ms: int,
+                        text: bytes) -> bytes:
+    """A RoomMessage frame from already-encoded name fields (same bytes as ``encode_event``)."""
+    length = 5 + 2 + len(room) + 2 + len(sender) + 16 + len(text)
+    return b"".join((_ROOM_MESSAGE_HEAD.pack(length, 0xA0, 0, len(room)), room,
+                     _U16.pack(len(sender)), sender, _U64_PAIR.pack(msg_id, timestamp_ms),
+                     text))
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+def _decode_fields(payload: bytes, pos: int, fields, values: list) -> int:
+    end = len(payload)
+    for _, kind in fields:
+        if kind == "str":
+            if pos + 2 > end:
+                raise _Truncated
+            (size,) = _U16.unpack_from(payload, pos)
+            pos += 2
+            if pos + size > end:
+                raise _Truncated
+            values.append(payload[pos:pos + size].decode("utf-8"))
+            pos += size
+        elif kind == "text":
+            values.append(payload[pos:].decode("utf-8"))
+            pos = end
+        elif kind in _INTS:
+            packer = _INTS[kind]
+            if pos + packer.size > end:
+                raise _Truncated
+            (value,) = packer.unpack_from(payload, pos)
+            values.append(bool(value) if kind == "bool" else value)
+            pos += packer.size
+        else:
+            entry_cls, entry_fields = LIST_ENTRIES[kind]
+            if pos + 2 > end:
+                raise _Truncated
+            (count,) = _U16.unpack_from(payload, pos)
+            pos += 2
+            entries = []
+            for _ in range(count):
+                entry_values: list = []
+                pos = _decode_fields(payload, pos, entry_fields, entry_values)
+                entries.append(entry_cls(*entry_values))
+            values.append(tuple(entries))
+    return pos
+
+
+def decode_frame(msg_type: int, request_id: int, payload: bytes, *, role: Role):
+    """The event a frame carries, as received by ``role``; raises a non-fatal ProtocolError."""
+    entry = _BY_CODE.get(msg_type)
+    wrong_way = S2C if role is Role.SERVER else C2S
+    if entry is None or entry[0] == wrong_way:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type 0x{msg_type:02x}",
+                            request_id=request_id)
+    _, cls, fields = entry
+    values: list = []
+    try:
+        end = _decode_fields(payload, 0, fields, values)
+    except _Truncated:
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            f"{cls.__name__} frame is truncated", request_id=request_id)
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_UTF8,
+                            f"{cls.__name__} frame holds invalid UTF-8", request_id=request_id)
+    if end != len(payload):
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            f"{cls.__name__} frame has {len(payload) - end} trailing bytes",
+                            request_id=request_id)
+    return cls(*values, request_id=request_id)
+
+
+# -- the connection state machine --------------------------------------------------------------
+
+class State(enum.Enum):
+    AWAITING_HELLO = "awaiting-hello"     # server: nothing but Hello yet; client: no Welcome
+    OPEN = "open"
+
+
+class NativeProtocol:
+    """One native-protocol stream, for either side.
+
+    ``receive_data(bytes)`` buffers, ``next_event()`` returns the next event or ``NEED_DATA``
+    and raises ``ProtocolError`` (``fatal`` when the stream can no longer be trusted),
+    ``send(event)`` returns the bytes to write. The handshake opens when a Welcome is sent
+    (server) or received (client).
+    """
+
+    def __init__(self, role: Role, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        self.role = role
+        self.state = State.AWAITING_HELLO
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._broken: ProtocolError | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._decoder.buffered_bytes
+
+    def receive_data(self, data) -> None:
+        self._decoder.receive_data(data)
+
+    def next_event(self):
+        if self._broken is not None:
+            raise self._broken
+        try:
+            frame = self._decoder.next_frame()
+        except FrameError as exc:
+            self._broken = ProtocolError(exc.code, exc.message, fatal=True)
+            raise self._broken from None
+        if frame is None:
+            return NEED_DATA
+        msg_type, request_id, payload = frame
+        if self.role is Role.SERVER:
+            return self._server_event(msg_type, request_id, payload)
+        event = decode_frame(msg_type, request_id, payload, role=self.role)
+        if type(event) is ev.Welcome:
+            self.state = State.OPEN
+        return event
+
+    def _server_event(self, msg_type: int, request_id: int, payload: bytes):
+        hello = msg_type == 0x01
+        if self.state is State.AWAITING_HELLO and not hello:
+            self._broken = ProtocolError(
+                ErrorCode.HANDSHAKE_REQUIRED,
+                f"expected Hello (type 0x01) first, got type 0x{msg_type:02x}",
+                fatal=True, request_id=request_id)
+            raise self._broken
+        if hello and self.state is State.OPEN:
+            raise ProtocolError(ErrorCode.ALREADY_GREETED, "Hello was already accepted",
+                                request_id=request_id)
+        event = decode_frame(msg_type, request_id, payload, role=self.role)
+        if hello and event.version != PROTOCOL_VERSION:
+            self._broken = ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol version {event.version} is not supported; "
+                f"this server speaks {PROTOCOL_VERSION}",
+                fatal=True, request_id=request_id)
+            raise self._broken
+        return event
+
+    def send(self, event) -> bytes:
+        if type(event) is ev.Welcome and self.role is Role.SERVER:
+            self.state = State.OPEN
+        return encode_event(event)
