@@ -1,0 +1,230 @@
+"""A small blocking client of the native protocol, for tests, scripts and the CLI.
+
+It answers the server's pings by itself, keeps events that arrive while it waits for a reply,
+and turns ``Error`` replies into ``ChatError``.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import socket
+import time
+
+from . import events as ev
+from .errors import ChatError, ErrorCode, ProtocolError
+from .protocol import NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role
+
+READ_CHUNK_BYTES = 65536
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+
+class ConnectionClosed(ConnectionError):
+    """The server closed the connection; ``error`` is the fatal Error it sent first, if any."""
+
+    def __init__(self, message: str, error: ev.Error | None = None):
+        super().__init__(message)
+        self.error = error
+
+
+class ChatClient:
+    """One connection to a chatcore server. Use ``connect()``, then requests and events."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7878, *, local_port: int = 0,
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS, client: str = "chatcore-client",
+                 auto_pong: bool = True):
+        self.host = host
+        self.port = port
+        self.local_port = local_port
+        self.timeout = timeout
+        self.client = client
+        self.auto_pong = auto_pong
+        self.name = ""
+        self.welcome: ev.Welcome | None = None
+        self.sock: socket.socket | None = None
+        self._protocol = NativeProtocol(Role.CLIENT)
+        self._events: collections.deque = collections.deque()
+        self._request_ids = itertools.count(1)
+        self._closed_by_peer: ConnectionClosed | None = None
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connect(self, name: str = "") -> ev.Welcome:
+        """Open the TCP connection and say Hello; raises ChatError if the name is refused."""
+        source = ("", self.local_port) if self.local_port else None
+        self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout,
+                                             source_address=source)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.hello(name)
+
+    def hello(self, name: str = "") -> ev.Welcome:
+        """(Re)try the handshake on an open connection, e.g. after NAME_TAKEN."""
+        reply = self.call(ev.Hello(PROTOCOL_VERSION, name, self.client))
+        assert isinstance(reply, ev.Welcome), reply
+        self.welcome = reply
+        self.name = reply.name
+        return reply
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def quit(self, reason: str = "") -> None:
+        """Say goodbye and close."""
+        try:
+            self.send(ev.Quit(reason))
+        except OSError:
+            pass
+        self.close()
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, event) -> int:
+        """Send ``event`` with a fresh request id (unless it has one); returns the id."""
+        if getattr(event, "request_id", 0) == 0 and type(event) not in (ev.Pong,):
+            event = _with_request_id(event, next(self._request_ids))
+        self.sock.sendall(self._protocol.send(event))
+        return event.request_id
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are (for tests of bad input)."""
+        self.sock.sendall(data)
+
+    def call(self, event, timeout: float | None = None):
+        """Send a request and wait for its reply; raises ChatError if the reply is an Error."""
+        request_id = self.send(event)
+        reply = self.wait_for(lambda e: getattr(e, "request_id", 0) == request_id
+                              and type(e) not in (ev.Ping, ev.Pong, ev.UserJoined,
+                                                  ev.UserLeft),
+                              timeout)
+        if isinstance(reply, ev.Error):
+            raise ChatError(ErrorCode(reply.code), reply.message)
+        return reply
+
+    def join(self, room: str) -> ev.Ok:
+        return self.call(ev.JoinRoom(room))
+
+    def leave(self, room: str) -> ev.Ok:
+        return self.call(ev.LeaveRoom(room))
+
+    def send_room(self, room: str, text: str) -> ev.Ack:
+        return self.call(ev.SendRoom(room, text))
+
+    def send_direct(self, peer: str, text: str) -> ev.Ack:
+        return self.call(ev.SendDirect(peer, text))
+
+    def open_chat(self, peer: str) -> ev.Ok:
+        return self.call(ev.OpenChat(peer))
+
+    def close_chat(self, peer: str) -> ev.Ok:
+        return self.call(ev.CloseChat(peer))
+
+    def list_users(self, room: str = "") -> ev.UserList:
+        return self.call(ev.ListUsers(room))
+
+    def list_rooms(self) -> ev.RoomList:
+        return self.call(ev.ListRooms())
+
+    def list_servers(self) -> ev.ServerList:
+        return self.call(ev.ListServers())
+
+    def ping(self, timeout: float | None = None) -> float:
+        """Round-trip time to the server now, in seconds."""
+        started = time.monotonic()
+        token = time.monotonic_ns() & 0xFFFFFFFFFFFFFFFF
+        request_id = self.send(ev.Ping(token))
+        self.wait_for(lambda e: type(e) is ev.Pong and e.request_id == request_id, timeout)
+        return time.monotonic() - started
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def next_event(self, timeout: float | None = None):
+        """The next event, or None when ``timeout`` passes first; raises ConnectionClosed."""
+        if self._events:
+            return self._events.popleft()
+        return self._read_event(_deadline(timeout, self.timeout))
+
+    def wait_for(self, match, timeout: float | None = None):
+        """The first event that is of type ``match`` or satisfies it; others stay queued.
+
+        Raises TimeoutError when ``timeout`` (default: the client's) passes first.
+        """
+        test = (lambda e: isinstance(e, match)) if isinstance(match, type) else match
+        for index, event in enumerate(self._events):
+            if test(event):
+                del self._events[index]
+                return event
+        deadline = _deadline(timeout, self.timeout)
+        while True:
+            event = self._read_event(deadline)
+            if event is None:
+                raise TimeoutError(f"no matching event within {timeout or self.timeout}s")
+            if test(event):
+                return event
+            self._events.append(event)
+
+    def drain(self) -> list:
+        """Every event queued or already readable, without waiting."""
+        events = list(self._events)
+        self._events.clear()
+        while (event := self._read_event(time.monotonic())) is not None:
+            events.append(event)
+        return events
+
+    def _read_event(self, deadline: float):
+        while True:
+            try:
+                event = self._protocol.next_event()
+            except ProtocolError as exc:
+                if exc.fatal:
+                    raise ConnectionClosed(f"stream broken: {exc.message}") from exc
+                continue        # a frame we do not understand: skip it, keep the stream
+            if event is NEED_DATA:
+                if not self._fill(deadline):
+                    return None
+                continue
+            if type(event) is ev.Ping and self.auto_pong:
+                self.sock.sendall(self._protocol.send(ev.Pong(event.token, event.request_id)))
+                continue
+            if type(event) is ev.Error and event.fatal:
+                self._closed_by_peer = ConnectionClosed(event.message, event)
+            return event
+
+    def _fill(self, deadline: float) -> bool:
+        if self._closed_by_peer is not None and self.sock is None:
+            raise self._closed_by_peer
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self.sock.settimeout(0)
+        else:
+            self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(READ_CHUNK_BYTES)
+        except (TimeoutError, BlockingIOError):
+            return False
+        finally:
+            if self.sock is not None:
+                self.sock.settimeout(self.timeout)
+        if not data:
+            closed = self._closed_by_peer or ConnectionClosed("server closed the connection")
+            raise closed
+        self._protocol.receive_data(data)
+        return True
+
+
+def _deadline(timeout: float | None, default: float) -> float:
+    return time.monotonic() + (default if timeout is None else timeout)
+
+
+def _with_request_id(event, request_id: int):
+    return dataclasses.replace(event, request_id=request_id)
