@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import operator
 import os
 import struct
 
@@ -22,6 +23,7 @@ IOV_MAX = 1024
 _COMPACT_AFTER_BYTES = 65536
 
 _unpack_header = HEADER.unpack_from
+_unpack_length = struct.Struct(">I").unpack_from
 _pack_header = HEADER.pack
 
 
@@ -35,17 +37,29 @@ class FrameDecoder:
 
     A length below the minimum or above ``max_frame_bytes`` breaks the stream: ``next_frame``
     raises ``FrameError`` then and on every later call, after the good frames before it.
+    The header is judged as soon as its 4 length bytes arrive, so a too-large frame is refused
+    before it is buffered: ``max_frame_bytes`` is the hard cap on incomplete input.
     """
 
-    __slots__ = ("max_frame_bytes", "_buf", "_pos", "_error")
+    __slots__ = ("_max_frame_bytes", "_buf", "_pos", "_error")
 
     def __init__(self, max_frame_bytes: int = 65536):
-        if max_frame_bytes < MIN_FRAME_LENGTH:
-            raise ValueError(f"max_frame_bytes must be at least {MIN_FRAME_LENGTH}")
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
         self._pos = 0
         self._error: FrameError | None = None
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """Largest accepted frame length (type + request_id + payload); an int >= 5."""
+        return self._max_frame_bytes
+
+    @max_frame_bytes.setter
+    def max_frame_bytes(self, value: int) -> None:
+        value = operator.index(value)
+        if value < MIN_FRAME_LENGTH:
+            raise ValueError(f"max_frame_bytes must be at least {MIN_FRAME_LENGTH}")
+        self._max_frame_bytes = value
 
     @property
     def buffered_bytes(self) -> int:
@@ -59,6 +73,18 @@ class FrameDecoder:
             self._pos = 0
         self._buf += data
 
+    def _broken(self, length: int) -> FrameError:
+        """Record and return the error for a bad length prefix."""
+        if length < MIN_FRAME_LENGTH:
+            self._error = FrameError(
+                ErrorCode.BAD_FRAME,
+                f"frame length {length} is below the minimum of {MIN_FRAME_LENGTH}")
+        else:
+            self._error = FrameError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"frame length {length} exceeds the limit of {self._max_frame_bytes} bytes")
+        return self._error
+
     def next_frame(self):
         """The next complete frame as ``(type, request_id, payload)``, or None if incomplete."""
         if self._error is not None:
@@ -68,17 +94,9 @@ class FrameDecoder:
         available = len(buf) - pos
         if available < 4:
             return None
-        length = int.from_bytes(buf[pos:pos + 4], "big")
-        if length < MIN_FRAME_LENGTH:
-            self._error = FrameError(
-                ErrorCode.BAD_FRAME,
-                f"frame length {length} is below the minimum of {MIN_FRAME_LENGTH}")
-            raise self._error
-        if length > self.max_frame_bytes:
-            self._error = FrameError(
-                ErrorCode.FRAME_TOO_LARGE,
-                f"frame length {length} exceeds the limit of {self.max_frame_bytes} bytes")
-            raise self._error
+        length = _unpack_length(buf, pos)[0]
+        if length < MIN_FRAME_LENGTH or length > self._max_frame_bytes:
+            raise self._broken(length)
         if available < 4 + length:
             return None
         _, msg_type, request_id = _unpack_header(buf, pos)
@@ -90,6 +108,43 @@ class FrameDecoder:
         else:
             self._pos = end
         return msg_type, request_id, payload
+
+    def read_frames(self) -> list:
+        """Every complete frame buffered, in order, as a list of ``next_frame`` tuples.
+
+        The bulk form of ``next_frame`` (one call per read instead of one per frame), with the
+        same error semantics: when a bad length prefix follows good frames, those frames are
+        returned and ``FrameError`` is raised by the next call (of either method); when the bad
+        prefix comes first, or the stream was already broken, it raises at once. An empty list
+        means more data is needed.
+        """
+        if self._error is not None:
+            raise self._error
+        frames = []
+        buf = self._buf
+        pos = self._pos
+        size = len(buf)
+        limit = self._max_frame_bytes
+        while size - pos >= 4:
+            length = _unpack_length(buf, pos)[0]
+            if length < MIN_FRAME_LENGTH or length > limit:
+                error = self._broken(length)
+                if not frames:
+                    self._pos = pos
+                    raise error
+                break
+            end = pos + 4 + length
+            if end > size:
+                break
+            _, msg_type, request_id = _unpack_header(buf, pos)
+            frames.append((msg_type, request_id, bytes(buf[pos + HEADER_BYTES:end])))
+            pos = end
+        if pos == size:
+            buf.clear()
+            self._pos = 0
+        else:
+            self._pos = pos
+        return frames
 
 
 class OutputBuffer:
@@ -121,8 +176,16 @@ class OutputBuffer:
         return self._pending
 
     def append(self, data: bytes) -> bool:
-        """Queue ``data``; True if the buffer was empty before (the owner became pending)."""
-        if self._closed or not data:
+        """Queue ``data``; True if the buffer was empty before (the owner became pending).
+
+        ``bytes`` are kept by reference; any other bytes-like object is copied to ``bytes``
+        first, so a later change to it cannot corrupt what is sent or the byte count.
+        """
+        if self._closed:
+            return False
+        if type(data) is not bytes:
+            data = _snapshot(data)
+        if not data:
             return False
         was_empty = not self._pending
         self._chunks.append(data)
@@ -172,8 +235,19 @@ class OutputBuffer:
         self._pending = 0
 
 
+def _snapshot(data) -> bytes:
+    """An immutable copy of a bytes-like object (TypeError for anything else, e.g. str)."""
+    with memoryview(data) as view:
+        return view.tobytes()
+
+
 def fanout(data: bytes, buffers) -> list:
-    """Queue one ``data`` object on every buffer; returns the buffers that became pending."""
+    """Queue one ``data`` object on every buffer; returns the buffers that became pending.
+
+    Closed buffers are skipped. A non-``bytes`` ``data`` is copied once, as in ``append``.
+    """
+    if type(data) is not bytes:
+        data = _snapshot(data)
     if not data:
         return []
     size = len(data)

@@ -1,0 +1,446 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled twin of ``chatcore._codec_py``: same names, same behaviour, less time.
+
+``chatcore._codec_py`` is the specification; ``tests/test_codec_differential.py`` holds this
+module to it. Only what a profile of the server showed to be hot is here: scanning and slicing
+frames, output-buffer accounting with ``writev`` straight from the queued ``bytes``, and the
+fan-out loop. UTF-8 and everything else stays in Python. Errors are raised as the Python twin
+raises them: ``FrameError`` with the same code and message, the same ``OSError`` subclass
+(``PyErr_SetFromErrno``, as ``os.writev`` does), and rare argument shapes take a slow path
+that runs the twin's own Python expression.
+"""
+import struct
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                            PyBytes_GET_SIZE)
+from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.number cimport PyNumber_Index
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.string cimport memcpy, memmove
+from posix.uio cimport iovec, writev
+
+from .errors import ErrorCode, FrameError
+
+cdef extern from "<errno.h>":
+    int EWOULDBLOCK
+
+cdef enum:
+    _HEADER_BYTES = 9                 # length u32 | type u8 | request_id u32
+    _MIN_FRAME_LENGTH = 5             # type + request_id: a frame with no payload
+    _IOV_MAX = 1024                   # Linux refuses writev with more buffers (UIO_MAXIOV)
+    _MIN_CAPACITY_BYTES = 1024        # first receive-buffer allocation
+    _KEEP_CAPACITY_BYTES = 262144     # an emptied receive buffer larger than this is shrunk,
+                                      # so one big frame does not pin memory per connection
+    _MIN_CHUNK_SLOTS = 8              # first allocation of an OutputBuffer's chunk array
+
+HEADER_BYTES = _HEADER_BYTES
+MIN_FRAME_LENGTH = _MIN_FRAME_LENGTH
+IOV_MAX = _IOV_MAX
+
+# Frame lengths are u32, so any limit at or above 2**32 behaves like 2**32.
+cdef unsigned long long _LENGTH_CEILING = 1ULL << 32
+
+_pack_header = struct.Struct(">IBI").pack
+_BAD_FRAME = ErrorCode.BAD_FRAME
+_FRAME_TOO_LARGE = ErrorCode.FRAME_TOO_LARGE
+
+
+cdef inline unsigned long _be32(const unsigned char *p) noexcept nogil:
+    return ((<unsigned long>p[0] << 24) | (<unsigned long>p[1] << 16) |
+            (<unsigned long>p[2] << 8) | <unsigned long>p[3])
+
+
+cdef object _snapshot(object data):
+    """An immutable copy of a bytes-like object (TypeError for anything else, e.g. str)."""
+    with memoryview(data) as view:
+        return view.tobytes()
+
+
+def encode_frame(msg_type, request_id, payload=b""):
+    """One frame as bytes."""
+    cdef int overflow_t = 0, overflow_r = 0
+    cdef long t, r
+    cdef Py_ssize_t n
+    cdef bytes out
+    cdef unsigned char *p
+    if PyLong_CheckExact(msg_type) and PyLong_CheckExact(request_id) and \
+            PyBytes_CheckExact(payload):
+        t = PyLong_AsLongAndOverflow(msg_type, &overflow_t)
+        r = PyLong_AsLongAndOverflow(request_id, &overflow_r)
+        n = PyBytes_GET_SIZE(payload)
+        if (not overflow_t and not overflow_r and 0 <= t <= 0xFF and 0 <= r <= 0xFFFFFFFF
+                and n <= 0xFFFFFFFF - _MIN_FRAME_LENGTH):
+            out = PyBytes_FromStringAndSize(NULL, _HEADER_BYTES + n)
+            p = <unsigned char *>PyBytes_AS_STRING(out)
+            n += _MIN_FRAME_LENGTH
+            p[0] = (n >> 24) & 0xFF
+            p[1] = (n >> 16) & 0xFF
+            p[2] = (n >> 8) & 0xFF
+            p[3] = n & 0xFF
+            p[4] = <unsigned char>t
+            p[5] = (r >> 24) & 0xFF
+            p[6] = (r >> 16) & 0xFF
+            p[7] = (r >> 8) & 0xFF
+            p[8] = r & 0xFF
+            memcpy(p + _HEADER_BYTES, PyBytes_AS_STRING(payload), n - _MIN_FRAME_LENGTH)
+            return out
+    # Anything unusual (bool, int subclass, bytearray, out of range): the twin's expression,
+    # so results and errors (struct.error, TypeError) are the twin's.
+    return _pack_header(len(payload) + _MIN_FRAME_LENGTH, msg_type, request_id) + payload
+
+
+cdef class FrameDecoder:
+    """Splits a byte stream into frames: ``receive_data`` buffers, ``next_frame`` takes one.
+
+    A length below the minimum or above ``max_frame_bytes`` breaks the stream: ``next_frame``
+    raises ``FrameError`` then and on every later call, after the good frames before it.
+    The header is judged as soon as its 4 length bytes arrive, so a too-large frame is refused
+    before it is buffered: ``max_frame_bytes`` is the hard cap on incomplete input.
+    """
+
+    cdef object _max_obj                  # as given (after operator.index), for messages
+    cdef unsigned long long _max          # the same, capped at 2**32
+    cdef unsigned char *_buf
+    cdef Py_ssize_t _cap                  # bytes allocated at _buf
+    cdef Py_ssize_t _start                # first byte not yet returned as a frame
+    cdef Py_ssize_t _end                  # one past the last byte received
+    cdef object _error                    # the sticky FrameError, or None
+
+    def __cinit__(self):
+        self._buf = NULL
+        self._cap = self._start = self._end = 0
+        self._max_obj = 65536
+        self._max = 65536
+        self._error = None
+
+    def __init__(self, max_frame_bytes=65536):
+        self.max_frame_bytes = max_frame_bytes
+        self._start = self._end = 0
+        self._error = None
+
+    def __dealloc__(self):
+        PyMem_Free(self._buf)
+
+    @property
+    def max_frame_bytes(self):
+        """Largest accepted frame length (type + request_id + payload); an int >= 5."""
+        return self._max_obj
+
+    @max_frame_bytes.setter
+    def max_frame_bytes(self, value):
+        value = PyNumber_Index(value)
+        if value < _MIN_FRAME_LENGTH:
+            raise ValueError(f"max_frame_bytes must be at least {_MIN_FRAME_LENGTH}")
+        self._max_obj = value
+        self._max = value if value < _LENGTH_CEILING else _LENGTH_CEILING
+
+    @property
+    def buffered_bytes(self):
+        """Bytes received but not yet returned as frames."""
+        return self._end - self._start
+
+    cdef int _reserve(self, Py_ssize_t n) except -1:
+        """Room for ``n`` more bytes at ``_end``; moves each byte O(1) times amortized."""
+        cdef Py_ssize_t live = self._end - self._start
+        cdef Py_ssize_t new_cap
+        cdef unsigned char *new_buf
+        if live == 0:
+            self._start = self._end = 0
+            if self._cap > _KEEP_CAPACITY_BYTES and n <= _KEEP_CAPACITY_BYTES:
+                PyMem_Free(self._buf)
+                self._buf = NULL
+                self._cap = 0
+        if self._end + n <= self._cap:
+            return 0
+        if self._start >= live and live + n <= self._cap:
+            # The bytes moved (live) are fewer than those consumed since the last move.
+            memmove(self._buf, self._buf + self._start, live)
+        else:
+            new_cap = max(self._cap * 2, live + n, <Py_ssize_t>_MIN_CAPACITY_BYTES)
+            new_buf = <unsigned char *>PyMem_Malloc(new_cap)
+            if new_buf == NULL:
+                raise MemoryError()
+            if live:
+                memcpy(new_buf, self._buf + self._start, live)
+            PyMem_Free(self._buf)
+            self._buf = new_buf
+            self._cap = new_cap
+        self._start = 0
+        self._end = live
+        return 0
+
+    def receive_data(self, data):
+        """Buffer more of the stream (any bytes-like object)."""
+        cdef Py_buffer view
+        cdef Py_ssize_t n
+        if PyBytes_CheckExact(data):
+            n = PyBytes_GET_SIZE(data)
+            self._reserve(n)
+            memcpy(self._buf + self._end, PyBytes_AS_STRING(data), n)
+            self._end += n
+            return
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self._reserve(view.len)
+            memcpy(self._buf + self._end, view.buf, view.len)
+            self._end += view.len
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef object _broken(self, unsigned long length):
+        """Record and return the error for a bad length prefix."""
+        if length < _MIN_FRAME_LENGTH:
+            self._error = FrameError(
+                _BAD_FRAME,
+                f"frame length {length} is below the minimum of {_MIN_FRAME_LENGTH}")
+        else:
+            self._error = FrameError(
+                _FRAME_TOO_LARGE,
+                f"frame length {length} exceeds the limit of {self._max_obj} bytes")
+        return self._error
+
+    cdef inline object _take(self, unsigned long length):
+        """The frame at ``_start`` (known complete, ``length`` after its prefix) as a tuple."""
+        cdef const unsigned char *p = self._buf + self._start
+        frame = (p[4], _be32(p + 5),
+                 PyBytes_FromStringAndSize(<const char *>p + _HEADER_BYTES,
+                                           length - _MIN_FRAME_LENGTH))
+        self._start += 4 + length
+        return frame
+
+    def next_frame(self):
+        """The next complete frame as ``(type, request_id, payload)``, or None if incomplete."""
+        cdef unsigned long length
+        cdef Py_ssize_t available
+        if self._error is not None:
+            raise self._error
+        available = self._end - self._start
+        if available < 4:
+            return None
+        length = _be32(self._buf + self._start)
+        if length < _MIN_FRAME_LENGTH or length > self._max:
+            raise self._broken(length)
+        if <unsigned long long>available < 4 + <unsigned long long>length:
+            return None
+        frame = self._take(length)
+        if self._start == self._end:
+            self._start = self._end = 0
+        return frame
+
+    def read_frames(self):
+        """Every complete frame buffered, in order, as a list of ``next_frame`` tuples.
+
+        The bulk form of ``next_frame`` (one call per read instead of one per frame), with the
+        same error semantics: when a bad length prefix follows good frames, those frames are
+        returned and ``FrameError`` is raised by the next call (of either method); when the bad
+        prefix comes first, or the stream was already broken, it raises at once. An empty list
+        means more data is needed.
+        """
+        cdef unsigned long length
+        cdef list frames = []
+        if self._error is not None:
+            raise self._error
+        while self._end - self._start >= 4:
+            length = _be32(self._buf + self._start)
+            if length < _MIN_FRAME_LENGTH or length > self._max:
+                error = self._broken(length)
+                if not frames:
+                    raise error
+                break
+            if <unsigned long long>(self._end - self._start) < 4 + <unsigned long long>length:
+                break
+            frames.append(self._take(length))
+        if self._start == self._end:
+            self._start = self._end = 0
+        return frames
+
+
+cdef class OutputBuffer:
+    """Bytes queued for one connection, written with one ``writev`` per call.
+
+    Appended objects are kept by reference (a fan-out shares one ``bytes`` among all its
+    recipients); a partial write keeps an offset into the first object instead of copying.
+    ``owner`` is free for the caller (the connection this buffer belongs to).
+    """
+
+    cdef public object owner
+    # The queue is _chunks[_head:_tail], each an owned reference to an exact ``bytes`` (so no
+    # reference cycle can pass through it and the GC need not see it).
+    cdef PyObject **_chunks
+    cdef Py_ssize_t _slots                # allocated length of _chunks
+    cdef Py_ssize_t _head
+    cdef Py_ssize_t _tail
+    cdef Py_ssize_t _offset               # bytes of _chunks[_head] already written
+    cdef Py_ssize_t _pending
+    cdef bint _closed
+
+    def __cinit__(self):
+        self._chunks = NULL
+        self._slots = self._head = self._tail = 0
+        self._offset = self._pending = 0
+        self._closed = False
+
+    def __init__(self, owner=None):
+        self.owner = owner
+        self._drop()
+        self._closed = False
+
+    def __dealloc__(self):
+        self._drop()
+        PyMem_Free(self._chunks)
+
+    @property
+    def pending_bytes(self):
+        return self._pending
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def __len__(self):
+        return self._pending
+
+    cdef void _drop(self) noexcept:
+        cdef Py_ssize_t i
+        for i in range(self._head, self._tail):
+            Py_DECREF(<object>self._chunks[i])
+        self._head = self._tail = 0
+        self._offset = self._pending = 0
+
+    cdef inline int _push(self, object data, Py_ssize_t size) except -1:
+        """Queue an exact, non-empty ``bytes`` of ``size`` bytes."""
+        cdef Py_ssize_t live, new_slots
+        cdef PyObject **new_chunks
+        if self._tail == self._slots:
+            live = self._tail - self._head
+            if self._head >= live and self._head:
+                # As many slots are free at the front as are in use: slide down, O(1) amortized.
+                memmove(self._chunks, self._chunks + self._head, live * sizeof(PyObject *))
+            else:
+                new_slots = max(self._slots * 2, <Py_ssize_t>_MIN_CHUNK_SLOTS)
+                new_chunks = <PyObject **>PyMem_Realloc(self._chunks,
+                                                        new_slots * sizeof(PyObject *))
+                if new_chunks == NULL:
+                    raise MemoryError()
+                self._chunks = new_chunks
+                self._slots = new_slots
+                if self._head:
+                    memmove(self._chunks, self._chunks + self._head,
+                            live * sizeof(PyObject *))
+            self._head = 0
+            self._tail = live
+        Py_INCREF(data)
+        self._chunks[self._tail] = <PyObject *>data
+        self._tail += 1
+        self._pending += size
+        return 0
+
+    def append(self, data):
+        """Queue ``data``; True if the buffer was empty before (the owner became pending).
+
+        ``bytes`` are kept by reference; any other bytes-like object is copied to ``bytes``
+        first, so a later change to it cannot corrupt what is sent or the byte count.
+        """
+        cdef Py_ssize_t size
+        if self._closed:
+            return False
+        if not PyBytes_CheckExact(data):
+            data = _snapshot(data)
+        size = PyBytes_GET_SIZE(data)
+        if size == 0:
+            return False
+        was_empty = self._pending == 0
+        self._push(data, size)
+        return was_empty
+
+    def write_to(self, fd):
+        """Write as much as the kernel takes; returns the bytes written (0 if it took none).
+
+        Raises OSError for errors other than a full socket buffer (reset, broken pipe).
+        """
+        cdef iovec iov[_IOV_MAX]
+        cdef PyObject *held[_IOV_MAX]
+        cdef int cfd, count, i, err = 0
+        cdef Py_ssize_t written
+        cdef PyObject *chunk
+        if not self._pending:
+            return 0
+        cfd = fd
+        count = <int>min(self._tail - self._head, <Py_ssize_t>_IOV_MAX)
+        for i in range(count):
+            chunk = self._chunks[self._head + i]
+            # Hold the batch while the GIL is released, as os.writev's argument list would.
+            Py_INCREF(<object>chunk)
+            held[i] = chunk
+            iov[i].iov_base = PyBytes_AS_STRING(<object>chunk)
+            iov[i].iov_len = <size_t>PyBytes_GET_SIZE(<object>chunk)
+        iov[0].iov_base = <char *>iov[0].iov_base + self._offset
+        iov[0].iov_len -= <size_t>self._offset
+        try:
+            while True:
+                with nogil:
+                    written = writev(cfd, iov, count)
+                    if written < 0:
+                        err = errno
+                if written >= 0:
+                    break
+                if err == EINTR:
+                    PyErr_CheckSignals()   # raises if a signal handler did (PEP 475)
+                    continue
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    return 0
+                errno = err
+                PyErr_SetFromErrno(OSError)
+        finally:
+            for i in range(count):
+                Py_DECREF(<object>held[i])
+        self._consume(written)
+        return written
+
+    cdef void _consume(self, Py_ssize_t written) noexcept:
+        cdef Py_ssize_t left, size
+        self._pending -= written
+        left = written + self._offset
+        while self._head < self._tail:
+            size = PyBytes_GET_SIZE(<object>self._chunks[self._head])
+            if left < size:
+                break
+            left -= size
+            Py_DECREF(<object>self._chunks[self._head])
+            self._head += 1
+        self._offset = left
+        if self._head == self._tail:
+            self._head = self._tail = 0
+
+    def close(self):
+        """Drop everything queued; later appends are ignored."""
+        self._closed = True
+        self._drop()
+
+
+def fanout(data, buffers):
+    """Queue one ``data`` object on every buffer; returns the buffers that became pending.
+
+    Closed buffers are skipped. A non-``bytes`` ``data`` is copied once, as in ``append``.
+    """
+    cdef Py_ssize_t size
+    cdef OutputBuffer out
+    cdef list became_pending
+    if not PyBytes_CheckExact(data):
+        data = _snapshot(data)
+    size = PyBytes_GET_SIZE(data)
+    if size == 0:
+        return []
+    became_pending = []
+    for buf in buffers:
+        out = <OutputBuffer?>buf
+        if out._closed:
+            continue
+        if out._pending == 0:
+            became_pending.append(out)
+        out._push(data, size)
+    return became_pending
