@@ -1,0 +1,334 @@
+"""One client socket joined to one native-protocol stream, one output buffer and the hub.
+
+The connection enforces the per-connection limits (output queue, handshake and idle
+timeouts), answers and sends pings, and turns hub refusals into Error frames. Routing is the
+hub's business; bytes on the wire are the protocol's.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import socket
+import time
+
+from . import events as ev
+from .codec import OutputBuffer, fanout
+from .errors import ChatError, ErrorCode, ProtocolError
+from .events import Reason
+from .protocol import (NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role, encode_event,
+                       encode_room_message)
+
+log = logging.getLogger(__name__)
+
+# After our last byte, how long a closing connection may take to send its EOF; reading until
+# then keeps the kernel from answering unread input with a reset that would destroy our
+# final error frame before the peer reads it (a "lingering close", as HTTP servers do).
+LINGER_SECONDS = 2.0
+DISCARD_CHUNK_BYTES = 65536
+_QUIET_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
+
+
+class NativeOutlet:
+    """Hands hub events to native connections: each event encoded once, queued everywhere.
+
+    ``pending`` collects the output buffers that became non-empty; the server flushes them
+    before the loop sleeps.
+    """
+
+    def __init__(self):
+        self.pending: list = []
+
+    def deliver(self, endpoint: OutputBuffer, event) -> None:
+        if endpoint.append(encode_event(event)):
+            self.pending.append(endpoint)
+
+    def broadcast(self, endpoints: list, event) -> None:
+        if type(event) is ev.RoomMessage:
+            data = encode_room_message(event.room.encode(), event.sender.encode(),
+                                       event.msg_id, event.timestamp_ms,
+                                       event.text.encode())
+        else:
+            data = encode_event(event)
+        self.pending.extend(fanout(data, endpoints))
+
+    def take_pending(self) -> list:
+        pending, self.pending = self.pending, []
+        return pending
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"         # no more input handled; flushing what is queued
+    LINGERING = "lingering"     # output done and shut down; discarding input until EOF
+    CLOSED = "closed"
+
+
+class Connection:
+    """A client of the native protocol, from accept to close."""
+
+    def __init__(self, server, sock: socket.socket, address):
+        self.server = server
+        self.config = server.config
+        self.reactor = server.reactor
+        self.hub = server.hub
+        self.outlet: NativeOutlet = server.outlet
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.address = address
+        self.protocol = NativeProtocol(Role.SERVER, self.config.max_frame_bytes)
+        self.outbuf = OutputBuffer(self)
+        self.session = None
+        self.state = State.OPEN
+        now = time.monotonic()
+        self.connected_at = now
+        self.last_received = now
+        self.ping_token = 0
+        self.ping_sent_at: float | None = None
+        self.last_ping_at = now
+        self._writing = False
+        self._linger_timer = None
+        self.reactor.add_reader(self.fd, self.on_readable)
+
+    def __repr__(self) -> str:
+        who = self.session.name if self.session else "-"
+        return f"<Connection {who} {self.address} {self.state.value}>"
+
+    @property
+    def peer(self) -> str:
+        host, port = self.address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # -- input -----------------------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(self.config.read_chunk_bytes)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.abort(Reason.DISCONNECTED, exc)
+            return
+        if not data:
+            # Half-closed by the peer: it may still read, so flush before closing.
+            self.close(Reason.DISCONNECTED, "peer closed its side")
+            return
+        self.last_received = time.monotonic()
+        protocol = self.protocol
+        protocol.receive_data(data)
+        handlers = _HANDLERS
+        while self.state is State.OPEN:
+            try:
+                event = protocol.next_event()
+            except ProtocolError as exc:
+                self.send_error(exc.code, exc.message, exc.fatal, exc.request_id)
+                if exc.fatal:
+                    log.info("%s: closing, %s", self.peer, exc.message)
+                    self.close(Reason.DISCONNECTED, exc.message)
+                continue
+            if event is NEED_DATA:
+                break
+            try:
+                handlers[type(event)](self, event)
+            except ChatError as exc:
+                self.send_error(exc.code, exc.message, False, event.request_id)
+
+    def _on_hello(self, event: ev.Hello) -> None:
+        self.session = self.hub.connect(event.name, self.outlet, self.outbuf)
+        config = self.config
+        self.send(self.protocol.send(ev.Welcome(
+            PROTOCOL_VERSION, self.session.name, self.hub.node.name,
+            int(config.ping_interval_seconds * 1000), config.max_frame_bytes,
+            config.max_text_bytes, config.max_name_chars, event.request_id)))
+        log.debug("%s is %s (%s)", self.peer, self.session.name, event.client or "?")
+
+    def _on_ping(self, event: ev.Ping) -> None:
+        self.send_event(ev.Pong(event.token, event.request_id))
+
+    def _on_pong(self, event: ev.Pong) -> None:
+        if self.ping_sent_at is not None and event.token == self.ping_token:
+            self.session.record_rtt(time.monotonic() - self.ping_sent_at)
+            self.ping_sent_at = None
+
+    def _on_quit(self, event: ev.Quit) -> None:
+        self.close(Reason.QUIT, event.reason or "quit")
+
+    def _on_open_chat(self, event: ev.OpenChat) -> None:
+        self.hub.open_chat(self.session, event.peer)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_close_chat(self, event: ev.CloseChat) -> None:
+        self.hub.close_chat(self.session, event.peer)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_send_direct(self, event: ev.SendDirect) -> None:
+        msg_id, timestamp_ms = self.hub.send_direct(self.session, event.peer, event.text)
+        self.send_event(ev.Ack(msg_id, timestamp_ms, event.request_id))
+
+    def _on_join(self, event: ev.JoinRoom) -> None:
+        self.hub.join(self.session, event.room)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_leave(self, event: ev.LeaveRoom) -> None:
+        self.hub.leave(self.session, event.room)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_send_room(self, event: ev.SendRoom) -> None:
+        msg_id, timestamp_ms = self.hub.send_room(self.session, event.room, event.text)
+        self.send_event(ev.Ack(msg_id, timestamp_ms, event.request_id))
+
+    def _on_list_users(self, event: ev.ListUsers) -> None:
+        users = self.hub.list_users(event.room)
+        self.send(self._fitted(ev.UserList, users, event.request_id))
+
+    def _on_list_rooms(self, event: ev.ListRooms) -> None:
+        self.send(self._fitted(ev.RoomList, self.hub.list_rooms(), event.request_id))
+
+    def _on_list_servers(self, event: ev.ListServers) -> None:
+        self.send(self._fitted(ev.ServerList, self.hub.list_servers(), event.request_id))
+
+    def _fitted(self, list_type, entries: list, request_id: int) -> bytes:
+        """The list frame with as many entries as fit in one frame (``total`` says all)."""
+        count = min(len(entries), 0xFFFF)
+        while True:
+            frame = encode_event(list_type(len(entries), tuple(entries[:count]), request_id))
+            if len(frame) - 4 <= self.config.max_frame_bytes or count == 0:
+                return frame
+            count = count * self.config.max_frame_bytes // (len(frame) - 4) - 1
+            count = max(count, 0)
+
+    # -- output ----------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Queue encoded bytes; they are written before the loop sleeps."""
+        if self.outbuf.append(data):
+            self.outlet.pending.append(self.outbuf)
+
+    def send_event(self, event) -> None:
+        self.send(encode_event(event))
+
+    def send_error(self, code: ErrorCode, message: str, fatal: bool = False,
+                   request_id: int = 0) -> None:
+        self.send_event(ev.Error(int(code), fatal, message, request_id))
+
+    def flush(self) -> None:
+        """Write what is queued; ask for write readiness only if the kernel took less."""
+        if self.state is State.CLOSED:
+            return
+        outbuf = self.outbuf
+        try:
+            outbuf.write_to(self.fd)
+        except OSError as exc:
+            self.abort(Reason.DISCONNECTED, exc)
+            return
+        if outbuf.pending_bytes:
+            if outbuf.pending_bytes > self.config.max_output_bytes:
+                log.warning("%s: output queue passed %d bytes; dropping the slow reader",
+                            self.session.name if self.session else self.peer,
+                            self.config.max_output_bytes)
+                self.abort(Reason.TOO_SLOW, "output queue overflow")
+            elif not self._writing:
+                self._writing = True
+                self.reactor.add_writer(self.fd, self.flush)
+            return
+        if self._writing:
+            self._writing = False
+            self.reactor.remove_writer(self.fd)
+        if self.state is State.CLOSING:
+            self._linger()
+
+    # -- liveness --------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Enforce the handshake and idle timeouts; send a ping when one is due."""
+        if self.state is not State.OPEN:
+            return
+        config = self.config
+        if self.session is None:
+            if now - self.connected_at > config.handshake_timeout_seconds:
+                self.send_error(ErrorCode.HANDSHAKE_TIMEOUT,
+                                f"no Hello within {config.handshake_timeout_seconds:g}s",
+                                fatal=True)
+                self.close(Reason.TIMED_OUT, "handshake timeout")
+            return
+        if now - self.last_received > config.idle_timeout_seconds:
+            self.send_error(ErrorCode.PING_TIMEOUT,
+                            f"nothing received for {config.idle_timeout_seconds:g}s",
+                            fatal=True)
+            log.info("%s: idle timeout", self.session.name)
+            self.close(Reason.TIMED_OUT, "idle timeout")
+        elif now - self.last_ping_at >= config.ping_interval_seconds:
+            self.ping_token = (self.ping_token + 1) & 0xFFFFFFFFFFFFFFFF
+            self.ping_sent_at = self.last_ping_at = now
+            self.send_event(ev.Ping(self.ping_token))
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self, reason: Reason, why: object = "") -> None:
+        """Stop taking input, tell the hub, and close once the queued output is written."""
+        if self.state is not State.OPEN:
+            return
+        self.state = State.CLOSING
+        self._leave_hub(reason)
+        self.reactor.remove_reader(self.fd)
+        self._linger_timer = self.reactor.call_later(LINGER_SECONDS, self.abort,
+                                                     reason, "close timed out")
+        # Non-empty output is always either on the outlet's pending list or waiting for
+        # write readiness, so flush() will get to it and call _linger then.
+        if not self.outbuf.pending_bytes:
+            self._linger()
+
+    def _linger(self) -> None:
+        self.state = State.LINGERING
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.abort(Reason.DISCONNECTED)
+            return
+        self.reactor.add_reader(self.fd, self._discard_input)
+
+    def _discard_input(self) -> None:
+        try:
+            data = self.sock.recv(DISCARD_CHUNK_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.abort(Reason.DISCONNECTED)
+
+    def abort(self, reason: Reason, why: object = "") -> None:
+        """Close now, dropping queued output."""
+        if self.state is State.CLOSED:
+            return
+        if isinstance(why, OSError) and not isinstance(why, _QUIET_ERRORS):
+            log.warning("%s: %s", self.peer, why)
+        self._leave_hub(reason)
+        self.state = State.CLOSED
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        self.reactor.remove_fd(self.fd)
+        self.outbuf.close()
+        self.sock.close()
+        self.server.forget(self)
+
+    def _leave_hub(self, reason: Reason) -> None:
+        session, self.session = self.session, None
+        if session is not None and not self.server.shutting_down:
+            self.hub.disconnect(session, reason)
+
+
+_HANDLERS = {
+    ev.Hello: Connection._on_hello,
+    ev.Ping: Connection._on_ping,
+    ev.Pong: Connection._on_pong,
+    ev.Quit: Connection._on_quit,
+    ev.OpenChat: Connection._on_open_chat,
+    ev.CloseChat: Connection._on_close_chat,
+    ev.SendDirect: Connection._on_send_direct,
+    ev.JoinRoom: Connection._on_join,
+    ev.LeaveRoom: Connection._on_leave,
+    ev.SendRoom: Connection._on_send_room,
+    ev.ListUsers: Connection._on_list_users,
+    ev.ListRooms: Connection._on_list_rooms,
+    ev.ListServers: Connection._on_list_servers,
+}

@@ -1,0 +1,296 @@
+"""The chat domain: users, rooms, conversations, presence and RTT.
+
+The hub decides who receives what and hands each event to the recipients' *outlets*: one
+outlet per wire format, which encodes the event once for all its recipients. It knows no
+sockets and no bytes. An outlet implements::
+
+    deliver(endpoint, event)        # one recipient
+    broadcast(endpoints, event)     # many recipients, same event
+
+where ``endpoint`` is whatever the outlet gave at ``connect`` (for the native protocol, the
+connection's output buffer).
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from dataclasses import dataclass, field
+
+from . import events as ev
+from .errors import ChatError, ErrorCode
+from .events import Reason
+
+_NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]+\Z")
+RTT_SMOOTHING = 1 / 8           # TCP's SRTT gain (RFC 6298)
+GUEST_PREFIX = "guest-"
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    max_name_chars: int = 32            # IRC servers commonly allow 30-32
+    max_room_name_chars: int = 64
+    max_text_bytes: int = 8192          # a long paste still fits; 64 KiB frames leave room
+    max_rooms_per_user: int = 100
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """This server as it appears in server lists."""
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(eq=False)
+class Session:
+    """One connected, named user."""
+    name: str
+    key: str                            # casefolded name: the identity for lookups
+    outlet: object
+    endpoint: object
+    connected_at: float
+    last_active: float                  # monotonic time of the last chat request
+    rooms: dict = field(default_factory=dict)          # key -> Room
+    conversations: set = field(default_factory=set)    # keys of peers with an open chat
+    rtt_seconds: float | None = None
+
+    def record_rtt(self, sample_seconds: float) -> None:
+        """Fold one RTT sample into the smoothed estimate."""
+        if self.rtt_seconds is None:
+            self.rtt_seconds = sample_seconds
+        else:
+            self.rtt_seconds += (sample_seconds - self.rtt_seconds) * RTT_SMOOTHING
+
+
+@dataclass(eq=False)
+class Room:
+    name: str
+    key: str
+    members: dict = field(default_factory=dict)        # session key -> Session
+    endpoints: dict = field(default_factory=dict)      # outlet -> [endpoint, ...]
+
+
+class Hub:
+    """Routes requests of connected sessions; raises ChatError for refused requests."""
+
+    def __init__(self, node: NodeInfo, limits: HubLimits = HubLimits(), *,
+                 clock=time.monotonic, wallclock=time.time):
+        self.node = node
+        self.limits = limits
+        self._clock = clock
+        self._wallclock = wallclock
+        self.sessions: dict[str, Session] = {}
+        self.rooms: dict[str, Room] = {}
+        self._msg_ids = itertools.count(1)
+        self._guest_numbers = itertools.count(1)
+
+    # -- identity --------------------------------------------------------------------------
+
+    def check_name(self, name: str) -> None:
+        """Raise NAME_INVALID saying why ``name`` cannot be a user name."""
+        limit = self.limits.max_name_chars
+        if not name:
+            raise ChatError(ErrorCode.NAME_INVALID, "name is empty")
+        if len(name) > limit:
+            raise ChatError(ErrorCode.NAME_INVALID,
+                            f"name is {len(name)} characters long; the limit is {limit}")
+        if not name[0].isascii() or not name[0].isalpha():
+            raise ChatError(ErrorCode.NAME_INVALID, f"name {name!r} must start with a letter")
+        if not _NAME_CHARS.match(name):
+            raise ChatError(ErrorCode.NAME_INVALID,
+                            f"name {name!r} may only contain letters, digits, '_', '-' and '.'")
+
+    def connect(self, wanted_name: str, outlet, endpoint) -> Session:
+        """A user arrives; an empty ``wanted_name`` gets a unique guest name."""
+        if wanted_name:
+            self.check_name(wanted_name)
+            name = wanted_name
+            if name.casefold() in self.sessions:
+                raise ChatError(ErrorCode.NAME_TAKEN, f"name {name!r} is taken")
+        else:
+            name = self._guest_name()
+        now = self._clock()
+        session = Session(name, name.casefold(), outlet, endpoint, now, now)
+        self.sessions[session.key] = session
+        return session
+
+    def _guest_name(self) -> str:
+        while True:
+            name = f"{GUEST_PREFIX}{next(self._guest_numbers)}"
+            if name.casefold() not in self.sessions:
+                return name
+
+    def disconnect(self, session: Session, reason: Reason) -> None:
+        """A user is gone: its rooms and conversation peers are told why."""
+        if self.sessions.get(session.key) is not session:
+            return
+        del self.sessions[session.key]
+        for room in list(session.rooms.values()):
+            self._remove_member(room, session, reason)
+        for peer_key in session.conversations:
+            peer = self.sessions.get(peer_key)
+            if peer is not None:
+                peer.conversations.discard(session.key)
+                peer.outlet.deliver(peer.endpoint, ev.ChatClosed(session.name, reason))
+        session.conversations.clear()
+
+    # -- conversations ---------------------------------------------------------------------
+
+    def _peer(self, session: Session, peer_name: str) -> Session:
+        peer = self.sessions.get(peer_name.casefold())
+        if peer is None:
+            raise ChatError(ErrorCode.NO_SUCH_USER, f"no user named {peer_name!r} is online")
+        if peer is session:
+            raise ChatError(ErrorCode.CANNOT_CHAT_SELF, "you cannot chat with yourself")
+        return peer
+
+    def _open(self, session: Session, peer: Session) -> None:
+        if peer.key not in session.conversations:
+            session.conversations.add(peer.key)
+            peer.conversations.add(session.key)
+            peer.outlet.deliver(peer.endpoint, ev.ChatOpened(session.name))
+
+    def open_chat(self, session: Session, peer_name: str) -> None:
+        self._touch(session)
+        self._open(session, self._peer(session, peer_name))
+
+    def close_chat(self, session: Session, peer_name: str) -> None:
+        self._touch(session)
+        peer = self._peer(session, peer_name)
+        if peer.key not in session.conversations:
+            raise ChatError(ErrorCode.NO_CONVERSATION,
+                            f"no conversation with {peer.name!r} is open")
+        session.conversations.discard(peer.key)
+        peer.conversations.discard(session.key)
+        peer.outlet.deliver(peer.endpoint, ev.ChatClosed(session.name, Reason.CLOSED))
+
+    def send_direct(self, session: Session, peer_name: str, text: str) -> tuple[int, int]:
+        """Deliver ``text`` to one user; returns (msg_id, timestamp_ms) for the Ack."""
+        self._touch(session)
+        peer = self._peer(session, peer_name)
+        self._check_text(text)
+        self._open(session, peer)
+        msg_id, timestamp_ms = self._stamp()
+        peer.outlet.deliver(peer.endpoint,
+                            ev.DirectMessage(session.name, msg_id, timestamp_ms, text))
+        return msg_id, timestamp_ms
+
+    # -- rooms -----------------------------------------------------------------------------
+
+    def check_room_name(self, name: str) -> None:
+        limit = self.limits.max_room_name_chars
+        if not name:
+            raise ChatError(ErrorCode.ROOM_INVALID, "room name is empty")
+        if len(name) > limit:
+            raise ChatError(ErrorCode.ROOM_INVALID,
+                            f"room name is {len(name)} characters long; the limit is {limit}")
+        if not _NAME_CHARS.match(name):
+            raise ChatError(ErrorCode.ROOM_INVALID,
+                            f"room name {name!r} may only contain letters, digits, "
+                            f"'_', '-' and '.'")
+
+    def join(self, session: Session, room_name: str) -> bool:
+        """Join (creating the room on first join); False if already a member."""
+        self._touch(session)
+        key = room_name.casefold()
+        if key in session.rooms:
+            return False
+        self.check_room_name(room_name)
+        if len(session.rooms) >= self.limits.max_rooms_per_user:
+            raise ChatError(ErrorCode.TOO_MANY_ROOMS,
+                            f"you are in {len(session.rooms)} rooms; the limit is "
+                            f"{self.limits.max_rooms_per_user}")
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(room_name, key)
+        room.members[session.key] = session
+        room.endpoints.setdefault(session.outlet, []).append(session.endpoint)
+        session.rooms[key] = room
+        self._broadcast(room, ev.UserJoined(room.name, session.name))
+        return True
+
+    def leave(self, session: Session, room_name: str) -> None:
+        self._touch(session)
+        self._remove_member(self._membership(session, room_name), session, Reason.CLOSED)
+
+    def _membership(self, session: Session, room_name: str) -> Room:
+        room = session.rooms.get(room_name.casefold())
+        if room is None:
+            raise ChatError(ErrorCode.NOT_IN_ROOM, f"you are not in room {room_name!r}")
+        return room
+
+    def _remove_member(self, room: Room, session: Session, reason: Reason) -> None:
+        # The leaver hears its own departure too, like its own join.
+        self._broadcast(room, ev.UserLeft(room.name, session.name, reason))
+        del room.members[session.key]
+        endpoints = room.endpoints[session.outlet]
+        endpoints.remove(session.endpoint)
+        if not endpoints:
+            del room.endpoints[session.outlet]
+        del session.rooms[room.key]
+        if not room.members:
+            del self.rooms[room.key]
+
+    def send_room(self, session: Session, room_name: str, text: str) -> tuple[int, int]:
+        """Deliver ``text`` to every member, the sender included; returns (msg_id, ts_ms)."""
+        self._touch(session)
+        room = self._membership(session, room_name)
+        self._check_text(text)
+        msg_id, timestamp_ms = self._stamp()
+        self._broadcast(room, ev.RoomMessage(room.name, session.name, msg_id, timestamp_ms,
+                                             text))
+        return msg_id, timestamp_ms
+
+    def _broadcast(self, room: Room, event) -> None:
+        for outlet, endpoints in room.endpoints.items():
+            outlet.broadcast(endpoints, event)
+
+    # -- presence --------------------------------------------------------------------------
+
+    def list_users(self, room_name: str = "") -> list[ev.UserInfo]:
+        """Users on the server, or in one room (empty for an unknown room), sorted by name."""
+        if room_name:
+            room = self.rooms.get(room_name.casefold())
+            sessions = room.members.values() if room is not None else ()
+        else:
+            sessions = self.sessions.values()
+        now = self._clock()
+        server = self.node.name
+        return sorted((ev.UserInfo(s.name, _rtt_us(s.rtt_seconds),
+                                   int(now - s.last_active), server) for s in sessions),
+                      key=lambda info: info.name.casefold())
+
+    def list_rooms(self) -> list[ev.RoomInfo]:
+        return sorted((ev.RoomInfo(room.name, len(room.members))
+                       for room in self.rooms.values()),
+                      key=lambda info: info.name.casefold())
+
+    def list_servers(self) -> list[ev.ServerInfo]:
+        node = self.node
+        return [ev.ServerInfo(node.name, node.host, node.port, len(self.sessions))]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _touch(self, session: Session) -> None:
+        session.last_active = self._clock()
+
+    def _check_text(self, text: str) -> None:
+        if not text:
+            raise ChatError(ErrorCode.TEXT_INVALID, "message text is empty")
+        # UTF-8 is at most 4 bytes a character: skip the encode for all short messages.
+        if len(text) * 4 > self.limits.max_text_bytes:
+            size = len(text.encode("utf-8"))
+            if size > self.limits.max_text_bytes:
+                raise ChatError(ErrorCode.TEXT_INVALID,
+                                f"message is {size} bytes; the limit is "
+                                f"{self.limits.max_text_bytes}")
+
+    def _stamp(self) -> tuple[int, int]:
+        return next(self._msg_ids), int(self._wallclock() * 1000)
+
+
+def _rtt_us(rtt_seconds: float | None) -> int:
+    if rtt_seconds is None:
+        return ev.UNKNOWN_RTT
+    return min(int(rtt_seconds * 1_000_000), ev.UNKNOWN_RTT - 1)

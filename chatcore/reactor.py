@@ -1,0 +1,218 @@
+"""One-thread event loop: a selector for sockets, a heap for timers, hooks before sleeping.
+
+Knows file descriptors, readiness, timers and signals; nothing about chat or frames.
+Callbacks run one at a time on the loop's thread; an exception in one is logged and the loop
+goes on.
+"""
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import selectors
+import signal
+import socket
+import time
+
+log = logging.getLogger(__name__)
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+
+
+class TimerHandle:
+    """A scheduled call; ``cancel()`` makes the loop skip it (removed lazily from the heap)."""
+
+    __slots__ = ("when", "callback", "args", "cancelled")
+
+    def __init__(self, when: float, callback, args: tuple):
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Reactor:
+    """``add_reader``/``add_writer`` per fd, ``call_later``, ``call_soon``,
+    ``add_before_sleep`` hooks (run once per turn, right before waiting), ``run`` and ``stop``.
+    """
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+        self._timers: list = []
+        self._timer_seq = itertools.count()
+        self._soon: collections.deque = collections.deque()
+        self._before_sleep: list = []
+        self._signal_handlers: dict = {}
+        self._wakeup_r: socket.socket | None = None
+        self._wakeup_w: socket.socket | None = None
+        self._running = False
+        self.turns = 0
+
+    # -- file descriptors ------------------------------------------------------------------
+
+    def add_reader(self, fd: int, callback) -> None:
+        self._set(fd, _READ, callback)
+
+    def add_writer(self, fd: int, callback) -> None:
+        self._set(fd, _WRITE, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        self._unset(fd, _READ)
+
+    def remove_writer(self, fd: int) -> None:
+        self._unset(fd, _WRITE)
+
+    def remove_fd(self, fd: int) -> None:
+        """Forget ``fd`` entirely (call before closing it)."""
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    def _set(self, fd: int, event: int, callback) -> None:
+        try:
+            key = self._selector.get_key(fd)
+        except KeyError:
+            callbacks = [None, None]
+            callbacks[event == _WRITE] = callback
+            self._selector.register(fd, event, callbacks)
+            return
+        key.data[event == _WRITE] = callback
+        if not key.events & event:
+            self._selector.modify(fd, key.events | event, key.data)
+
+    def _unset(self, fd: int, event: int) -> None:
+        try:
+            key = self._selector.get_key(fd)
+        except KeyError:
+            return
+        key.data[event == _WRITE] = None
+        remaining = key.events & ~event
+        if remaining:
+            self._selector.modify(fd, remaining, key.data)
+        else:
+            self._selector.unregister(fd)
+
+    # -- time ------------------------------------------------------------------------------
+
+    @staticmethod
+    def time() -> float:
+        return time.monotonic()
+
+    def call_later(self, delay: float, callback, *args) -> TimerHandle:
+        handle = TimerHandle(time.monotonic() + delay, callback, args)
+        heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
+        return handle
+
+    def call_soon(self, callback, *args) -> None:
+        """Run ``callback`` on the next turn, before anything waits."""
+        self._soon.append((callback, args))
+
+    def add_before_sleep(self, callback) -> None:
+        """Run ``callback()`` at the end of every turn, right before the loop waits."""
+        self._before_sleep.append(callback)
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def add_signal_handler(self, signum: int, callback) -> None:
+        """Run ``callback(signum)`` on the loop when the signal arrives (main thread only)."""
+        if self._wakeup_r is None:
+            self._wakeup_r, self._wakeup_w = socket.socketpair()
+            self._wakeup_r.setblocking(False)
+            self._wakeup_w.setblocking(False)
+            signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
+            self.add_reader(self._wakeup_r.fileno(), self._on_signal_bytes)
+        self._signal_handlers[signum] = callback
+        # The C-level handler writes the signal number to the wakeup fd; this one only has
+        # to exist so Python does not apply the default action.
+        signal.signal(signum, _ignore_signal)
+
+    def _on_signal_bytes(self) -> None:
+        try:
+            data = self._wakeup_r.recv(512)
+        except BlockingIOError:
+            return
+        for signum in data:
+            handler = self._signal_handlers.get(signum)
+            if handler is not None:
+                handler(signum)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Make ``run`` return after the current turn."""
+        self._running = False
+
+    def run(self) -> None:
+        self._running = True
+        select = self._selector.select
+        timers = self._timers
+        while self._running:
+            self._run_hooks()
+            if self._soon or not self._running:
+                timeout = 0
+            elif timers:
+                timeout = max(0.0, timers[0][0] - time.monotonic())
+            else:
+                timeout = None
+            for key, mask in select(timeout):
+                reader, writer = key.data
+                try:
+                    if mask & _READ and reader is not None:
+                        reader()
+                    if mask & _WRITE and writer is not None and key.data[1] is writer:
+                        writer()
+                except Exception:
+                    log.exception("callback for fd %s failed", key.fd)
+            if timers:
+                self._run_due_timers()
+            if self._soon:
+                self._run_soon()
+            self.turns += 1
+        self._run_hooks()
+
+    def _run_hooks(self) -> None:
+        for hook in self._before_sleep:
+            try:
+                hook()
+            except Exception:
+                log.exception("before-sleep hook %r failed", hook)
+
+    def _run_due_timers(self) -> None:
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, handle = heapq.heappop(timers)
+            if handle.cancelled:
+                continue
+            try:
+                handle.callback(*handle.args)
+            except Exception:
+                log.exception("timer %r failed", handle.callback)
+
+    def _run_soon(self) -> None:
+        # Only what was queued before this point: callbacks queued now wait a turn.
+        for _ in range(len(self._soon)):
+            callback, args = self._soon.popleft()
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("callback %r failed", callback)
+
+    def close(self) -> None:
+        if self._wakeup_r is not None:
+            signal.set_wakeup_fd(-1)
+            self.remove_fd(self._wakeup_r.fileno())
+            self._wakeup_r.close()
+            self._wakeup_w.close()
+            self._wakeup_r = self._wakeup_w = None
+        self._selector.close()
+
+
+def _ignore_signal(signum, frame) -> None:
+    pass

@@ -1,0 +1,98 @@
+"""``chatcore-server`` / ``python server.py``: configure, bind, run until SIGINT/SIGTERM."""
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import os
+import resource
+import signal
+import sys
+
+from . import __version__, codec
+from . import config as config_module
+from .reactor import Reactor
+from .server import Server
+
+log = logging.getLogger("chatcore")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatcore-server",
+        description="Run a chatcore chat server. Every setting can also come from a TOML "
+                    "file (--config) or a CHATCORE_<SETTING> environment variable; flags win.")
+    parser.add_argument("--version", action="version", version=version_string())
+    parser.add_argument("--port-file", metavar="FILE",
+                        help="write the bound port to FILE once listening (for scripts)")
+    config_module.add_arguments(parser)
+    return parser
+
+
+def version_string() -> str:
+    return f"chatcore {__version__} (hot path: {codec.IMPLEMENTATION})"
+
+
+def configure_logging(level: str) -> None:
+    logging.config.dictConfig({
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+    })
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit: %s", exc)
+    return soft
+
+
+def _write_port_file(path: str, port: int) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as f:
+        f.write(f"{port}\n")
+    os.replace(temporary, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_module.load(args)
+    except (ValueError, OSError) as exc:
+        print(f"chatcore-server: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    files = raise_open_file_limit()
+    reactor = Reactor()
+    server = Server(config, reactor)
+    try:
+        host, port = server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+    log.info("%s listening on %s:%d as %r", version_string(), host, port, server.hub.node.name)
+    log.info("limits: max_frame_bytes=%d max_text_bytes=%d max_output_bytes=%d "
+             "max_clients=%d ping_interval=%gs idle_timeout=%gs open_files=%d",
+             config.max_frame_bytes, config.max_text_bytes, config.max_output_bytes,
+             config.max_clients, config.ping_interval_seconds, config.idle_timeout_seconds,
+             files)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        reactor.add_signal_handler(signum, server.shutdown)
+    if args.port_file:
+        _write_port_file(args.port_file, port)
+    try:
+        reactor.run()
+    finally:
+        reactor.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,167 @@
+"""The listening socket, the set of connections, and the per-turn write flush."""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+
+from .config import ServerConfig
+from .connection import Connection, NativeOutlet
+from .errors import ErrorCode
+from .events import Reason
+from .hub import Hub, HubLimits, NodeInfo
+from .protocol import encode_event
+from . import events as ev
+
+log = logging.getLogger(__name__)
+
+ACCEPT_BATCH = 256              # accepts per wake-up, so a connect storm cannot starve reads
+ACCEPT_PAUSE_SECONDS = 0.5      # after EMFILE: let closes free descriptors before retrying
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_TRANSIENT_ACCEPT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
+
+
+class Server:
+    """Accepts native-protocol clients on one address and drives them on ``reactor``."""
+
+    def __init__(self, config: ServerConfig, reactor):
+        self.config = config
+        self.reactor = reactor
+        self.outlet = NativeOutlet()
+        self.connections: set[Connection] = set()
+        self.shutting_down = False
+        self.listener: socket.socket | None = None
+        self.address: tuple | None = None
+        self.hub: Hub | None = None
+        self._accept_paused = False
+        self._tick_seconds = max(0.02, min(1.0, config.ping_interval_seconds / 4,
+                                           config.idle_timeout_seconds / 4,
+                                           config.handshake_timeout_seconds / 4))
+
+    def start(self) -> tuple:
+        """Bind and listen; returns the bound (host, port)."""
+        config = self.config
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        self.listener = socket.create_server((config.host, config.port), family=family,
+                                             backlog=config.backlog)
+        self.listener.setblocking(False)
+        self.address = self.listener.getsockname()[:2]
+        host, port = self.address
+        name = config.server_name or f"chatcore@{host}:{port}"
+        limits = HubLimits(config.max_name_chars, config.max_room_name_chars,
+                           config.max_text_bytes, config.max_rooms_per_user)
+        self.hub = Hub(NodeInfo(name, host, port), limits)
+        self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+        self.reactor.add_before_sleep(self.flush_pending)
+        self.reactor.call_later(self._tick_seconds, self._tick)
+        return self.address
+
+    # -- accepting -------------------------------------------------------------------------
+
+    def _on_acceptable(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._pause_accepting(exc)
+                    return
+                if exc.errno in _TRANSIENT_ACCEPT:
+                    continue
+                log.error("accept failed: %s", exc)
+                return
+            self._adopt(sock, address)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        log.warning("cannot accept (%s) with %d connections open; pausing accepts for %.1fs",
+                    exc.strerror, len(self.connections), ACCEPT_PAUSE_SECONDS)
+        self._accept_paused = True
+        self.reactor.remove_reader(self.listener.fileno())
+        self.reactor.call_later(ACCEPT_PAUSE_SECONDS, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self._accept_paused and self.listener is not None:
+            self._accept_paused = False
+            self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+
+    def _adopt(self, sock: socket.socket, address) -> None:
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:          # already reset by the peer
+            sock.close()
+            return
+        if len(self.connections) >= self.config.max_clients:
+            log.warning("refusing %s: %d clients is the limit", address[0],
+                        self.config.max_clients)
+            _refuse(sock, ErrorCode.SERVER_FULL,
+                    f"server is full ({self.config.max_clients} clients)")
+            return
+        self.connections.add(Connection(self, sock, address))
+
+    def forget(self, connection: Connection) -> None:
+        """Called by a connection once it is closed."""
+        self.connections.discard(connection)
+        if self.shutting_down and not self.connections:
+            self.reactor.stop()
+
+    # -- the per-turn work -----------------------------------------------------------------
+
+    def flush_pending(self) -> None:
+        """Write every connection that got output this turn: one write each."""
+        outlet = self.outlet
+        while outlet.pending:
+            for outbuf in outlet.take_pending():
+                outbuf.owner.flush()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for connection in list(self.connections):
+            connection.tick(now)
+        if not self.shutting_down:
+            self.reactor.call_later(self._tick_seconds, self._tick)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def shutdown(self, signum: int | None = None) -> None:
+        """Tell every client, flush within the grace period, then stop the reactor.
+
+        A second call (a second signal) stops at once.
+        """
+        if self.shutting_down:
+            log.warning("second stop request: closing %d connections now",
+                        len(self.connections))
+            self._abort_all()
+            return
+        self.shutting_down = True
+        log.info("shutting down: telling %d clients", len(self.connections))
+        if self.listener is not None:
+            self.reactor.remove_fd(self.listener.fileno())
+            self.listener.close()
+            self.listener = None
+        for connection in list(self.connections):
+            connection.send_error(ErrorCode.SERVER_SHUTDOWN, "server is shutting down",
+                                  fatal=True)
+            connection.close(Reason.SERVER_SHUTDOWN)
+        if not self.connections:
+            self.reactor.stop()
+        else:
+            self.reactor.call_later(self.config.shutdown_grace_seconds, self._abort_all)
+
+    def _abort_all(self) -> None:
+        for connection in list(self.connections):
+            connection.abort(Reason.SERVER_SHUTDOWN)
+        self.reactor.stop()
+
+
+def _refuse(sock: socket.socket, code: ErrorCode, message: str) -> None:
+    """Best-effort fatal error to a connection we will not keep."""
+    try:
+        sock.send(encode_event(ev.Error(int(code), True, message)))
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    sock.close()
