@@ -14,7 +14,7 @@ import struct
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
-from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.number cimport PyNumber_Index
@@ -27,6 +27,16 @@ from .errors import ErrorCode, FrameError
 
 cdef extern from "<errno.h>":
     int EWOULDBLOCK
+
+cdef extern from *:
+    """
+    /* OSError subclass for err, exactly as os.writev raises it. Always returns NULL. */
+    static PyObject *chatcore_oserror_from(int err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    """
+    object chatcore_oserror_from(int err)
 
 cdef enum:
     _HEADER_BYTES = 9                 # length u32 | type u8 | request_id u32
@@ -393,8 +403,7 @@ cdef class OutputBuffer:
                     continue
                 if err == EAGAIN or err == EWOULDBLOCK:
                     return 0
-                errno = err
-                PyErr_SetFromErrno(OSError)
+                chatcore_oserror_from(err)
         finally:
             for i in range(count):
                 Py_DECREF(<object>held[i])

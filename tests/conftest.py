@@ -1,0 +1,85 @@
+"""Shared fixtures. Each part of chatcore keeps its fixtures in its own block below."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# --------------------------------------------------------------------------------------------
+# Hot path (chatcore.codec): the pure-Python specification and its compiled twin.
+#
+# ``codec`` runs a test once per implementation (ids "python" and "cython"). The cython run is
+# skipped when chatcore._speedups was not built, unless CHATCORE_REQUIRE_EXTENSIONS is set
+# (CI): then a missing extension fails every cython test instead of hiding behind a skip.
+# --------------------------------------------------------------------------------------------
+from chatcore.codec import codec_c, codec_py
+
+REQUIRE_EXTENSIONS = bool(os.environ.get("CHATCORE_REQUIRE_EXTENSIONS"))
+
+_CYTHON_MISSING = codec_c is None and not REQUIRE_EXTENSIONS
+
+
+@pytest.fixture(scope="session", params=[
+    pytest.param("python", id="python"),
+    pytest.param("cython", id="cython", marks=pytest.mark.skipif(
+        _CYTHON_MISSING, reason="chatcore._speedups is not built")),
+])
+def codec(request):
+    """One implementation module of the hot path: ``chatcore._codec_py`` or ``_speedups``."""
+    if request.param == "python":
+        return codec_py
+    if codec_c is None:
+        pytest.fail("CHATCORE_REQUIRE_EXTENSIONS is set but chatcore._speedups is not built "
+                    "(run `pip install -e .` with a compiler and Cython)", pytrace=False)
+    return codec_c
+
+# -------------------------------------------------------------------------- end of hot path --
+
+
+# --------------------------------------------------------------------------------------------
+# Server (chatcore.serve): real server processes on 127.0.0.1 and ephemeral ports.
+# --------------------------------------------------------------------------------------------
+from chatcore.client import ChatClient  # noqa: E402
+from tests.serverproc import ServerProcess  # noqa: E402
+
+# Fast pings so RTT values appear within a test's time; generous idle timeout.
+TEST_SERVER_FLAGS = ("--ping-interval-seconds", "0.2", "--idle-timeout-seconds", "10",
+                     "--log-level", "DEBUG")
+
+
+@pytest.fixture
+def start_server():
+    """Start servers with extra flags; all are stopped (SIGTERM) after the test."""
+    started = []
+
+    def start(*flags, **kwargs) -> ServerProcess:
+        server = ServerProcess(*TEST_SERVER_FLAGS, *flags, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server) -> ServerProcess:
+    return start_server()
+
+
+@pytest.fixture
+def connect(server):
+    """``connect(name)`` -> a handshaken ChatClient on ``server``; closed after the test."""
+    clients = []
+
+    def make(name: str = "", **kwargs) -> ChatClient:
+        client = ChatClient("127.0.0.1", server.port, timeout=10, **kwargs)
+        clients.append(client)
+        client.connect(name)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+# --------------------------------------------------------------------------- end of server --
