@@ -1,0 +1,88 @@
+"""A real chatcore server in a subprocess, on 127.0.0.1 and an ephemeral port."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER_PY = os.path.join(ROOT, "server.py")
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class ServerProcess:
+    """``python server.py`` with extra flags; its log lines can be awaited."""
+
+    def __init__(self, *flags: str, port: int = 0, env: dict | None = None,
+                 preexec_fn=None):
+        self.flags = list(flags)
+        self.port = port
+        self.env = {**os.environ, **(env or {})}
+        self.preexec_fn = preexec_fn
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+
+    def start(self, timeout: float = 15.0) -> ServerProcess:
+        self.lines = []
+        command = [sys.executable, SERVER_PY, "--host", "127.0.0.1", "--port", str(self.port),
+                   *self.flags]
+        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env=self.env, cwd=ROOT,
+                                     preexec_fn=self.preexec_fn)
+        self._reader = threading.Thread(target=self._read_log, args=(self.proc,), daemon=True)
+        self._reader.start()
+        match = _LISTENING.search(self.wait_for_log("listening on", timeout))
+        self.port = int(match.group(2))
+        return self
+
+    def _read_log(self, proc: subprocess.Popen) -> None:
+        for line in proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_log(self, text: str, timeout: float = 10.0, start: int = 0) -> str:
+        """The first log line from index ``start`` on containing ``text``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[start:]:
+                    if text in line:
+                        return line
+                if not self._reader.is_alive():
+                    raise AssertionError(f"server exited ({self.proc.returncode}) before "
+                                         f"logging {text!r}:\n{self.log}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"server did not log {text!r}:\n{self.log}")
+                self._changed.wait(min(remaining, 0.5))
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code (kills after ``timeout``)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        self.proc.stderr.close()
+        return self.proc.returncode
