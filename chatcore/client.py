@@ -74,7 +74,9 @@ class ChatClient:
             self.sock = None
 
     def quit(self, reason: str = "") -> None:
-        """Say goodbye and close."""
+        """Say goodbye and close (nothing to say if it never connected)."""
+        if self.sock is None:
+            return
         try:
             self.send(ev.Quit(reason))
         except OSError:

@@ -1,0 +1,162 @@
+"""Command-line arguments, environment variables and the TOML config file, merged once.
+
+Precedence, highest first: command line, environment (``CHATCORE_HOST``, ``CHATCORE_PORT``,
+``CHATCORE_NAME``, ``CHATCORE_LOCAL_PORT``), the config file (``--config FILE``, else
+``$CHATCORE_CONFIG``, else ``$XDG_CONFIG_HOME/chatcore/client.toml`` when it exists), defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7878                       # the server's default port (chatcore.client)
+# Reconnect: start quickly (a restarting server is back within a second), double each try,
+# never wait more than half a minute between tries.
+RECONNECT_INITIAL_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 30.0
+# How long a closing script waits for its last messages to be acknowledged (or for the
+# server to come back) before it gives up and reports what was not delivered.
+DRAIN_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+ENV_VARS = {"host": "CHATCORE_HOST", "port": "CHATCORE_PORT", "name": "CHATCORE_NAME",
+            "local_port": "CHATCORE_LOCAL_PORT"}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    local_port: int = 0
+    name: str | None = None               # None: ask (interactive) or let the server choose
+    to: str | None = None                 # initial conversation partner
+    room: str | None = None               # initial room (joined at start)
+    json: bool = False
+    send: tuple[str, ...] | None = None   # one-shot: (PEER, TEXT) or (TEXT,) with room/to
+    reconnect_initial_seconds: float = RECONNECT_INITIAL_SECONDS
+    reconnect_max_seconds: float = RECONNECT_MAX_SECONDS
+    drain_timeout_seconds: float = DRAIN_TIMEOUT_SECONDS
+    connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatcore-client",
+        description="Chat on a chatcore server. Interactive on a terminal; reads commands and "
+                    "messages from stdin and writes one line per event otherwise.",
+        epilog="Type /help in the client for its commands. Environment: CHATCORE_HOST, "
+               "CHATCORE_PORT, CHATCORE_NAME, CHATCORE_LOCAL_PORT, CHATCORE_CONFIG.")
+    parser.add_argument("--host", help=f"server host (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=_port, help=f"server port (default {DEFAULT_PORT})")
+    parser.add_argument("--local-port", type=_port, metavar="PORT",
+                        help="bind this local port for the connection (default: any)")
+    parser.add_argument("--name", help="your user name (asked for when missing)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--to", metavar="USER", help="start a conversation with USER")
+    target.add_argument("--room", metavar="ROOM", help="join ROOM and talk there")
+    parser.add_argument("--json", action="store_true",
+                        help="non-interactive: print every event as one JSON object a line")
+    parser.add_argument("--send", nargs="+", metavar="ARG",
+                        help="send one message and exit: --send PEER TEXT, or --room ROOM "
+                             "--send TEXT (exit 0 once the server acknowledged it)")
+    parser.add_argument("--config", metavar="FILE", help="TOML file with the settings above")
+    return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
+    return value
+
+
+def default_config_path(environ) -> Path | None:
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(environ.get("HOME", ""), ".config")
+    path = Path(base) / "chatcore" / "client.toml"
+    return path if base and path.is_file() else None
+
+
+_FILE_KEYS = {f.name for f in dataclasses.fields(ClientConfig)} - {"send"}
+
+
+def load_file(path: str | os.PathLike) -> dict:
+    """Settings from a TOML file: top-level keys or a ``[client]`` table."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data = data.get("client", data)
+    values = {}
+    for key, value in data.items():
+        attr = key.replace("-", "_")
+        if attr not in _FILE_KEYS:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+        values[attr] = value
+    return values
+
+
+def load_config(argv=None, environ=None) -> ClientConfig:
+    """The merged configuration; argparse exits on bad arguments, others raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values: dict = {}
+    config_path = args.config or environ.get("CHATCORE_CONFIG") or default_config_path(environ)
+    if config_path:
+        values.update(load_file(config_path))
+    for attr, var in ENV_VARS.items():
+        if environ.get(var):
+            values[attr] = environ[var]
+    for attr in ("host", "port", "local_port", "name", "to", "room"):
+        if getattr(args, attr) is not None:
+            values[attr] = getattr(args, attr)
+    if args.to is not None or args.room is not None:      # one target: the command line's
+        values.pop("room" if args.to is not None else "to", None)
+    if args.json:
+        values["json"] = True
+    if args.send is not None:
+        values["send"] = tuple(args.send)
+    config = _typed(values)
+    if config.send is not None:
+        has_target = bool(config.room or config.to)
+        if len(config.send) not in (1, 2) or (len(config.send) == 1) != has_target:
+            parser.error("use --send PEER TEXT, or --room ROOM --send TEXT")
+    return config
+
+
+def _typed(values: dict) -> ClientConfig:
+    fields = {f.name: f for f in dataclasses.fields(ClientConfig)}
+    typed = {}
+    for attr, value in values.items():
+        kind = fields[attr].type
+        try:
+            if kind == "int":
+                typed[attr] = _port(str(value))
+            elif kind == "float":
+                typed[attr] = float(value)
+            elif kind == "bool":
+                typed[attr] = bool(value)
+            elif attr == "send":
+                typed[attr] = value
+            else:
+                typed[attr] = str(value)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise ConfigError(f"bad value for {attr}: {exc}") from None
+    if typed.get("room"):
+        typed["room"] = typed["room"].lstrip("#")
+    return ClientConfig(**typed)

@@ -1,0 +1,135 @@
+"""One asyncio TCP connection feeding a sans-IO NativeProtocol. Knows bytes and events only.
+
+It answers the server's pings itself (liveness is not chat) and numbers requests.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import os
+import socket
+
+from .. import events as ev
+from ..errors import ProtocolError
+from ..protocol import NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 65536
+CLIENT_SOFTWARE = "chatcore-cli"
+
+
+def describe(exc: OSError) -> str:
+    """A short reason for a socket error: "Connection refused", "timed out"."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
+
+
+class ConnectionLost(ConnectionError):
+    """The connection ended; ``str()`` says how, ``error`` is the fatal Error sent first."""
+
+    def __init__(self, message: str, error: ev.Error | None = None):
+        super().__init__(message)
+        self.error = error
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self._reader = reader
+        self._writer = writer
+        self._protocol = NativeProtocol(Role.CLIENT)
+        self._request_ids = itertools.count(1)
+        self._fatal: ev.Error | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, host: str, port: int, *, local_port: int = 0,
+                   timeout: float = 10.0) -> Connection:
+        """Connect; raises OSError (including TimeoutError) when the server cannot be reached."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        last_error: OSError = OSError(f"cannot resolve {host}")
+        for family, type_, proto, _, address in infos:
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.setblocking(False)
+                if local_port:
+                    # The same local port is reused on every reconnect; our side of the
+                    # previous connection may still be in TIME_WAIT.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind(("", local_port) if family == socket.AF_INET
+                              else ("::", local_port))
+                await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader, writer = await asyncio.open_connection(sock=sock)
+            return cls(reader, writer)
+        raise last_error
+
+    def send(self, event) -> int:
+        """Write ``event`` with a fresh request id (unless it has one); returns the id."""
+        if getattr(event, "request_id", 0) == 0 and type(event) is not ev.Pong:
+            event = dataclasses.replace(event, request_id=next(self._request_ids))
+        if not self.closed:
+            self._writer.write(self._protocol.send(event))
+        return event.request_id
+
+    async def next_event(self, silent_seconds: float | None = None):
+        """The next event other than the server's Pings; raises ConnectionLost.
+
+        ``silent_seconds``: how long the server may send nothing at all (not even a Ping)
+        before it counts as gone.
+        """
+        while True:
+            try:
+                event = self._protocol.next_event()
+            except ProtocolError as exc:
+                if exc.fatal:
+                    raise ConnectionLost(f"the server's stream broke: {exc.message}") from None
+                log.debug("skipping a frame: %s", exc.message)
+                continue
+            if event is NEED_DATA:
+                try:
+                    async with asyncio.timeout(silent_seconds):
+                        data = await self._reader.read(READ_CHUNK_BYTES)
+                except TimeoutError:
+                    raise ConnectionLost(f"no word from the server for {silent_seconds:g}s",
+                                         ) from None
+                except OSError as exc:
+                    raise ConnectionLost(describe(exc)) from None
+                if not data:
+                    if self._fatal is not None:
+                        raise ConnectionLost(self._fatal.message, self._fatal)
+                    raise ConnectionLost("the server closed the connection")
+                self._protocol.receive_data(data)
+                continue
+            if type(event) is ev.Ping:
+                self.send(ev.Pong(event.token, event.request_id))
+                continue
+            if type(event) is ev.Error and event.fatal:
+                self._fatal = event
+            return event
+
+    async def hello(self, name: str) -> ev.Welcome | ev.Error:
+        """Say Hello; the Welcome, or the Error refusing ``name`` (the connection stays open)."""
+        request_id = self.send(ev.Hello(PROTOCOL_VERSION, name, CLIENT_SOFTWARE))
+        while True:
+            event = await self.next_event()
+            if type(event) in (ev.Welcome, ev.Error) and event.request_id in (request_id, 0):
+                return event
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._writer.close()
