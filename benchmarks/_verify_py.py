@@ -1,0 +1,161 @@
+"""Bulk counting and verification of received frames, pure Python: the specification.
+
+``chatcore._loadgen`` (built from ``ext/_loadgen.pyx``) implements the same names with the same
+behaviour; ``benchmarks.verify`` chooses between the two. A ``Stream`` splits one connection's
+byte stream into frames without building an event per frame: it counts every frame by type in a
+shared ``Tally``, checks RoomMessage and DirectMessage texts (written by ``stamp``) for per-sender
+order, and records each one's latency in the tally's histogram. Acks are only counted (they drive
+a sender's window); every other frame is handed back to the caller as ``(type, request_id,
+payload)``.
+
+Message text (ASCII, ``TEXT_HEADER_BYTES`` long, then padding to the requested size)::
+
+    sender id: 8 hex | sequence number: 8 hex | send time, CLOCK_MONOTONIC microseconds: 16 hex
+"""
+from __future__ import annotations
+
+import struct
+
+TEXT_HEADER_BYTES = 32
+PAD_BYTE = 0x2E                         # "."
+
+ROOM_MESSAGE = 0xA0
+DIRECT_MESSAGE = 0x90
+ACK = 0x82
+
+# Latency histogram: 1 us buckets below LINEAR_US, then SUB_BUCKETS per power of two (~0.1 %
+# error, HdrHistogram's idea), up to 2**(LINEAR_BITS + OCTAVES) us (~20 h).
+LINEAR_BITS = 11
+LINEAR_US = 1 << LINEAR_BITS            # 2048
+SUB_BUCKETS = 1 << (LINEAR_BITS - 1)    # 1024
+OCTAVES = 25
+HIST_BUCKETS = LINEAR_US + OCTAVES * SUB_BUCKETS
+
+# Frames longer than this break the stream: nothing the benchmark asks for comes near it.
+MAX_FRAME_BYTES = 16 << 20
+
+_HEADER = struct.Struct(">IBI")
+_U16 = struct.Struct(">H")
+_HEX_DIGITS = b"0123456789abcdef"
+
+
+def bucket_of(us: int) -> int:
+    """The histogram bucket of a latency in microseconds (negative counts as 0)."""
+    if us < LINEAR_US:
+        return us if us > 0 else 0
+    shift = us.bit_length() - LINEAR_BITS
+    index = LINEAR_US + (shift - 1) * SUB_BUCKETS + ((us >> shift) - SUB_BUCKETS)
+    return index if index < HIST_BUCKETS else HIST_BUCKETS - 1
+
+
+def bucket_floor(index: int) -> int:
+    """The smallest latency (us) that falls in bucket ``index``."""
+    if index < LINEAR_US:
+        return index
+    shift = (index - LINEAR_US) // SUB_BUCKETS + 1
+    return (SUB_BUCKETS + (index - LINEAR_US) % SUB_BUCKETS) << shift
+
+
+def stamp(sender: int, seq: int, send_us: int, size: int) -> bytes:
+    """The text of message ``seq`` from ``sender``, padded to ``size`` bytes (at least the header)."""
+    head = b"%08x%08x%016x" % (sender & 0xFFFFFFFF, seq & 0xFFFFFFFF, send_us)
+    return head + b"." * (size - TEXT_HEADER_BYTES) if size > TEXT_HEADER_BYTES else head
+
+
+class Tally:
+    """Counters shared by every stream of one process."""
+
+    __slots__ = ("counts", "messages", "duplicates", "reordered", "gaps", "malformed",
+                 "hist", "text_bytes")
+
+    def __init__(self, text_bytes: int):
+        self.text_bytes = max(text_bytes, TEXT_HEADER_BYTES)
+        self.counts = [0] * 256          # frames received, by type
+        self.messages = 0                # room and direct messages delivered in order
+        self.duplicates = 0              # same sequence number as the one before it
+        self.reordered = 0               # a sequence number below the last one seen
+        self.gaps = 0                    # sequence numbers skipped (lost, or late: see reordered)
+        self.malformed = 0               # texts that are not ours or have the wrong length
+        self.hist = [0] * HIST_BUCKETS
+
+    def snapshot(self) -> dict:
+        """Plain data for JSON and for merging across processes."""
+        return {
+            "counts": {t: n for t, n in enumerate(self.counts) if n},
+            "messages": self.messages, "duplicates": self.duplicates,
+            "reordered": self.reordered, "gaps": self.gaps, "malformed": self.malformed,
+            "hist": {i: n for i, n in enumerate(self.hist) if n},
+        }
+
+
+class Stream:
+    """One connection's receive side: ``feed(data, now_us)`` returns the frames to handle."""
+
+    __slots__ = ("tally", "acks", "_tail", "_last")
+
+    def __init__(self, tally: Tally):
+        self.tally = tally
+        self.acks = 0                    # Acks seen; the caller subtracts what it has used
+        self._tail = b""                 # an incomplete frame carried to the next feed
+        self._last: dict = {}            # sender id -> last sequence number seen
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._tail)
+
+    def feed(self, data, now_us: int) -> list:
+        """Scan ``data`` (any bytes-like); ``now_us`` is the receive time for latencies."""
+        buf = self._tail + bytes(data) if self._tail else bytes(data)
+        tally = self.tally
+        counts = tally.counts
+        others = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            length = int.from_bytes(buf[pos:pos + 4], "big")
+            if length < 5 or length > MAX_FRAME_BYTES:
+                raise ValueError(f"bad frame length {length}")
+            if end - pos < 4 + length:
+                break
+            _, msg_type, request_id = _HEADER.unpack_from(buf, pos)
+            start = pos + 9
+            pos += 4 + length
+            counts[msg_type] += 1
+            if msg_type == ROOM_MESSAGE or msg_type == DIRECT_MESSAGE:
+                self._message(buf, start, pos, msg_type == ROOM_MESSAGE, now_us)
+            elif msg_type == ACK:
+                self.acks += 1
+            elif msg_type != 0xA1:       # UserJoined: counted only
+                others.append((msg_type, request_id, buf[start:pos]))
+        self._tail = buf[pos:]
+        return others
+
+    def _message(self, buf: bytes, start: int, stop: int, room: bool, now_us: int) -> None:
+        tally = self.tally
+        pos = start
+        for _ in range(2 if room else 1):              # room, sender  /  sender
+            if pos + 2 > stop:
+                tally.malformed += 1
+                return
+            pos += 2 + _U16.unpack_from(buf, pos)[0]
+        pos += 16                                      # msg_id, timestamp_ms
+        if stop - pos != tally.text_bytes:
+            tally.malformed += 1
+            return
+        head = buf[pos:pos + TEXT_HEADER_BYTES]
+        if head.translate(None, _HEX_DIGITS) or buf[pos + TEXT_HEADER_BYTES:stop].strip(b"."):
+            tally.malformed += 1
+            return
+        sender = int(head[0:8], 16)
+        seq = int(head[8:16], 16)
+        sent_us = int(head[16:32], 16)
+        last = self._last.get(sender, -1)
+        if seq > last:
+            tally.gaps += seq - last - 1
+            self._last[sender] = seq
+            tally.messages += 1
+            tally.hist[bucket_of(now_us - sent_us)] += 1
+        elif seq == last:
+            tally.duplicates += 1
+        else:
+            tally.reordered += 1
