@@ -261,15 +261,18 @@ class NativeProtocol:
         if hello and self.state is State.OPEN:
             raise ProtocolError(ErrorCode.ALREADY_GREETED, "Hello was already accepted",
                                 request_id=request_id)
-        event = decode_frame(msg_type, request_id, payload, role=self.role)
-        if hello and event.version != PROTOCOL_VERSION:
-            self._broken = ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"protocol version {event.version} is not supported; "
-                f"this server speaks {PROTOCOL_VERSION}",
-                fatal=True, request_id=request_id)
-            raise self._broken
-        return event
+        if hello and len(payload) >= 2:
+            # Checked before the rest is decoded: a later version's Hello may be laid out
+            # differently, and must still get UNSUPPORTED_VERSION rather than BAD_FRAME.
+            version = int.from_bytes(payload[:2], "big")
+            if version != PROTOCOL_VERSION:
+                self._broken = ProtocolError(
+                    ErrorCode.UNSUPPORTED_VERSION,
+                    f"protocol version {version} is not supported; "
+                    f"this server speaks {PROTOCOL_VERSION}",
+                    fatal=True, request_id=request_id)
+                raise self._broken
+        return decode_frame(msg_type, request_id, payload, role=self.role)
 
     def send(self, event) -> bytes:
         if type(event) is ev.Welcome and self.role is Role.SERVER:
