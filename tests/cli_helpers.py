@@ -1,0 +1,194 @@
+"""Helpers for the CLI client's tests: the real client in a pseudo-terminal or a pipe.
+
+``Terminal`` wraps a pexpect child and matches patterns against its output with the
+terminal escape sequences removed, so a test can wait for "bob -> alice: hi" whatever
+prompt_toolkit does to draw it. Servers come from the shared ``start_server`` fixture.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pexpect
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIENT_PY = os.path.join(ROOT, "client.py")
+EXPECT_TIMEOUT_SECONDS = 10.0
+
+# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), and two-byte ESC sequences.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -~]")
+
+
+def strip_escapes(raw: str) -> str:
+    return _ESCAPES.sub("", raw).replace("\r", "")
+
+
+def client_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")}
+    # A terminal prompt_toolkit knows; no cursor-position requests nobody would answer.
+    env.update(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", PYTHONUNBUFFERED="1",
+               XDG_CONFIG_HOME=os.path.join(ROOT, "tests", "no-such-config-dir"))
+    env.update(extra)
+    return env
+
+
+class Terminal:
+    """The interactive client in a pseudo-terminal."""
+
+    def __init__(self, *args: str, env: dict | None = None, rows: int = 40, cols: int = 160):
+        self.child = pexpect.spawn(sys.executable, [CLIENT_PY, *args], cwd=ROOT,
+                                   env=env or client_env(), encoding="utf-8",
+                                   codec_errors="replace", dimensions=(rows, cols),
+                                   timeout=EXPECT_TIMEOUT_SECONDS)
+        self.raw = ""
+        self.pos = 0            # matches start after the previous match
+
+    @property
+    def text(self) -> str:
+        return strip_escapes(self.raw)
+
+    def expect(self, pattern: str, timeout: float = EXPECT_TIMEOUT_SECONDS) -> re.Match:
+        """Wait until ``pattern`` (a regex) appears in the output after the last match."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text
+            match = compiled.search(text, self.pos)
+            if match:
+                self.pos = match.end()
+                return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting for {pattern!r}; output since the "
+                                     f"last match:\n{text[self.pos:]}")
+            try:
+                self.raw += self.child.read_nonblocking(65536, timeout=min(remaining, 0.5))
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                match = compiled.search(self.text, self.pos)
+                if match:
+                    self.pos = match.end()
+                    return match
+                raise AssertionError(f"client exited before {pattern!r}; output since the "
+                                     f"last match:\n{self.text[self.pos:]}") from None
+
+    def expect_literal(self, text: str, timeout: float = EXPECT_TIMEOUT_SECONDS) -> re.Match:
+        return self.expect(re.escape(text), timeout)
+
+    def send(self, text: str) -> None:
+        self.child.send(text)
+
+    def sendline(self, text: str) -> None:
+        self.child.send(text + "\r")
+
+    def wait_exit(self, timeout: float = EXPECT_TIMEOUT_SECONDS) -> int:
+        """Read to EOF; the exit status."""
+        deadline = time.monotonic() + timeout
+        while self.child.isalive() or not self.child.eof():
+            try:
+                self.raw += self.child.read_nonblocking(65536, timeout=0.2)
+            except pexpect.TIMEOUT:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"client did not exit:\n{self.text[self.pos:]}")
+            except pexpect.EOF:
+                break
+        self.child.close()
+        return self.child.exitstatus if self.child.exitstatus is not None else \
+            128 + self.child.signalstatus
+
+    def close(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+        self.child.close()
+
+
+def login(port: int, name: str, *args: str) -> Terminal:
+    """An interactive client connected as ``name`` and showing its prompt."""
+    term = Terminal("--port", str(port), "--name", name, *args)
+    term.expect_literal(f"connected to ")
+    term.expect(r"type /help")
+    return term
+
+
+def run_client(*args: str, input: str = "", timeout: float = 30.0,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """The client with stdin and stdout as pipes (scriptable mode), to completion."""
+    return subprocess.run([sys.executable, CLIENT_PY, *args], input=input, text=True,
+                          capture_output=True, timeout=timeout, cwd=ROOT,
+                          env=env or client_env())
+
+
+def start_script(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """The client in scriptable mode, still running: write to stdin, read stdout lines."""
+    return subprocess.Popen([sys.executable, CLIENT_PY, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            bufsize=1, cwd=ROOT, env=env or client_env())
+
+
+class ScriptClient:
+    """The client in scriptable mode, running: ``write`` lines, ``expect`` output lines."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        import queue
+        import threading
+        self.proc = start_script(*args, env=env)
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def write(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, pattern: str, timeout: float = EXPECT_TIMEOUT_SECONDS) -> re.Match:
+        """The next output line matching ``pattern`` (earlier lines are kept in ``lines``)."""
+        import queue
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"timed out waiting for {pattern!r}; lines so far:\n"
+                                     + "\n".join(self.lines)) from None
+            if line is None:
+                self._queue.put(None)
+                raise AssertionError(f"client exited before {pattern!r}; lines:\n"
+                                     + "\n".join(self.lines))
+            self.lines.append(line)
+            match = compiled.search(line)
+            if match:
+                return match
+
+    def finish(self, timeout: float = 30.0) -> tuple[int, str]:
+        """Close stdin and wait: the exit status and stderr."""
+        self.proc.stdin.close()
+        try:
+            status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        self._reader.join(5)
+        while (line := self._queue.get()) is not None:
+            self.lines.append(line)
+        return status, self.proc.stderr.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
