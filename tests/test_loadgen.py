@@ -1,0 +1,263 @@
+"""The load generator: its verifier (both implementations agree and catch loss, duplicates and
+reordering) and every scenario run tiny against real servers started on port 0."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks import _verify_py as verify_py
+from benchmarks import verify
+from chatcore import events as ev
+from chatcore.codec import encode_frame
+from chatcore.protocol import encode_event, encode_room_message
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+IMPLEMENTATIONS = [verify_py] + ([verify.verify_c] if verify.verify_c is not None else [])
+NOW_US = 10_000_000
+
+
+def room_frame(sender: int, seq: int, sent_us: int = NOW_US - 150, size: int = 100) -> bytes:
+    return encode_room_message(b"lobby", b"user%d" % sender, seq + 1, 0,
+                               verify.stamp(sender, seq, sent_us, size))
+
+
+def direct_frame(sender: int, seq: int, size: int = 100) -> bytes:
+    return encode_event(ev.DirectMessage(f"user{sender}", seq + 1, 0,
+                                         verify.stamp(sender, seq, NOW_US - 20, size).decode()))
+
+
+def scan(impl, data: bytes, cuts=(), size: int = 100):
+    tally = impl.Tally(size)
+    stream = impl.Stream(tally)
+    others = []
+    last = 0
+    for cut in sorted(cuts) + [len(data)]:
+        others += stream.feed(memoryview(data)[last:cut], NOW_US)
+        last = cut
+    snap = tally.snapshot()
+    return snap, [(t, r, bytes(p)) for t, r, p in others], stream.acks, stream.buffered_bytes
+
+
+# -- the verifier ----------------------------------------------------------------------------
+
+def test_the_compiled_verifier_is_built_and_chosen():
+    if os.environ.get("CHATCORE_NO_EXTENSIONS"):
+        pytest.skip("extensions disabled")
+    if os.environ.get("CHATCORE_REQUIRE_EXTENSIONS"):
+        assert verify.verify_c is not None, "chatcore._loadgen was not built"
+    if verify.verify_c is not None:
+        assert verify.IMPLEMENTATION == "cython"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda m: m.__name__)
+def test_in_order_messages_are_counted_with_latency(impl):
+    data = b"".join(room_frame(s, q) for q in range(50) for s in range(3))
+    data += direct_frame(7, 0) + direct_frame(7, 1)
+    snap, others, acks, left = scan(impl, data)
+    assert snap["messages"] == 152
+    assert snap["counts"] == {0xA0: 150, 0x90: 2}
+    assert (snap["gaps"], snap["duplicates"], snap["reordered"], snap["malformed"]) == (0, 0, 0, 0)
+    assert snap["hist"] == {150: 150, 20: 2}
+    assert others == [] and acks == 0 and left == 0
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda m: m.__name__)
+def test_loss_duplicates_and_reordering_are_detected(impl):
+    seqs = [0, 1, 3, 3, 2, 4, 9]        # 2 lost (then late), 3 twice, 5..8 lost
+    snap, *_ = scan(impl, b"".join(room_frame(1, q) for q in seqs))
+    assert snap["messages"] == 5        # 0 1 3 4 9
+    assert snap["gaps"] == 1 + 4
+    assert snap["duplicates"] == 1
+    assert snap["reordered"] == 1
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda m: m.__name__)
+def test_foreign_or_damaged_texts_are_malformed(impl):
+    good = verify.stamp(0xABC, 0, NOW_US, 100)
+    frames = [
+        encode_room_message(b"r", b"u", 1, 0, good[:-1]),                  # wrong length
+        encode_room_message(b"r", b"u", 1, 0, b"X" + good[1:]),            # not hex
+        encode_room_message(b"r", b"u", 1, 0, good[:-1] + b"!"),           # bad padding
+        encode_room_message(b"r", b"u", 1, 0, good.upper()),               # upper-case hex
+        encode_frame(0xA0, 0, b"\x00"),                                    # truncated
+    ]
+    snap, *_ = scan(impl, b"".join(frames))
+    assert snap["malformed"] == 5 and snap["messages"] == 0
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda m: m.__name__)
+def test_acks_are_counted_and_other_frames_handed_back(impl):
+    data = (encode_event(ev.Ping(42, request_id=7)) + encode_event(ev.Ack(1, 2, request_id=3))
+            + encode_event(ev.UserJoined("lobby", "x")) + encode_event(ev.Ok(request_id=2))
+            + encode_event(ev.Ack(2, 2, request_id=4)))
+    snap, others, acks, _ = scan(impl, data)
+    assert acks == 2
+    assert others == [(0x02, 7, (42).to_bytes(8, "big")), (0x80, 2, b"")]
+    assert snap["counts"] == {0x02: 1, 0x82: 2, 0xA1: 1, 0x80: 1}
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda m: m.__name__)
+def test_a_bad_frame_length_breaks_the_stream(impl):
+    with pytest.raises(ValueError):
+        scan(impl, b"\x00\x00\x00\x01" + b"\x00" * 8)
+
+
+def test_histogram_buckets_round_trip():
+    for us in (0, 1, 2047, 2048, 2049, 4095, 4096, 123_456, 10**9):
+        bucket = verify_py.bucket_of(us)
+        assert verify_py.bucket_floor(bucket) <= us
+        assert verify_py.bucket_of(verify_py.bucket_floor(bucket)) == bucket
+        if us >= 2048:
+            assert us - verify_py.bucket_floor(bucket) <= us / 1024
+        if verify.verify_c is not None:
+            assert verify.verify_c.bucket_of(us) == bucket
+
+
+_message = st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(0, 5000),
+                     st.sampled_from(["room", "direct", "ack", "ping", "joined"]))
+
+
+@pytest.mark.skipif(verify.verify_c is None, reason="chatcore._loadgen is not built")
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_message, max_size=60), st.lists(st.integers(0, 20_000), max_size=8))
+def test_both_implementations_agree(messages, cuts):
+    parts = []
+    for sender, seq, age, kind in messages:
+        if kind == "room":
+            parts.append(room_frame(sender, seq, NOW_US - age, size=40))
+        elif kind == "direct":
+            parts.append(direct_frame(sender, seq, size=40))
+        elif kind == "ack":
+            parts.append(encode_event(ev.Ack(seq, age, request_id=sender)))
+        elif kind == "ping":
+            parts.append(encode_event(ev.Ping(age, request_id=seq)))
+        else:
+            parts.append(encode_event(ev.UserJoined("r", "n%d" % seq)))
+    data = b"".join(parts)
+    cuts = [c % (len(data) + 1) for c in cuts]
+    assert scan(verify_py, data, cuts, size=40) == scan(verify.verify_c, data, cuts, size=40)
+
+
+# -- the scenarios against real servers -------------------------------------------------------
+
+def _start(argv, tmp_path, name, env=None):
+    port_file = tmp_path / f"{name}.port"
+    proc = subprocess.Popen([sys.executable, *argv, "--port", "0", "--port-file", str(port_file)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{name} did not start: {proc.stderr.read().decode()}")
+        time.sleep(0.05)
+    return proc, int(port_file.read_text())
+
+
+SERVERS = {
+    "chatcore": ["server.py", "--log-level", "WARNING"],
+    "reference": ["-m", "benchmarks.reference"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def server(request, tmp_path_factory):
+    proc, port = _start(SERVERS[request.param], tmp_path_factory.mktemp("srv"), request.param)
+    yield proc.pid, port
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stderr.close()
+
+
+TINY = {
+    "fanout": ["-c", "12", "--senders", "3"],
+    "rooms": ["-c", "24", "--rooms", "4", "--senders", "8"],
+    "dm": ["-c", "10"],
+    "connect": ["-c", "60"],
+    "latency": ["-c", "10", "--senders", "2", "--rate", "200"],
+}
+
+
+def run_bench(args, tmp_path, env=None):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", *args, "--json", str(out),
+                           "-q", "--procs", "2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=50)
+    return proc, (json.loads(out.read_text()) if out.exists() else None)
+
+
+@pytest.mark.parametrize("scenario", sorted(TINY))
+def test_each_scenario_runs_and_verifies(server, scenario, tmp_path):
+    pid, port = server
+    proc, result = run_bench([scenario, "-p", str(port), "--server-pid", str(pid),
+                              "--duration", "0.5", *TINY[scenario]], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert result["ok"] and result["problems"] == []
+    assert result["scenario"] == scenario
+    assert result["connect"]["ready"] == result["config"]["clients"]
+    assert result["connect"]["failures"] == 0
+    for key in ("sent_per_second", "delivered_per_second", "latency_ms", "generator", "server",
+                "check", "frames", "latency_cdf"):
+        assert key in result
+    assert set(result["latency_ms"]) == {"count", "p50", "p90", "p99", "p99.9", "max"}
+    assert result["server"]["pid"] == pid and result["server"]["rss_hold_bytes"] > 0
+    assert result["server"]["cpu_seconds"] is not None
+    if scenario == "connect":
+        assert result["sent"] == 0
+    else:
+        assert result["delivered"] == result["expected"] > 0
+        assert result["latency_ms"]["count"] == result["delivered"]
+        assert all(v == 0 for v in result["check"].values())
+
+
+def test_the_fallback_verifier_runs_end_to_end(server, tmp_path):
+    pid, port = server
+    env = dict(os.environ, CHATCORE_NO_EXTENSIONS="1")
+    proc, result = run_bench(["fanout", "-p", str(port), "--duration", "0.3", "-c", "6",
+                              "--senders", "2"], tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert result["config"]["verifier"] == "python"
+
+
+def test_a_loss_fails_the_run_loudly(tmp_path):
+    """A server that drops every tenth room message: the run must exit 1 and say why."""
+    proc, port = _start(["-c", LOSSY_SERVER], tmp_path, "lossy")
+    try:
+        bench, result = run_bench(["fanout", "-p", str(port), "--duration", "0.3", "-c", "4",
+                                   "--senders", "1", "--window", "4"], tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert bench.returncode == 1
+    assert "VERIFICATION FAILED" in bench.stderr
+    assert not result["ok"] and result["check"]["gaps"] > 0 and result["check"]["lost"] > 0
+
+
+LOSSY_SERVER = """
+import sys
+from benchmarks.reference import server as ref
+original = ref.Hub.broadcast
+count = [0]
+def lossy(self, members, frame):
+    if frame[4] == 0xA0:
+        count[0] += 1
+        if count[0] % 10 == 0:
+            members = list(members)[1:]
+    original(self, members, frame)
+ref.Hub.broadcast = lossy
+sys.exit(ref.main(sys.argv[1:]))
+"""
