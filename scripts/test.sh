@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite: once on the Cython hot path, once on the pure-Python
+# fallback (CHATCORE_NO_EXTENSIONS=1). Extra arguments go to both pytest runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --quiet -e ".[test]"
+python -c "import chatcore.codec as c; print('hot path built:', c.codec_c is not None)"
+echo "== test suite on the compiled hot path =="
+python -m pytest "$@"
+echo "== test suite on the pure-Python fallback (CHATCORE_NO_EXTENSIONS=1) =="
+CHATCORE_NO_EXTENSIONS=1 python -m pytest "$@"

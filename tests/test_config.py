@@ -1,0 +1,65 @@
+"""Settings precedence and validation; the entry point's --version."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from chatcore import config as config_module
+from chatcore.serve import build_parser
+from tests.serverproc import SERVER_PY
+
+
+def _load(argv, environ=None):
+    return config_module.load(build_parser().parse_args(argv), environ or {})
+
+
+def test_defaults():
+    config = _load([])
+    assert (config.host, config.port, config.max_output_bytes) == ("127.0.0.1", 7878, 1 << 20)
+
+
+def test_file_then_environment_then_flags(tmp_path):
+    path = tmp_path / "chatcore.toml"
+    path.write_text('[server]\nport = 9000\nmax_text_bytes = 1000\nhost = "::1"\n'
+                    'ping_interval_seconds = 2\n')
+    environ = {"CHATCORE_PORT": "9100", "CHATCORE_MAX_TEXT_BYTES": "2000"}
+    config = _load(["--config", str(path), "--port", "9200"], environ)
+    assert (config.host, config.port, config.max_text_bytes, config.ping_interval_seconds) == (
+        "::1", 9200, 2000, 2.0)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("nonsense = 1\n", "unknown setting"),
+    ('port = "x"\n', "invalid literal"),
+    ("port = 70000\n", "not in 0..65535"),
+    ("max_output_bytes = 0\n", "must be positive"),
+])
+def test_bad_settings_are_refused(tmp_path, toml, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ValueError, match=message):
+        _load(["--config", str(path)])
+
+
+def test_bad_configuration_exits_2_with_a_message(tmp_path):
+    result = subprocess.run([sys.executable, SERVER_PY, "--port", "99999"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "bad configuration" in result.stderr
+
+
+def test_version_names_the_hot_path():
+    from chatcore import codec
+    result = subprocess.run([sys.executable, SERVER_PY, "--version"], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0
+    assert f"(hot path: {codec.IMPLEMENTATION})" in result.stdout
+
+
+def test_port_in_use_is_a_clear_error(server):
+    result = subprocess.run([sys.executable, SERVER_PY, "--port", str(server.port)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr

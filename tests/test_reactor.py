@@ -1,0 +1,77 @@
+"""The event loop on its own: timers, fds, before-sleep hooks, signals."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+
+from chatcore.reactor import Reactor
+
+
+@pytest.fixture
+def reactor():
+    loop = Reactor()
+    yield loop
+    loop.close()
+
+
+def test_timers_run_in_order_and_cancelled_ones_do_not(reactor):
+    ran = []
+    reactor.call_later(0.02, ran.append, "second")
+    reactor.call_later(0.01, ran.append, "first")
+    reactor.call_later(0.015, ran.append, "cancelled").cancel()
+    reactor.call_later(0.03, reactor.stop)
+    reactor.run()
+    assert ran == ["first", "second"]
+
+
+def test_call_soon_runs_next_turn_and_hooks_run_before_sleeping(reactor):
+    order = []
+    reactor.add_before_sleep(lambda: order.append("hook"))
+    reactor.call_soon(order.append, "soon")
+    reactor.call_soon(reactor.stop)
+    reactor.run()
+    assert order[:2] == ["hook", "soon"]
+
+
+def test_reader_and_writer_callbacks(reactor):
+    a, b = socket.socketpair()
+    with a, b:
+        got = []
+
+        def on_readable():
+            got.append(a.recv(100))
+            reactor.stop()
+
+        def on_writable():
+            b.send(b"ping")
+            reactor.remove_writer(b.fileno())
+
+        reactor.add_reader(a.fileno(), on_readable)
+        reactor.add_writer(b.fileno(), on_writable)
+        reactor.run()
+        assert got == [b"ping"]
+        reactor.remove_reader(a.fileno())
+
+
+def test_a_failing_callback_does_not_stop_the_loop(reactor, caplog):
+    reactor.call_soon(lambda: 1 / 0)
+    reactor.call_later(0.01, reactor.stop)
+    reactor.run()
+    assert "ZeroDivisionError" in caplog.text
+
+
+def test_signals_are_delivered_on_the_loop(reactor):
+    got = []
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        reactor.add_signal_handler(signal.SIGUSR1, lambda signum: (got.append(signum),
+                                                                    reactor.stop()))
+        reactor.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+        reactor.call_later(5, reactor.stop)
+        reactor.run()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert got == [signal.SIGUSR1]
