@@ -83,9 +83,12 @@ def _port(text: str) -> int:
 
 
 def default_config_path(environ) -> Path | None:
-    base = environ.get("XDG_CONFIG_HOME") or os.path.join(environ.get("HOME", ""), ".config")
+    base = environ.get("XDG_CONFIG_HOME") or (
+        os.path.join(environ["HOME"], ".config") if environ.get("HOME") else None)
+    if not base:
+        return None
     path = Path(base) / "chatcore" / "client.toml"
-    return path if base and path.is_file() else None
+    return path if path.is_file() else None
 
 
 _FILE_KEYS = {f.name for f in dataclasses.fields(ClientConfig)} - {"send"}
