@@ -338,8 +338,8 @@ class Session:
             log.debug("ignoring %r", event)
 
     def _on_Error(self, event: ev.Error) -> None:
-        self._error_event(event, "the server says" if not event.fatal else
-                          "the server is closing the connection")
+        if not event.fatal:             # a fatal one is the reason given when the line drops
+            self._error_event(event, "the server says")
 
     def _on_DirectMessage(self, event: ev.DirectMessage) -> None:
         self._remember_chat(event.sender)
