@@ -227,3 +227,12 @@ def test_stdin_closing_while_the_server_is_away_reports_what_was_not_sent(server
     assert status == exitcodes.UNAVAILABLE
     assert any(re.search(r"!! not delivered to #lobby: nobody will see this \(not connected",
                          line) for line in alice.lines), alice.lines
+
+
+def test_local_port_is_the_source_port(server, connect):
+    connect("bob")
+    port = free_port()
+    result = run_client("--port", str(server.port), "--local-port", str(port), "--name",
+                        "alice", "--send", "bob", "from a fixed port")
+    assert (result.returncode, result.stderr) == (0, "")
+    server.wait_for_log(f"127.0.0.1:{port} is alice")
