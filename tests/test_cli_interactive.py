@@ -76,6 +76,8 @@ def test_rooms_and_who_with_rtt(server, terminals):
     bob.expect_literal("[bob]")
     bob.sendline("/join lobby")
     alice.expect_literal("bob joined #lobby")
+    bob.expect_literal("bob joined #lobby")
+    bob.expect_literal("[#lobby]")          # the editor is back (raw mode): Ctrl-D is a key
     bob.child.sendcontrol("d")                          # Ctrl-D quits, saying goodbye
     assert bob.wait_exit() == 0
     alice.expect_literal("bob left #lobby (quit)")
