@@ -17,10 +17,16 @@ from hypothesis import strategies as st
 from chatcore.codec import codec_c, codec_py
 from chatcore.errors import FrameError
 
-if codec_c is None:
-    if os.environ.get("CHATCORE_REQUIRE_EXTENSIONS"):
-        raise ImportError("CHATCORE_REQUIRE_EXTENSIONS is set but chatcore._speedups is not built")
+if codec_c is None and not os.environ.get("CHATCORE_REQUIRE_EXTENSIONS"):
     pytest.skip("chatcore._speedups is not built", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _extension_built():
+    """With CHATCORE_REQUIRE_EXTENSIONS set, a missing extension fails every test here."""
+    if codec_c is None:
+        pytest.fail("CHATCORE_REQUIRE_EXTENSIONS is set but chatcore._speedups is not built",
+                    pytrace=False)
 
 IMPLEMENTATIONS = (codec_py, codec_c)
 SETTINGS = settings(deadline=None, max_examples=300,
