@@ -15,8 +15,8 @@ from . import events as ev
 from .codec import OutputBuffer, fanout
 from .errors import ChatError, ErrorCode, ProtocolError
 from .events import Reason
-from .protocol import (NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role, encode_event,
-                       encode_room_message)
+from .protocol import (NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role, encode_ack,
+                       encode_event, encode_room_message)
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class Connection:
 
     def _on_send_direct(self, event: ev.SendDirect) -> None:
         msg_id, timestamp_ms = self.hub.send_direct(self.session, event.peer, event.text)
-        self.send_event(ev.Ack(msg_id, timestamp_ms, event.request_id))
+        self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
 
     def _on_join(self, event: ev.JoinRoom) -> None:
         self.hub.join(self.session, event.room)
@@ -174,7 +174,7 @@ class Connection:
 
     def _on_send_room(self, event: ev.SendRoom) -> None:
         msg_id, timestamp_ms = self.hub.send_room(self.session, event.room, event.text)
-        self.send_event(ev.Ack(msg_id, timestamp_ms, event.request_id))
+        self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
 
     def _on_list_users(self, event: ev.ListUsers) -> None:
         users = self.hub.list_users(event.room)

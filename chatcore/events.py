@@ -20,7 +20,10 @@ class Reason(enum.IntEnum):
     SERVER_SHUTDOWN = 5
 
 
-_event = dataclass(frozen=True, slots=True)
+# Events are never mutated after construction, but they are not frozen: a frozen dataclass
+# takes 4-5x as long to build (825 vs 175 ns measured for RoomMessage), and the server builds
+# three for every chat message it routes.
+_event = dataclass(slots=True)
 
 
 # -- handshake and liveness (both directions) --------------------------------------------------

@@ -120,15 +120,57 @@ def encode_payload(event) -> bytes:
     return b"".join(out)
 
 
-def encode_event(event) -> bytes:
-    """``event`` as one complete frame."""
+def encode_event_generic(event) -> bytes:
+    """``event`` as one frame, interpreted from SCHEMA (the reference for the fast paths)."""
     return encode_frame(TYPE_OF[type(event)], event.request_id, encode_payload(event))
 
 
-# The hottest frames get hand-written encoders: a fan-out encodes each room message once,
-# but the server still encodes one per message sent.
+def encode_event(event) -> bytes:
+    """``event`` as one complete frame."""
+    fast = _FAST_ENCODERS.get(type(event))
+    if fast is not None:
+        return fast(event)
+    return encode_frame(TYPE_OF[type(event)], event.request_id, encode_payload(event))
+
+
+# The frames sent once per chat message get hand-written codecs, each tested byte for byte
+# against the SCHEMA interpretation: the generic path costs about 1.5 us a frame.
 _ROOM_MESSAGE_HEAD = struct.Struct(">IBIH")
 _U64_PAIR = struct.Struct(">QQ")
+_ACK = struct.Struct(">IBIQQ")
+_DIRECT_HEAD = struct.Struct(">IBIH")
+
+
+def encode_ack(msg_id: int, timestamp_ms: int, request_id: int) -> bytes:
+    """An Ack frame without building the event (same bytes as ``encode_event(Ack(...))``)."""
+    return _ACK.pack(21, 0x82, request_id, msg_id, timestamp_ms)
+
+
+def _encode_ack(event: ev.Ack) -> bytes:
+    return _ACK.pack(21, 0x82, event.request_id, event.msg_id, event.timestamp_ms)
+
+
+def _encode_room_message_event(event: ev.RoomMessage) -> bytes:
+    frame = encode_room_message(event.room.encode(), event.sender.encode(), event.msg_id,
+                                event.timestamp_ms, event.text.encode())
+    if event.request_id:
+        return frame[:5] + event.request_id.to_bytes(4, "big") + frame[9:]
+    return frame
+
+
+def _encode_direct_message(event: ev.DirectMessage) -> bytes:
+    sender = event.sender.encode()
+    text = event.text.encode()
+    return b"".join((_DIRECT_HEAD.pack(5 + 2 + len(sender) + 16 + len(text), 0x90,
+                                       event.request_id, len(sender)),
+                     sender, _U64_PAIR.pack(event.msg_id, event.timestamp_ms), text))
+
+
+_FAST_ENCODERS = {
+    ev.Ack: _encode_ack,
+    ev.RoomMessage: _encode_room_message_event,
+    ev.DirectMessage: _encode_direct_message,
+}
 
 
 def encode_room_message(room: bytes, sender: bytes, msg_id: int, timestamp_ms: int,
@@ -179,8 +221,33 @@ def _decode_fields(payload: bytes, pos: int, fields, values: list) -> int:
     return pos
 
 
+def _decode_room_and_text(cls, payload: bytes, request_id: int):
+    """SendRoom and SendDirect: one str, then text; None when malformed (generic path)."""
+    if len(payload) < 2:
+        return None
+    end = 2 + ((payload[0] << 8) | payload[1])
+    if end > len(payload):
+        return None
+    try:
+        return cls(payload[2:end].decode("utf-8"), payload[end:].decode("utf-8"), request_id)
+    except UnicodeDecodeError:
+        return None
+
+
+_FAST_DECODERS = {0x22: ev.SendRoom, 0x12: ev.SendDirect}
+
+
 def decode_frame(msg_type: int, request_id: int, payload: bytes, *, role: Role):
     """The event a frame carries, as received by ``role``; raises a non-fatal ProtocolError."""
+    if role is Role.SERVER and msg_type in _FAST_DECODERS:
+        event = _decode_room_and_text(_FAST_DECODERS[msg_type], payload, request_id)
+        if event is not None:
+            return event
+    return decode_frame_generic(msg_type, request_id, payload, role=role)
+
+
+def decode_frame_generic(msg_type: int, request_id: int, payload: bytes, *, role: Role):
+    """``decode_frame`` interpreted from SCHEMA (the reference for the fast paths)."""
     entry = _BY_CODE.get(msg_type)
     wrong_way = S2C if role is Role.SERVER else C2S
     if entry is None or entry[0] == wrong_way:
@@ -251,6 +318,10 @@ class NativeProtocol:
         return event
 
     def _server_event(self, msg_type: int, request_id: int, payload: bytes):
+        if self.state is State.OPEN and msg_type in _FAST_DECODERS:
+            event = _decode_room_and_text(_FAST_DECODERS[msg_type], payload, request_id)
+            if event is not None:
+                return event
         hello = msg_type == 0x01
         if self.state is State.AWAITING_HELLO and not hello:
             self._broken = ProtocolError(

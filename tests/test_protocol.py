@@ -97,3 +97,31 @@ def test_a_later_version_hello_of_another_layout_gets_unsupported_version():
     with pytest.raises(ProtocolError) as refused:
         protocol.next_event()
     assert (refused.value.code, refused.value.fatal) == (ErrorCode.UNSUPPORTED_VERSION, True)
+
+
+@given(st.one_of(_strategy(ev.Ack, [("msg_id", "u64"), ("timestamp_ms", "u64")]),
+                 client_bound))
+def test_fast_encoders_match_the_schema(event):
+    from chatcore.protocol import encode_event_generic
+    assert encode_event(event) == encode_event_generic(event)
+
+
+@given(server_bound)
+def test_fast_decoders_match_the_schema(event):
+    from chatcore.protocol import decode_frame_generic
+    frame = encode_event(event)
+    args = (frame[4], int.from_bytes(frame[5:9], "big"), frame[9:])
+    assert decode_frame(*args, role=Role.SERVER) == decode_frame_generic(*args,
+                                                                         role=Role.SERVER)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00", b"\x00\x05ab", b"\x00\x01\xff", b"\x00\x00\xff"])
+def test_fast_decoders_defer_malformed_frames_to_the_generic_errors(payload):
+    from chatcore.protocol import decode_frame_generic
+    for code in (0x12, 0x22):
+        with pytest.raises(ProtocolError) as fast:
+            decode_frame(code, 1, payload, role=Role.SERVER)
+        with pytest.raises(ProtocolError) as generic:
+            decode_frame_generic(code, 1, payload, role=Role.SERVER)
+        assert (fast.value.code, fast.value.message) == (generic.value.code,
+                                                         generic.value.message)
