@@ -152,13 +152,16 @@ class OutputBuffer:
 
     Appended objects are kept by reference (a fan-out shares one ``bytes`` among all its
     recipients); a partial write keeps an offset into the first object instead of copying.
-    ``owner`` is free for the caller (the connection this buffer belongs to).
+    ``owner`` is free for the caller (the connection this buffer belongs to). ``limit``
+    (0: none) is the queue size past which the owner must act even if the buffer was not
+    empty: ``append`` and ``fanout`` report the buffer again when an append crosses it.
     """
 
-    __slots__ = ("owner", "_chunks", "_offset", "_pending", "_closed")
+    __slots__ = ("owner", "limit", "_chunks", "_offset", "_pending", "_closed")
 
-    def __init__(self, owner=None):
+    def __init__(self, owner=None, limit: int = 0):
         self.owner = owner
+        self.limit = limit
         self._chunks: list = []
         self._offset = 0          # bytes of _chunks[0] already written
         self._pending = 0
@@ -176,7 +179,7 @@ class OutputBuffer:
         return self._pending
 
     def append(self, data: bytes) -> bool:
-        """Queue ``data``; True if the buffer was empty before (the owner became pending).
+        """Queue ``data``; True if the buffer was empty before or just crossed ``limit``.
 
         ``bytes`` are kept by reference; any other bytes-like object is copied to ``bytes``
         first, so a later change to it cannot corrupt what is sent or the byte count.
@@ -187,10 +190,11 @@ class OutputBuffer:
             data = _snapshot(data)
         if not data:
             return False
-        was_empty = not self._pending
+        before = self._pending
         self._chunks.append(data)
-        self._pending += len(data)
-        return was_empty
+        self._pending = after = before + len(data)
+        limit = self.limit
+        return not before or (limit > 0 and before <= limit < after)
 
     def write_to(self, fd: int) -> int:
         """Write as much as the kernel takes; returns the bytes written (0 if it took none).
@@ -242,7 +246,8 @@ def _snapshot(data) -> bytes:
 
 
 def fanout(data: bytes, buffers) -> list:
-    """Queue one ``data`` object on every buffer; returns the buffers that became pending.
+    """Queue one ``data`` object on every buffer; returns those that were empty before or
+    just crossed their ``limit`` (the buffers whose owners must be flushed).
 
     Closed buffers are skipped. A non-``bytes`` ``data`` is copied once, as in ``append``.
     """
@@ -255,8 +260,10 @@ def fanout(data: bytes, buffers) -> list:
     for buf in buffers:
         if buf._closed:
             continue
-        if not buf._pending:
+        before = buf._pending
+        limit = buf.limit
+        if not before or (limit > 0 and before <= limit < before + size):
             became_pending.append(buf)
         buf._chunks.append(data)
-        buf._pending += size
+        buf._pending = before + size
     return became_pending

@@ -76,7 +76,9 @@ class Connection:
         self.fd = sock.fileno()
         self.address = address
         self.protocol = NativeProtocol(Role.SERVER, self.config.max_frame_bytes)
-        self.outbuf = OutputBuffer(self)
+        # Crossing the limit makes the buffer pending again, so the check in flush() runs
+        # even while the connection is waiting for write readiness.
+        self.outbuf = OutputBuffer(self, self.config.max_output_bytes)
         self.session = None
         self.state = State.OPEN
         now = time.monotonic()

@@ -274,10 +274,13 @@ cdef class OutputBuffer:
 
     Appended objects are kept by reference (a fan-out shares one ``bytes`` among all its
     recipients); a partial write keeps an offset into the first object instead of copying.
-    ``owner`` is free for the caller (the connection this buffer belongs to).
+    ``owner`` is free for the caller (the connection this buffer belongs to). ``limit``
+    (0: none) is the queue size past which the owner must act even if the buffer was not
+    empty: ``append`` and ``fanout`` report the buffer again when an append crosses it.
     """
 
     cdef public object owner
+    cdef public Py_ssize_t limit
     # The queue is _chunks[_head:_tail], each an owned reference to an exact ``bytes`` (so no
     # reference cycle can pass through it and the GC need not see it).
     cdef PyObject **_chunks
@@ -294,8 +297,9 @@ cdef class OutputBuffer:
         self._offset = self._pending = 0
         self._closed = False
 
-    def __init__(self, owner=None):
+    def __init__(self, owner=None, Py_ssize_t limit=0):
         self.owner = owner
+        self.limit = limit
         self._drop()
         self._closed = False
 
@@ -350,12 +354,12 @@ cdef class OutputBuffer:
         return 0
 
     def append(self, data):
-        """Queue ``data``; True if the buffer was empty before (the owner became pending).
+        """Queue ``data``; True if the buffer was empty before or just crossed ``limit``.
 
         ``bytes`` are kept by reference; any other bytes-like object is copied to ``bytes``
         first, so a later change to it cannot corrupt what is sent or the byte count.
         """
-        cdef Py_ssize_t size
+        cdef Py_ssize_t size, before
         if self._closed:
             return False
         if not PyBytes_CheckExact(data):
@@ -363,9 +367,9 @@ cdef class OutputBuffer:
         size = PyBytes_GET_SIZE(data)
         if size == 0:
             return False
-        was_empty = self._pending == 0
+        before = self._pending
         self._push(data, size)
-        return was_empty
+        return before == 0 or (self.limit > 0 and before <= self.limit < before + size)
 
     def write_to(self, fd):
         """Write as much as the kernel takes; returns the bytes written (0 if it took none).
@@ -432,11 +436,12 @@ cdef class OutputBuffer:
 
 
 def fanout(data, buffers):
-    """Queue one ``data`` object on every buffer; returns the buffers that became pending.
+    """Queue one ``data`` object on every buffer; returns those that were empty before or
+    just crossed their ``limit`` (the buffers whose owners must be flushed).
 
     Closed buffers are skipped. A non-``bytes`` ``data`` is copied once, as in ``append``.
     """
-    cdef Py_ssize_t size
+    cdef Py_ssize_t size, before
     cdef OutputBuffer out
     cdef list became_pending
     if not PyBytes_CheckExact(data):
@@ -449,7 +454,8 @@ def fanout(data, buffers):
         out = <OutputBuffer?>buf
         if out._closed:
             continue
-        if out._pending == 0:
+        before = out._pending
+        if before == 0 or (out.limit > 0 and before <= out.limit < before + size):
             became_pending.append(out)
         out._push(data, size)
     return became_pending

@@ -490,3 +490,19 @@ def test_fanout_to_many_then_write(codec, pair):
     buffers[3].write_to(a.fileno())
     assert read_available(b) == b"".join(
         codec.encode_frame(1, i, b"m") for i in range(1, 20, 2))
+
+
+def test_crossing_the_limit_reports_the_buffer_again(codec):
+    buf = codec.OutputBuffer("owner", limit=250)
+    assert buf.limit == 250
+    assert buf.append(b"x" * 100) is True           # empty before
+    assert buf.append(b"x" * 100) is False          # 200: under the limit
+    assert buf.append(b"x" * 100) is True           # 300: crossed it
+    assert buf.append(b"x" * 100) is False          # already past: reported once
+    other = codec.OutputBuffer("other", limit=250)
+    other.append(b"y" * 200)
+    assert codec.fanout(b"z" * 100, [buf, other]) == [other]
+    assert codec.fanout(b"z" * 100, [other]) == []
+    no_limit = codec.OutputBuffer()
+    no_limit.append(b"x")
+    assert no_limit.append(b"x" * 10_000_000) is False
