@@ -42,7 +42,7 @@ class NodeInfo:
     port: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Session:
     """One connected, named user."""
     name: str
@@ -63,7 +63,7 @@ class Session:
             self.rtt_seconds += (sample_seconds - self.rtt_seconds) * RTT_SMOOTHING
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Room:
     name: str
     key: str

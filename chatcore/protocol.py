@@ -286,6 +286,8 @@ class NativeProtocol:
     (server) or received (client).
     """
 
+    __slots__ = ("role", "state", "_decoder", "_broken")
+
     def __init__(self, role: Role, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
         self.role = role
         self.state = State.AWAITING_HELLO

@@ -238,8 +238,15 @@ cdef class FrameDecoder:
             return None
         frame = self._take(length)
         if self._start == self._end:
-            self._start = self._end = 0
+            self._release()
         return frame
+
+    cdef inline void _release(self) noexcept:
+        """Everything was consumed: give the memory back, so thousands of idle connections
+        hold no receive buffers (allocating one per read costs far less than the read)."""
+        PyMem_Free(self._buf)
+        self._buf = NULL
+        self._cap = self._start = self._end = 0
 
     def read_frames(self):
         """Every complete frame buffered, in order, as a list of ``next_frame`` tuples.
@@ -265,7 +272,7 @@ cdef class FrameDecoder:
                 break
             frames.append(self._take(length))
         if self._start == self._end:
-            self._start = self._end = 0
+            self._release()
         return frames
 
 
