@@ -61,6 +61,8 @@ class ChatClient:
         """(Re)try the handshake on an open connection, e.g. after NAME_TAKEN."""
         reply = self.call(ev.Hello(PROTOCOL_VERSION, name, self.client))
         assert isinstance(reply, ev.Welcome), reply
+        self._protocol.max_frame_bytes = max(reply.max_frame_bytes,
+                                             self._protocol.max_frame_bytes)
         self.welcome = reply
         self.name = reply.name
         return reply

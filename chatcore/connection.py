@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 import socket
 import time
 
@@ -16,7 +17,7 @@ from .codec import OutputBuffer, fanout
 from .errors import ChatError, ErrorCode, ProtocolError
 from .events import Reason
 from .protocol import (NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role, encode_ack,
-                       encode_event, encode_room_message)
+                       encode_event)
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,7 @@ class NativeOutlet:
             self.pending.append(endpoint)
 
     def broadcast(self, endpoints: list, event) -> None:
-        if type(event) is ev.RoomMessage:
-            data = encode_room_message(event.room.encode(), event.sender.encode(),
-                                       event.msg_id, event.timestamp_ms,
-                                       event.text.encode())
-        else:
-            data = encode_event(event)
-        self.pending.extend(fanout(data, endpoints))
+        self.pending.extend(fanout(encode_event(event), endpoints))
 
     def take_pending(self) -> list:
         pending, self.pending = self.pending, []
@@ -91,7 +86,9 @@ class Connection:
         self.last_received = now
         self.ping_token = 0
         self.ping_sent_at: float | None = None
-        self.last_ping_at = now
+        # A random phase, so thousands of clients that connected together are not all
+        # pinged in the same turn.
+        self.last_ping_at = now - random.random() * self.config.ping_interval_seconds
         self._writing = False
         self._linger_timer = None
         self.reactor.add_reader(self.fd, self.on_readable)
@@ -138,6 +135,11 @@ class Connection:
                 handlers[type(event)](self, event)
             except ChatError as exc:
                 self.send_error(exc.code, exc.message, False, event.request_id)
+            if self.outbuf.pending_bytes > self.config.max_output_bytes:
+                # Requests pipelined without reading the replies: stop before their
+                # replies (a list each, say) cost more time and memory.
+                self._overflow()
+                return
 
     def _on_hello(self, event: ev.Hello) -> None:
         self.session = self.hub.connect(event.name, self.outlet, self.outbuf)
@@ -229,10 +231,7 @@ class Connection:
             return
         if outbuf.pending_bytes:
             if outbuf.pending_bytes > self.config.max_output_bytes:
-                log.warning("%s: output queue passed %d bytes; dropping the slow reader",
-                            self.session.name if self.session else self.peer,
-                            self.config.max_output_bytes)
-                self.abort(Reason.TOO_SLOW, "output queue overflow")
+                self._overflow()
             elif not self._writing:
                 self._writing = True
                 self.reactor.add_writer(self.fd, self.flush)
@@ -243,21 +242,32 @@ class Connection:
         if self.state is State.CLOSING:
             self._linger()
 
+    def _overflow(self) -> None:
+        # No error frame: the queue that would carry it is the one that is full.
+        log.warning("%s: output queue passed %d bytes; dropping the slow reader",
+                    self.session.name if self.session else self.peer,
+                    self.config.max_output_bytes)
+        self.abort(Reason.TOO_SLOW, "output queue overflow")
+
     # -- liveness --------------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
-        """Enforce the handshake and idle timeouts; send a ping when one is due."""
+    def tick(self, now: float, enforce_timeouts: bool = True) -> None:
+        """Send a ping when one is due; enforce the handshake and idle timeouts.
+
+        The server passes ``enforce_timeouts=False`` after the loop stalled: input may be
+        waiting unread in the socket, so silence proves nothing then.
+        """
         if self.state is not State.OPEN:
             return
         config = self.config
         if self.session is None:
-            if now - self.connected_at > config.handshake_timeout_seconds:
+            if enforce_timeouts and now - self.connected_at > config.handshake_timeout_seconds:
                 self.send_error(ErrorCode.HANDSHAKE_TIMEOUT,
                                 f"no Hello within {config.handshake_timeout_seconds:g}s",
                                 fatal=True)
                 self.close(Reason.TIMED_OUT, "handshake timeout")
             return
-        if now - self.last_received > config.idle_timeout_seconds:
+        if enforce_timeouts and now - self.last_received > config.idle_timeout_seconds:
             self.send_error(ErrorCode.PING_TIMEOUT,
                             f"nothing received for {config.idle_timeout_seconds:g}s",
                             fatal=True)

@@ -22,6 +22,7 @@ from .errors import ChatError, ErrorCode
 from .events import Reason
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]+\Z")
+QUOTE_MAX_CHARS = 40            # client text echoed in an error is cut to this
 RTT_SMOOTHING = 1 / 8           # TCP's SRTT gain (RFC 6298)
 GUEST_PREFIX = "guest-"
 
@@ -96,10 +97,12 @@ class Hub:
             raise ChatError(ErrorCode.NAME_INVALID,
                             f"name is {len(name)} characters long; the limit is {limit}")
         if not name[0].isascii() or not name[0].isalpha():
-            raise ChatError(ErrorCode.NAME_INVALID, f"name {name!r} must start with a letter")
+            raise ChatError(ErrorCode.NAME_INVALID,
+                            f"name {_quote(name)} must start with a letter")
         if not _NAME_CHARS.match(name):
             raise ChatError(ErrorCode.NAME_INVALID,
-                            f"name {name!r} may only contain letters, digits, '_', '-' and '.'")
+                            f"name {_quote(name)} may only contain letters, digits, "
+                            f"'_', '-' and '.'")
 
     def connect(self, wanted_name: str, outlet, endpoint) -> Session:
         """A user arrives; an empty ``wanted_name`` gets a unique guest name."""
@@ -107,7 +110,7 @@ class Hub:
             self.check_name(wanted_name)
             name = wanted_name
             if name.casefold() in self.sessions:
-                raise ChatError(ErrorCode.NAME_TAKEN, f"name {name!r} is taken")
+                raise ChatError(ErrorCode.NAME_TAKEN, f"name {_quote(name)} is taken")
         else:
             name = self._guest_name()
         now = self._clock()
@@ -140,7 +143,8 @@ class Hub:
     def _peer(self, session: Session, peer_name: str) -> Session:
         peer = self.sessions.get(peer_name.casefold())
         if peer is None:
-            raise ChatError(ErrorCode.NO_SUCH_USER, f"no user named {peer_name!r} is online")
+            raise ChatError(ErrorCode.NO_SUCH_USER,
+                            f"no user named {_quote(peer_name)} is online")
         if peer is session:
             raise ChatError(ErrorCode.CANNOT_CHAT_SELF, "you cannot chat with yourself")
         return peer
@@ -187,7 +191,7 @@ class Hub:
                             f"room name is {len(name)} characters long; the limit is {limit}")
         if not _NAME_CHARS.match(name):
             raise ChatError(ErrorCode.ROOM_INVALID,
-                            f"room name {name!r} may only contain letters, digits, "
+                            f"room name {_quote(name)} may only contain letters, digits, "
                             f"'_', '-' and '.'")
 
     def join(self, session: Session, room_name: str) -> bool:
@@ -217,7 +221,7 @@ class Hub:
     def _membership(self, session: Session, room_name: str) -> Room:
         room = session.rooms.get(room_name.casefold())
         if room is None:
-            raise ChatError(ErrorCode.NOT_IN_ROOM, f"you are not in room {room_name!r}")
+            raise ChatError(ErrorCode.NOT_IN_ROOM, f"you are not in room {_quote(room_name)}")
         return room
 
     def _remove_member(self, room: Room, session: Session, reason: Reason) -> None:
@@ -241,8 +245,7 @@ class Hub:
             room = self._membership(session, room_name)
         if not text or len(text) * 4 > self.limits.max_text_bytes:
             self._check_text(text)
-        msg_id = next(self._msg_ids)
-        timestamp_ms = int(self._wallclock() * 1000)
+        msg_id, timestamp_ms = self._stamp()
         event = ev.RoomMessage(room.name, session.name, msg_id, timestamp_ms, text)
         for outlet, endpoints in room.endpoints.items():
             outlet.broadcast(endpoints, event)
@@ -294,6 +297,14 @@ class Hub:
 
     def _stamp(self) -> tuple[int, int]:
         return next(self._msg_ids), int(self._wallclock() * 1000)
+
+
+def _quote(value: str) -> str:
+    """``value`` for an error message: quoted, and cut short so an error about a huge name
+    is not itself huge."""
+    if len(value) > QUOTE_MAX_CHARS:
+        return repr(value[:QUOTE_MAX_CHARS]) + "..."
+    return repr(value)
 
 
 def _rtt_us(rtt_seconds: float | None) -> int:

@@ -16,6 +16,9 @@ from .errors import ErrorCode, FrameError, ProtocolError
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 65536
+# Until the handshake, a server accepts frames up to this size only: a Hello with a long
+# name fits in a few hundred bytes, and an unknown peer must not park 64 KiB per connection.
+HANDSHAKE_MAX_FRAME_BYTES = 1024
 
 
 class Role(enum.Enum):
@@ -146,10 +149,6 @@ def encode_ack(msg_id: int, timestamp_ms: int, request_id: int) -> bytes:
     return _ACK.pack(21, 0x82, request_id, msg_id, timestamp_ms)
 
 
-def _encode_ack(event: ev.Ack) -> bytes:
-    return _ACK.pack(21, 0x82, event.request_id, event.msg_id, event.timestamp_ms)
-
-
 def _encode_room_message_event(event: ev.RoomMessage) -> bytes:
     frame = encode_room_message(event.room.encode(), event.sender.encode(), event.msg_id,
                                 event.timestamp_ms, event.text.encode())
@@ -167,7 +166,7 @@ def _encode_direct_message(event: ev.DirectMessage) -> bytes:
 
 
 _FAST_ENCODERS = {
-    ev.Ack: _encode_ack,
+    ev.Ack: lambda event: encode_ack(event.msg_id, event.timestamp_ms, event.request_id),
     ev.RoomMessage: _encode_room_message_event,
     ev.DirectMessage: _encode_direct_message,
 }
@@ -286,17 +285,32 @@ class NativeProtocol:
     (server) or received (client).
     """
 
-    __slots__ = ("role", "state", "_decoder", "_broken")
+    __slots__ = ("role", "state", "_max_frame_bytes", "_decoder", "_broken")
 
     def __init__(self, role: Role, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
         self.role = role
         self.state = State.AWAITING_HELLO
-        self._decoder = FrameDecoder(max_frame_bytes)
+        self._max_frame_bytes = max_frame_bytes
+        first_limit = max_frame_bytes
+        if role is Role.SERVER:
+            first_limit = min(max_frame_bytes, HANDSHAKE_MAX_FRAME_BYTES)
+        self._decoder = FrameDecoder(first_limit)
         self._broken: ProtocolError | None = None
 
     @property
     def buffered_bytes(self) -> int:
         return self._decoder.buffered_bytes
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """The largest frame accepted once the handshake is done."""
+        return self._max_frame_bytes
+
+    @max_frame_bytes.setter
+    def max_frame_bytes(self, value: int) -> None:
+        self._max_frame_bytes = value
+        if self.state is State.OPEN or self.role is Role.CLIENT:
+            self._decoder.max_frame_bytes = value
 
     def receive_data(self, data) -> None:
         self._decoder.receive_data(data)
@@ -320,11 +334,9 @@ class NativeProtocol:
         return event
 
     def _server_event(self, msg_type: int, request_id: int, payload: bytes):
-        if self.state is State.OPEN and msg_type in _FAST_DECODERS:
-            event = _decode_room_and_text(_FAST_DECODERS[msg_type], payload, request_id)
-            if event is not None:
-                return event
         hello = msg_type == 0x01
+        if self.state is State.OPEN and not hello:
+            return decode_frame(msg_type, request_id, payload, role=Role.SERVER)
         if self.state is State.AWAITING_HELLO and not hello:
             self._broken = ProtocolError(
                 ErrorCode.HANDSHAKE_REQUIRED,
@@ -350,4 +362,5 @@ class NativeProtocol:
     def send(self, event) -> bytes:
         if type(event) is ev.Welcome and self.role is Role.SERVER:
             self.state = State.OPEN
+            self._decoder.max_frame_bytes = self._max_frame_bytes
         return encode_event(event)

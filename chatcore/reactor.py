@@ -51,7 +51,6 @@ class Reactor:
         self._wakeup_r: socket.socket | None = None
         self._wakeup_w: socket.socket | None = None
         self._running = False
-        self.turns = 0
 
     # -- file descriptors ------------------------------------------------------------------
 
@@ -173,7 +172,6 @@ class Reactor:
                 self._run_due_timers()
             if self._soon:
                 self._run_soon()
-            self.turns += 1
         self._run_hooks()
 
     def _run_hooks(self) -> None:

@@ -12,7 +12,7 @@ import sys
 from . import __version__, codec
 from . import config as config_module
 from .reactor import Reactor
-from .server import Server
+from .server import Server, format_address
 
 log = logging.getLogger("chatcore")
 
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         return 1
-    log.info("%s listening on %s:%d as %r", version_string(), host, port, server.hub.node.name)
+    log.info("%s listening on %s as %r", version_string(), format_address(host, port),
+             server.hub.node.name)
     log.info("limits: max_frame_bytes=%d max_text_bytes=%d max_output_bytes=%d "
              "max_clients=%d ping_interval=%gs idle_timeout=%gs open_files=%d",
              config.max_frame_bytes, config.max_text_bytes, config.max_output_bytes,

@@ -11,8 +11,6 @@ from .connection import Connection, NativeOutlet
 from .errors import ErrorCode
 from .events import Reason
 from .hub import Hub, HubLimits, NodeInfo
-from .protocol import encode_event
-from . import events as ev
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +33,8 @@ class Server:
         self.address: tuple | None = None
         self.hub: Hub | None = None
         self._accept_paused = False
+        self._accept_failures_logged = False
+        self._tick_due = 0.0
         self._tick_seconds = max(0.02, min(1.0, config.ping_interval_seconds / 4,
                                            config.idle_timeout_seconds / 4,
                                            config.handshake_timeout_seconds / 4))
@@ -42,19 +42,17 @@ class Server:
     def start(self) -> tuple:
         """Bind and listen; returns the bound (host, port)."""
         config = self.config
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        self.listener = socket.create_server((config.host, config.port), family=family,
-                                             backlog=config.backlog)
+        self.listener = _listen(config.host, config.port, config.backlog)
         self.listener.setblocking(False)
         self.address = self.listener.getsockname()[:2]
         host, port = self.address
-        name = config.server_name or f"chatcore@{host}:{port}"
+        name = config.server_name or f"chatcore@{format_address(host, port)}"
         limits = HubLimits(config.max_name_chars, config.max_room_name_chars,
                            config.max_text_bytes, config.max_rooms_per_user)
         self.hub = Hub(NodeInfo(name, host, port), limits)
         self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
         self.reactor.add_before_sleep(self.flush_pending)
-        self.reactor.call_later(self._tick_seconds, self._tick)
+        self._schedule_tick()
         return self.address
 
     # -- accepting -------------------------------------------------------------------------
@@ -73,11 +71,15 @@ class Server:
                     continue
                 log.error("accept failed: %s", exc)
                 return
+            self._accept_failures_logged = False
             self._adopt(sock, address)
 
     def _pause_accepting(self, exc: OSError) -> None:
-        log.warning("cannot accept (%s) with %d connections open; pausing accepts for %.1fs",
-                    exc.strerror, len(self.connections), ACCEPT_PAUSE_SECONDS)
+        # Logged once per episode: the retries every half second would flood the log.
+        level = logging.DEBUG if self._accept_failures_logged else logging.WARNING
+        log.log(level, "cannot accept (%s) with %d connections open; pausing accepts "
+                "for %.1fs", exc.strerror, len(self.connections), ACCEPT_PAUSE_SECONDS)
+        self._accept_failures_logged = True
         self._accept_paused = True
         self.reactor.remove_reader(self.listener.fileno())
         self.reactor.call_later(ACCEPT_PAUSE_SECONDS, self._resume_accepting)
@@ -94,13 +96,15 @@ class Server:
         except OSError:          # already reset by the peer
             sock.close()
             return
-        if len(self.connections) >= self.config.max_clients:
-            log.warning("refusing %s: %d clients is the limit", address[0],
+        connection = Connection(self, sock, address)
+        self.connections.add(connection)
+        if len(self.connections) > self.config.max_clients:
+            log.warning("refusing %s: %d clients is the limit", connection.peer,
                         self.config.max_clients)
-            _refuse(sock, ErrorCode.SERVER_FULL,
-                    f"server is full ({self.config.max_clients} clients)")
-            return
-        self.connections.add(Connection(self, sock, address))
+            connection.send_error(ErrorCode.SERVER_FULL,
+                                  f"server is full ({self.config.max_clients} clients)",
+                                  fatal=True)
+            connection.close(Reason.DISCONNECTED)
 
     def forget(self, connection: Connection) -> None:
         """Called by a connection once it is closed."""
@@ -119,10 +123,19 @@ class Server:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        late_seconds = now - self._tick_due
+        enforce_timeouts = late_seconds < self._tick_seconds
+        if not enforce_timeouts:
+            log.warning("the loop stalled for %.3fs; idle timeouts wait for the next tick",
+                        late_seconds)
         for connection in list(self.connections):
-            connection.tick(now)
+            connection.tick(now, enforce_timeouts)
         if not self.shutting_down:
-            self.reactor.call_later(self._tick_seconds, self._tick)
+            self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        self._tick_due = time.monotonic() + self._tick_seconds
+        self.reactor.call_later(self._tick_seconds, self._tick)
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -152,16 +165,27 @@ class Server:
             self.reactor.call_later(self.config.shutdown_grace_seconds, self._abort_all)
 
     def _abort_all(self) -> None:
+        if self.connections:
+            log.warning("closing %d connections that did not finish in time",
+                        len(self.connections))
         for connection in list(self.connections):
             connection.abort(Reason.SERVER_SHUTDOWN)
         self.reactor.stop()
 
 
-def _refuse(sock: socket.socket, code: ErrorCode, message: str) -> None:
-    """Best-effort fatal error to a connection we will not keep."""
-    try:
-        sock.send(encode_event(ev.Error(int(code), True, message)))
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    sock.close()
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening socket for ``host`` (a name, an IPv4 or IPv6 address, brackets allowed);
+    ``::`` listens on IPv4 too where the system allows it."""
+    host = host.strip("[]")
+    if host == "::" and socket.has_dualstack_ipv6():
+        return socket.create_server((host, port), family=socket.AF_INET6, backlog=backlog,
+                                    dualstack_ipv6=True)
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                   flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(sockaddr[:2], family=family, backlog=backlog)
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with IPv6 addresses in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -125,3 +125,35 @@ def test_fast_decoders_defer_malformed_frames_to_the_generic_errors(payload):
             decode_frame_generic(code, 1, payload, role=Role.SERVER)
         assert (fast.value.code, fast.value.message) == (generic.value.code,
                                                          generic.value.message)
+
+
+def test_a_stream_split_at_every_point_decodes_the_same():
+    events = [ev.Hello(1, "alice", "cli", request_id=1), ev.JoinRoom("lobby", request_id=2),
+              ev.SendRoom("lobby", "hi ✓", request_id=3), ev.Ping(7, request_id=4)]
+    stream = b"".join(encode_event(e) for e in events)
+    for cut in range(len(stream) + 1):
+        for pieces in ([stream[:cut], stream[cut:]], [bytes([b]) for b in stream]):
+            protocol = NativeProtocol(Role.SERVER)
+            decoded = []
+            for piece in pieces:
+                protocol.receive_data(piece)
+                while (event := protocol.next_event()) is not NEED_DATA:
+                    decoded.append(event)
+                    if type(event) is ev.Hello:
+                        protocol.send(ev.Welcome(1, "alice", "s", 1, 65536, 8192, 32))
+            assert decoded == events
+
+
+def test_the_frame_limit_is_small_until_the_handshake():
+    protocol = NativeProtocol(Role.SERVER, max_frame_bytes=65536)
+    protocol.receive_data(encode_event(ev.Hello(1, "alice", request_id=1)))
+    protocol.next_event()
+    protocol.send(ev.Welcome(1, "alice", "s", 1, 65536, 8192, 32))
+    protocol.receive_data(encode_event(ev.SendRoom("r", "x" * 5000, request_id=2)))
+    assert protocol.next_event().text == "x" * 5000
+
+    fresh = NativeProtocol(Role.SERVER, max_frame_bytes=65536)
+    fresh.receive_data(encode_event(ev.Hello(1, "x" * 2000, request_id=1)))
+    with pytest.raises(ProtocolError) as refused:
+        fresh.next_event()
+    assert (refused.value.code, refused.value.fatal) == (ErrorCode.FRAME_TOO_LARGE, True)

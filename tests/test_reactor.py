@@ -56,11 +56,22 @@ def test_reader_and_writer_callbacks(reactor):
         reactor.remove_reader(a.fileno())
 
 
-def test_a_failing_callback_does_not_stop_the_loop(reactor, caplog):
-    reactor.call_soon(lambda: 1 / 0)
-    reactor.call_later(0.01, reactor.stop)
-    reactor.run()
-    assert "ZeroDivisionError" in caplog.text
+def test_failing_callbacks_do_not_stop_the_loop(reactor, caplog):
+    a, b = socket.socketpair()
+    with a, b:
+        ran = []
+        reactor.call_soon(lambda: 1 / 0)
+        reactor.call_later(0, lambda: [][1])
+        reactor.add_before_sleep(lambda: {}["hook"])
+        b.send(b"x")
+        reactor.add_reader(a.fileno(), lambda: None + 1)
+        reactor.call_later(0.01, ran.append, "still running")
+        reactor.call_later(0.02, reactor.stop)
+        reactor.run()
+        reactor.remove_reader(a.fileno())
+    assert ran == ["still running"]
+    for error in ("ZeroDivisionError", "IndexError", "KeyError", "TypeError"):
+        assert error in caplog.text
 
 
 def test_signals_are_delivered_on_the_loop(reactor):

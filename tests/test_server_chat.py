@@ -9,6 +9,7 @@ from chatcore import events as ev
 from chatcore.client import ChatClient
 from chatcore.errors import ChatError, ErrorCode
 from chatcore.events import Reason
+from chatcore.protocol import encode_event
 
 
 def test_welcome_announces_name_and_limits(connect, server):
@@ -236,6 +237,7 @@ def test_user_list_is_truncated_to_one_frame(start_server):
         users = clients[0].list_users()
         assert users.total == 40
         assert 0 < len(users.users) < 40
+        assert len(encode_event(users)) - 4 <= 512         # the frame fits the limit
     finally:
         for client in clients:
             client.close()

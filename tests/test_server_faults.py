@@ -105,7 +105,7 @@ def test_malformed_frames_get_an_error_and_the_connection_stays(connect, bystand
     _still_served(bystander)
 
 
-def test_frames_split_across_many_writes_are_reassembled(connect):
+def test_a_frame_written_one_byte_per_send_is_reassembled(connect):
     alice = connect("alice")
     frame = encode_event(ev.JoinRoom("slowly", request_id=77))
     for byte in frame:
@@ -244,13 +244,68 @@ def test_sigterm_tells_clients_and_exits_zero(start_server):
     server.wait_for_log("stopped")
 
 
-def test_sigint_with_a_client_that_never_reads_still_exits_zero(start_server):
-    server = start_server("--shutdown-grace-seconds", "0.5")
-    stuck = socket.create_connection(("127.0.0.1", server.port))
+def test_sigint_with_a_client_that_never_reads_closes_it_after_the_grace_period(
+        start_server):
+    server = start_server("--shutdown-grace-seconds", "0.5",
+                          "--max-output-bytes", str(64 << 20))
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", server.port))
     stuck.sendall(encode_event(ev.Hello(1, "stuck", request_id=1)))
     with ChatClient("127.0.0.1", server.port) as alice:
         alice.connect("alice")
+        text = "x" * 8000
+        for _ in range(1000):           # 8 MB: far more than the kernel buffers hold
+            alice.send(ev.SendDirect("stuck", text))
+        alice.wait_for(lambda e: isinstance(e, ev.Ack) and e.request_id == 1001)
         server.signal(signal.SIGINT)
         _expect_error(alice, ErrorCode.SERVER_SHUTDOWN, fatal=True)
+        server.wait_for_log("connections that did not finish in time")
     assert server.proc.wait(10) == 0
     stuck.close()
+
+
+def test_pipelined_requests_without_reading_are_cut_off(start_server):
+    server = start_server("--max-output-bytes", "65536")
+    with ChatClient("127.0.0.1", server.port) as bystander, \
+            ChatClient("127.0.0.1", server.port) as greedy:
+        bystander.connect("bystander")
+        for i in range(100):
+            bystander.join(f"room-{i}")
+        greedy.connect("greedy")
+        greedy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Each reply lists 100 rooms: ~1.5 KB. 5000 of them would be 7.5 MB of output.
+        greedy.send_raw(b"".join(encode_event(ev.ListRooms(request_id=i + 1))
+                                 for i in range(5000)))
+        server.wait_for_log("greedy: output queue passed 65536 bytes")
+        assert bystander.ping() < 1
+        assert [u.name for u in bystander.list_users().users] == ["bystander"]
+
+
+def test_errors_quote_huge_client_text_briefly(connect):
+    alice = connect("alice")
+    request_id = alice.send(ev.SendDirect("x" * 50_000, "hello?"))
+    error = alice.wait_for(ev.Error)
+    assert (error.code, error.request_id) == (ErrorCode.NO_SUCH_USER, request_id)
+    assert len(error.message) < 100
+
+
+def test_a_large_frame_before_the_handshake_is_refused(server):
+    with _raw(server) as client:
+        client.send_raw(encode_event(ev.Hello(1, "x" * 2000, request_id=1)))
+        error = _expect_error(client, ErrorCode.FRAME_TOO_LARGE, fatal=True)
+        assert "1024" in error.message
+        _expect_closed(client)
+
+
+def test_ipv6_loopback(start_server):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = start_server("--host", "::1")
+    with ChatClient("::1", server.port) as alice:
+        assert alice.connect("alice").server == f"chatcore@[::1]:{server.port}"
+        assert alice.list_servers().servers[0].host == "::1"
