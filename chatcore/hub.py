@@ -90,19 +90,10 @@ class Hub:
 
     def check_name(self, name: str) -> None:
         """Raise NAME_INVALID saying why ``name`` cannot be a user name."""
-        limit = self.limits.max_name_chars
-        if not name:
-            raise ChatError(ErrorCode.NAME_INVALID, "name is empty")
-        if len(name) > limit:
-            raise ChatError(ErrorCode.NAME_INVALID,
-                            f"name is {len(name)} characters long; the limit is {limit}")
-        if not name[0].isascii() or not name[0].isalpha():
+        if name and not (name[0].isascii() and name[0].isalpha()):
             raise ChatError(ErrorCode.NAME_INVALID,
                             f"name {_quote(name)} must start with a letter")
-        if not _NAME_CHARS.match(name):
-            raise ChatError(ErrorCode.NAME_INVALID,
-                            f"name {_quote(name)} may only contain letters, digits, "
-                            f"'_', '-' and '.'")
+        _check_identifier("name", name, self.limits.max_name_chars, ErrorCode.NAME_INVALID)
 
     def connect(self, wanted_name: str, outlet, endpoint) -> Session:
         """A user arrives; an empty ``wanted_name`` gets a unique guest name."""
@@ -183,16 +174,9 @@ class Hub:
     # -- rooms -----------------------------------------------------------------------------
 
     def check_room_name(self, name: str) -> None:
-        limit = self.limits.max_room_name_chars
-        if not name:
-            raise ChatError(ErrorCode.ROOM_INVALID, "room name is empty")
-        if len(name) > limit:
-            raise ChatError(ErrorCode.ROOM_INVALID,
-                            f"room name is {len(name)} characters long; the limit is {limit}")
-        if not _NAME_CHARS.match(name):
-            raise ChatError(ErrorCode.ROOM_INVALID,
-                            f"room name {_quote(name)} may only contain letters, digits, "
-                            f"'_', '-' and '.'")
+        """Raise ROOM_INVALID saying why ``name`` cannot be a room name."""
+        _check_identifier("room name", name, self.limits.max_room_name_chars,
+                          ErrorCode.ROOM_INVALID)
 
     def join(self, session: Session, room_name: str) -> bool:
         """Join (creating the room on first join); False if already a member."""
@@ -297,6 +281,17 @@ class Hub:
 
     def _stamp(self) -> tuple[int, int]:
         return next(self._msg_ids), int(self._wallclock() * 1000)
+
+
+def _check_identifier(what: str, name: str, limit: int, code: ErrorCode) -> None:
+    """Names and room names: 1..limit characters of letters, digits, '_', '-' and '.'."""
+    if not name:
+        raise ChatError(code, f"{what} is empty")
+    if len(name) > limit:
+        raise ChatError(code, f"{what} is {len(name)} characters long; the limit is {limit}")
+    if not _NAME_CHARS.match(name):
+        raise ChatError(code, f"{what} {_quote(name)} may only contain letters, digits, "
+                              f"'_', '-' and '.'")
 
 
 def _quote(value: str) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.config
 import os
 import resource
 import signal
@@ -11,6 +10,7 @@ import sys
 
 from . import __version__, codec
 from . import config as config_module
+from .logs import configure_logging
 from .reactor import Reactor
 from .server import Server, format_address
 
@@ -31,17 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def version_string() -> str:
     return f"chatcore {__version__} (hot path: {codec.IMPLEMENTATION})"
-
-
-def configure_logging(level: str) -> None:
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                                "stream": "ext://sys.stderr"}},
-        "root": {"level": level.upper(), "handlers": ["stderr"]},
-    })
 
 
 def raise_open_file_limit() -> int:
@@ -71,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"chatcore-server: bad configuration: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     files = raise_open_file_limit()
     reactor = Reactor()
     server = Server(config, reactor)

@@ -8,28 +8,17 @@ line mode (``script``). All of them share the config (``config``), the command t
 from __future__ import annotations
 
 import asyncio
-import logging.config
 import sys
 
 from . import exitcodes
+from ..logs import configure_logging
 from .config import ConfigError, load_config
 
 __all__ = ["main"]
 
 
-def _configure_logging() -> None:
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "chatcore-client: %(levelname)s: %(message)s"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                                "stream": "ext://sys.stderr"}},
-        "root": {"level": "WARNING", "handlers": ["stderr"]},
-    })
-
-
 def main(argv=None) -> int:
-    _configure_logging()
+    configure_logging("WARNING", "chatcore-client: %(levelname)s: %(message)s")
     try:
         config = load_config(argv)
     except ConfigError as exc:
