@@ -4,6 +4,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis' per-example deadline measures the machine, not the code: CI and development
+# machines here are shared and noisy, so examples are bounded by pytest-timeout instead.
+settings.register_profile("chatcore", deadline=None)
+settings.load_profile("chatcore")
 
 # --------------------------------------------------------------------------------------------
 # Hot path (chatcore.codec): the pure-Python specification and its compiled twin.
