@@ -15,10 +15,12 @@ _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
 class ServerProcess:
-    """``python server.py`` with extra flags; its log lines can be awaited."""
+    """``python server.py`` (or another ``command``) with extra flags; its log lines can be
+    awaited."""
 
     def __init__(self, *flags: str, port: int = 0, env: dict | None = None,
-                 preexec_fn=None):
+                 preexec_fn=None, command: list[str] | None = None):
+        self.command = command or [SERVER_PY]     # another server: its argv after python
         self.flags = list(flags)
         self.port = port
         self.env = {**os.environ, **(env or {})}
@@ -29,8 +31,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
         self.lines = []
-        command = [sys.executable, SERVER_PY, "--host", "127.0.0.1", "--port", str(self.port),
-                   *self.flags]
+        command = [sys.executable, *self.command, "--host", "127.0.0.1", "--port",
+                   str(self.port), *self.flags]
         self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env=self.env, cwd=ROOT,

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +17,7 @@ from benchmarks import verify
 from chatcore import events as ev
 from chatcore.codec import encode_frame
 from chatcore.protocol import encode_event, encode_room_message
+from tests.serverproc import ServerProcess
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMPLEMENTATIONS = [verify_py] + ([verify.verify_c] if verify.verify_c is not None else [])
@@ -149,37 +148,19 @@ def test_both_implementations_agree(messages, cuts):
 
 # -- the scenarios against real servers -------------------------------------------------------
 
-def _start(argv, tmp_path, name, env=None):
-    port_file = tmp_path / f"{name}.port"
-    proc = subprocess.Popen([sys.executable, *argv, "--port", "0", "--port-file", str(port_file)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"{name} did not start: {proc.stderr.read().decode()}")
-        time.sleep(0.05)
-    return proc, int(port_file.read_text())
-
-
+# Both log "listening on HOST:PORT" once bound, which ServerProcess waits for.
 SERVERS = {
-    "chatcore": ["server.py", "--log-level", "WARNING"],
-    "reference": ["-m", "benchmarks.reference"],
+    "chatcore": dict(flags=("--log-level", "INFO")),
+    "reference": dict(flags=("-v",), command=["-m", "benchmarks.reference"]),
 }
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
-def server(request, tmp_path_factory):
-    proc, port = _start(SERVERS[request.param], tmp_path_factory.mktemp("srv"), request.param)
-    yield proc.pid, port
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    proc.stderr.close()
+def server(request):
+    spec = SERVERS[request.param]
+    proc = ServerProcess(*spec["flags"], command=spec.get("command")).start()
+    yield proc.proc.pid, proc.port
+    proc.stop()
 
 
 TINY = {
@@ -234,14 +215,12 @@ def test_the_fallback_verifier_runs_end_to_end(server, tmp_path):
 
 def test_a_loss_fails_the_run_loudly(tmp_path):
     """A server that drops every tenth room message: the run must exit 1 and say why."""
-    proc, port = _start(["-c", LOSSY_SERVER], tmp_path, "lossy")
+    lossy = ServerProcess("-v", command=["-c", LOSSY_SERVER]).start()
     try:
-        bench, result = run_bench(["fanout", "-p", str(port), "--duration", "0.3", "-c", "4",
-                                   "--senders", "1", "--window", "4"], tmp_path)
+        bench, result = run_bench(["fanout", "-p", str(lossy.port), "--duration", "0.3",
+                                   "-c", "4", "--senders", "1", "--window", "4"], tmp_path)
     finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
+        lossy.stop()
     assert bench.returncode == 1
     assert "VERIFICATION FAILED" in bench.stderr
     assert not result["ok"] and result["check"]["gaps"] > 0 and result["check"]["lost"] > 0
