@@ -285,7 +285,7 @@ class NativeProtocol:
     (server) or received (client).
     """
 
-    __slots__ = ("role", "state", "_max_frame_bytes", "_decoder", "_broken")
+    __slots__ = ("role", "state", "_max_frame_bytes", "_decoder", "_broken", "_serving")
 
     def __init__(self, role: Role, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
         self.role = role
@@ -296,6 +296,7 @@ class NativeProtocol:
             first_limit = min(max_frame_bytes, HANDSHAKE_MAX_FRAME_BYTES)
         self._decoder = FrameDecoder(first_limit)
         self._broken: ProtocolError | None = None
+        self._serving = False           # a server past its handshake
 
     @property
     def buffered_bytes(self) -> int:
@@ -326,6 +327,12 @@ class NativeProtocol:
         if frame is None:
             return NEED_DATA
         msg_type, request_id, payload = frame
+        if self._serving and msg_type in _FAST_DECODERS:
+            # The chat messages themselves, straight to their decoder; anything malformed
+            # takes the general path below for its exact error.
+            event = _decode_room_and_text(_FAST_DECODERS[msg_type], payload, request_id)
+            if event is not None:
+                return event
         if self.role is Role.SERVER:
             return self._server_event(msg_type, request_id, payload)
         event = decode_frame(msg_type, request_id, payload, role=self.role)
@@ -362,5 +369,6 @@ class NativeProtocol:
     def send(self, event) -> bytes:
         if type(event) is ev.Welcome and self.role is Role.SERVER:
             self.state = State.OPEN
+            self._serving = True
             self._decoder.max_frame_bytes = self._max_frame_bytes
         return encode_event(event)
