@@ -210,7 +210,16 @@ class OutputBuffer:
         """
         if not self._pending:
             return 0
-        pieces: list = []           # what writev gets: joined runs and large chunks
+        chunks = self._chunks
+        if len(chunks) <= IOV_MAX:
+            # Every chunk fits in one writev as it is, and the compiled twin (which copies
+            # runs together) offers the same bytes in this case: skip the copying, which
+            # costs Python more than it saves the kernel.
+            pieces = chunks[:]
+            if self._offset:
+                pieces[0] = memoryview(pieces[0])[self._offset:]
+            return self._write(fd, pieces)
+        pieces = []                 # what writev gets: joined runs and large chunks
         run: list = []              # small chunks still to be joined into one piece
         used = 0
         skip = self._offset
@@ -233,6 +242,9 @@ class OutputBuffer:
                 pieces.append(chunk)
         if run:
             pieces.append(b"".join(run))
+        return self._write(fd, pieces)
+
+    def _write(self, fd: int, pieces: list) -> int:
         try:
             if len(pieces) == 1:
                 written = os.write(fd, pieces[0])
