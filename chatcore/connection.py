@@ -120,7 +120,13 @@ class Connection:
         protocol = self.protocol
         protocol.receive_data(data)
         handlers = _HANDLERS
+        limit = self.config.max_output_bytes
         while self.state is State.OPEN:
+            if self.outbuf.pending_bytes > limit:
+                # Requests (or bad frames) pipelined without reading the replies: stop
+                # before their replies, a list each, say, cost more time and memory.
+                self._overflow()
+                return
             try:
                 event = protocol.next_event()
             except ProtocolError as exc:
@@ -135,11 +141,6 @@ class Connection:
                 handlers[type(event)](self, event)
             except ChatError as exc:
                 self.send_error(exc.code, exc.message, False, event.request_id)
-            if self.outbuf.pending_bytes > self.config.max_output_bytes:
-                # Requests pipelined without reading the replies: stop before their
-                # replies (a list each, say) cost more time and memory.
-                self._overflow()
-                return
 
     def _on_hello(self, event: ev.Hello) -> None:
         self.session = self.hub.connect(event.name, self.outlet, self.outbuf)
@@ -284,6 +285,7 @@ class Connection:
         """Stop taking input, tell the hub, and close once the queued output is written."""
         if self.state is not State.OPEN:
             return
+        log.debug("%s: closing (%s)", self.peer, why or reason.name)
         self.state = State.CLOSING
         self._leave_hub(reason)
         self.reactor.remove_reader(self.fd)
