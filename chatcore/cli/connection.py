@@ -126,7 +126,12 @@ class Connection:
         request_id = self.send(ev.Hello(PROTOCOL_VERSION, name, CLIENT_SOFTWARE))
         while True:
             event = await self.next_event()
-            if type(event) in (ev.Welcome, ev.Error) and event.request_id in (request_id, 0):
+            if type(event) is ev.Welcome and event.request_id == request_id:
+                # The server may allow bigger frames than our default; its replies can use them.
+                self._protocol.max_frame_bytes = max(event.max_frame_bytes,
+                                                     self._protocol.max_frame_bytes)
+                return event
+            if type(event) is ev.Error and event.request_id in (request_id, 0):
                 return event
 
     def close(self) -> None:
