@@ -82,24 +82,26 @@ def _idle(seconds: int) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+# One line per record kind whose text is just its fields; ``where`` is the target (#room or
+# user). The kinds with more logic follow in _body.
+_TEMPLATES = {
+    "message": "{from} -> {where}: {text}",
+    "sent": "{from} -> {where}: {text}",
+    "not_delivered": "!! not delivered to {where}: {text} ({reason})",
+    "queued": "-- offline: will send to {where} after reconnecting: {text}",
+    "resending": "-- resending to {where}: {text}",
+    "joined": "-- {name} joined #{room}",
+    "left": "-- {name} left #{room} ({reason})",
+    "chat_opened": "-- {peer} opened a conversation with you",
+    "chat": "-- talking to {where} now",
+}
+
+
 def _body(rec: dict, multiline: bool) -> str:
     kind = rec["type"]
-    if kind in ("message", "sent"):
-        return f"{rec['from']} -> {_where(rec)}: {rec['text']}"
-    if kind == "not_delivered":
-        return f"!! not delivered to {_where(rec)}: {rec['text']} ({rec['reason']})"
-    if kind == "queued":
-        return f"-- offline: will send to {_where(rec)} after reconnecting: {rec['text']}"
-    if kind == "resending":
-        return f"-- resending to {_where(rec)}: {rec['text']}"
-    if kind == "joined":
-        return f"-- {rec['name']} joined #{rec['room']}"
-    if kind == "left":
-        return f"-- {rec['name']} left #{rec['room']} ({rec['reason']})"
-    if kind == "chat_opened":
-        return f"-- {rec['peer']} opened a conversation with you"
-    if kind == "chat":
-        return f"-- talking to {_where(rec)} now"
+    template = _TEMPLATES.get(kind)
+    if template is not None:
+        return template.format_map({**rec, "where": _where(rec)})
     if kind == "chat_closed":
         if rec.get("by_you"):
             return f"-- you closed the conversation with {rec['peer']}"
