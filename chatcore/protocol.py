@@ -133,7 +133,7 @@ def encode_event(event) -> bytes:
     fast = _FAST_ENCODERS.get(type(event))
     if fast is not None:
         return fast(event)
-    return encode_frame(TYPE_OF[type(event)], event.request_id, encode_payload(event))
+    return encode_event_generic(event)
 
 
 # The frames sent once per chat message get hand-written codecs, each tested byte for byte
@@ -150,11 +150,8 @@ def encode_ack(msg_id: int, timestamp_ms: int, request_id: int) -> bytes:
 
 
 def _encode_room_message_event(event: ev.RoomMessage) -> bytes:
-    frame = encode_room_message(event.room.encode(), event.sender.encode(), event.msg_id,
-                                event.timestamp_ms, event.text.encode())
-    if event.request_id:
-        return frame[:5] + event.request_id.to_bytes(4, "big") + frame[9:]
-    return frame
+    return encode_room_message(event.room.encode(), event.sender.encode(), event.msg_id,
+                               event.timestamp_ms, event.text.encode(), event.request_id)
 
 
 def _encode_direct_message(event: ev.DirectMessage) -> bytes:
@@ -173,10 +170,10 @@ _FAST_ENCODERS = {
 
 
 def encode_room_message(room: bytes, sender: bytes, msg_id: int, timestamp_ms: int,
-                        text: bytes) -> bytes:
-    """A RoomMessage frame from already-encoded name fields (same bytes as ``encode_event``)."""
+                        text: bytes, request_id: int = 0) -> bytes:
+    """A RoomMessage frame from already-encoded fields (same bytes as ``encode_event``)."""
     length = 5 + 2 + len(room) + 2 + len(sender) + 16 + len(text)
-    return b"".join((_ROOM_MESSAGE_HEAD.pack(length, 0xA0, 0, len(room)), room,
+    return b"".join((_ROOM_MESSAGE_HEAD.pack(length, 0xA0, request_id, len(room)), room,
                      _U16.pack(len(sender)), sender, _U64_PAIR.pack(msg_id, timestamp_ms),
                      text))
 
