@@ -123,10 +123,12 @@ class Connection:
         limit = self.config.max_output_bytes
         while self.state is State.OPEN:
             if self.outbuf.pending_bytes > limit:
-                # Requests (or bad frames) pipelined without reading the replies: stop
-                # before their replies, a list each, say, cost more time and memory.
-                self._overflow()
-                return
+                # Requests (or bad frames) pipelined without reading the replies: write what
+                # the kernel takes now, and stop if that does not bring the queue under the
+                # limit, before more replies (a list each, say) cost time and memory.
+                self.flush()
+                if self.state is not State.OPEN:
+                    return
             try:
                 event = protocol.next_event()
             except ProtocolError as exc:
