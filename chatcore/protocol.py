@@ -340,7 +340,8 @@ class NativeProtocol:
     def _server_event(self, msg_type: int, request_id: int, payload: bytes):
         hello = msg_type == 0x01
         if self.state is State.OPEN and not hello:
-            return decode_frame(msg_type, request_id, payload, role=Role.SERVER)
+            # next_event already tried the fast decoders: what is left needs the schema.
+            return decode_frame_generic(msg_type, request_id, payload, role=Role.SERVER)
         if self.state is State.AWAITING_HELLO and not hello:
             self._broken = ProtocolError(
                 ErrorCode.HANDSHAKE_REQUIRED,
