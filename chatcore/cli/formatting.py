@@ -94,14 +94,23 @@ _TEMPLATES = {
     "left": "-- {name} left #{room} ({reason})",
     "chat_opened": "-- {peer} opened a conversation with you",
     "chat": "-- talking to {where} now",
+    "disconnected": "!! lost the server: {reason}",
+    "pong": "-- pong from {server}: {rtt}",
+    "error": "!! {message}",
+    "hint": "!! {text}",
+    "info": "-- {text}",
 }
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _body(rec: dict, multiline: bool) -> str:
     kind = rec["type"]
     template = _TEMPLATES.get(kind)
     if template is not None:
-        return template.format_map({**rec, "where": _where(rec)})
+        return template.format_map({**rec, "where": _where(rec), "rtt": _ms(rec.get("rtt_ms"))})
     if kind == "chat_closed":
         if rec.get("by_you"):
             return f"-- you closed the conversation with {rec['peer']}"
@@ -110,8 +119,6 @@ def _body(rec: dict, multiline: bool) -> str:
         return f"-- conversation with {rec['peer']} ended ({rec['peer']} {rec['reason']})"
     if kind == "connected":
         return f"-- connected to {rec['server'] or rec['host']} as {rec['name']}"
-    if kind == "disconnected":
-        return f"!! lost the server: {rec['reason']}"
     if kind == "reconnecting":
         return (f"-- reconnecting in {rec['delay_seconds']:.1f}s "
                 f"(attempt {rec['attempt']}){': ' + rec['why'] if rec.get('why') else ''}")
@@ -119,11 +126,11 @@ def _body(rec: dict, multiline: bool) -> str:
         where = f"#{rec['room']}" if rec.get("room") else "the server"
         users = [f"{u['name']} ({_ms(u['rtt_ms'])}, idle {_idle(u['idle_seconds'])})"
                  for u in rec["users"]]
-        head = f"-- {rec['total']} user{'s' if rec['total'] != 1 else ''} in {where}"
+        head = f"-- {_counted(rec['total'], 'user')} in {where}"
         return _listing(head, users, multiline)
     if kind == "rooms":
         rooms = [f"#{r['name']} ({r['members']})" for r in rec["rooms"]]
-        head = f"-- {rec['total']} room{'s' if rec['total'] != 1 else ''}"
+        head = f"-- {_counted(rec['total'], 'room')}"
         return _listing(head, rooms, multiline)
     if kind == "servers":
         servers = []
@@ -132,16 +139,7 @@ def _body(rec: dict, multiline: bool) -> str:
             mark = ", connected" if s.get("current") else ""
             servers.append(f"{s['name']} {s['host']}:{s['port']} "
                            f"({s['users']} users, {rtt}{mark})")
-        return _listing(f"-- {rec['total']} server{'s' if rec['total'] != 1 else ''}",
-                        servers, multiline)
-    if kind == "pong":
-        return f"-- pong from {rec['server']}: {_ms(rec['rtt_ms'])}"
-    if kind == "error":
-        return f"!! {rec['message']}"
-    if kind == "hint":
-        return f"!! {rec['text']}"
-    if kind == "info":
-        return f"-- {rec['text']}"
+        return _listing(f"-- {_counted(rec['total'], 'server')}", servers, multiline)
     if kind == "help":
         return _listing("-- commands", rec["lines"], multiline)
     return f"-- {kind}: " + ", ".join(f"{k}={v}" for k, v in rec.items()
