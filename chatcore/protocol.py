@@ -296,10 +296,6 @@ class NativeProtocol:
         self._serving = False           # a server past its handshake
 
     @property
-    def buffered_bytes(self) -> int:
-        return self._decoder.buffered_bytes
-
-    @property
     def max_frame_bytes(self) -> int:
         """The largest frame accepted once the handshake is done."""
         return self._max_frame_bytes
