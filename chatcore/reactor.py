@@ -39,6 +39,9 @@ class TimerHandle:
 class Reactor:
     """``add_reader``/``add_writer`` per fd, ``call_later``, ``call_soon``,
     ``add_before_sleep`` hooks (run once per turn, right before waiting), ``run`` and ``stop``.
+
+    A reader added with ``priority=True`` runs before every other ready callback of its turn
+    (a broker link must be read before the clients whose requests would publish to it).
     """
 
     def __init__(self):
@@ -51,23 +54,30 @@ class Reactor:
         self._wakeup_r: socket.socket | None = None
         self._wakeup_w: socket.socket | None = None
         self._running = False
+        self._priority_fds: set[int] = set()
 
     # -- file descriptors ------------------------------------------------------------------
 
-    def add_reader(self, fd: int, callback) -> None:
+    def add_reader(self, fd: int, callback, *, priority: bool = False) -> None:
         self._set(fd, _READ, callback)
+        if priority:
+            self._priority_fds.add(fd)
+        else:
+            self._priority_fds.discard(fd)
 
     def add_writer(self, fd: int, callback) -> None:
         self._set(fd, _WRITE, callback)
 
     def remove_reader(self, fd: int) -> None:
         self._unset(fd, _READ)
+        self._priority_fds.discard(fd)
 
     def remove_writer(self, fd: int) -> None:
         self._unset(fd, _WRITE)
 
     def remove_fd(self, fd: int) -> None:
         """Forget ``fd`` entirely (call before closing it)."""
+        self._priority_fds.discard(fd)
         try:
             self._selector.unregister(fd)
         except (KeyError, ValueError):
@@ -151,6 +161,7 @@ class Reactor:
         self._running = True
         select = self._selector.select
         timers = self._timers
+        priority = self._priority_fds
         while self._running:
             self._run_hooks()
             if self._soon or not self._running:
@@ -159,7 +170,12 @@ class Reactor:
                 timeout = max(0.0, timers[0][0] - time.monotonic())
             else:
                 timeout = None
-            for key, mask in select(timeout):
+            ready = select(timeout)
+            if priority and len(ready) > 1:
+                first = [item for item in ready if item[0].fd in priority]
+                if first:
+                    ready = first + [item for item in ready if item[0].fd not in priority]
+            for key, mask in ready:
                 reader, writer = key.data
                 try:
                     if mask & _READ and reader is not None:

@@ -89,3 +89,65 @@ def connect(server):
         client.close()
 
 # --------------------------------------------------------------------------- end of server --
+
+
+# --------------------------------------------------------------------------------------------
+# Redis (chatcore.broker, chatcore.cluster): real redis-server processes on 127.0.0.1.
+#
+# ``redis_server`` is one instance for the whole session; tests that stop or reconfigure Redis
+# start their own with ``start_redis``. Without redis-server installed these tests skip, except
+# under CI (CI=true), where .ci/run installs it and a missing one must fail.
+# --------------------------------------------------------------------------------------------
+import itertools  # noqa: E402
+
+from tests.redisproc import REDIS_SERVER, RedisProcess  # noqa: E402
+
+_needs_redis = pytest.mark.skipif(REDIS_SERVER is None and not os.environ.get("CI"),
+                                  reason="redis-server is not installed")
+
+
+def _require_redis() -> None:
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One redis-server for the session (no persistence); stopped at the end."""
+    _require_redis()
+    server = RedisProcess().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_redis():
+    """Start dedicated redis-servers (for tests that stop them); all stopped after the test."""
+    _require_redis()
+    started = []
+
+    def start(*args: str) -> RedisProcess:
+        server = RedisProcess(*args).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+_cluster_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def cluster_name() -> str:
+    """A cluster name of this test alone: keys and channels of other tests never mix in."""
+    return f"test{os.getpid()}-{next(_cluster_numbers)}"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if {"redis_server", "start_redis"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(_needs_redis)
+
+# ---------------------------------------------------------------------------- end of redis --

@@ -86,3 +86,28 @@ def test_signals_are_delivered_on_the_loop(reactor):
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert got == [signal.SIGUSR1]
+
+
+def test_priority_readers_run_first_in_their_turn(reactor):
+    plain_a, plain_b = socket.socketpair()
+    urgent_a, urgent_b = socket.socketpair()
+    with plain_a, plain_b, urgent_a, urgent_b:
+        order = []
+
+        def reader(sock, label):
+            def on_readable():
+                sock.recv(100)
+                order.append(label)
+                if len(order) == 2:
+                    reactor.stop()
+            return on_readable
+
+        # The plain reader is registered first and its data is ready first.
+        reactor.add_reader(plain_a.fileno(), reader(plain_a, "plain"))
+        reactor.add_reader(urgent_a.fileno(), reader(urgent_a, "urgent"), priority=True)
+        plain_b.send(b"x")
+        urgent_b.send(b"x")
+        reactor.run()
+        assert order == ["urgent", "plain"]
+        reactor.remove_reader(plain_a.fileno())
+        reactor.remove_reader(urgent_a.fileno())
