@@ -89,23 +89,34 @@ def _redacted(parts: urllib.parse.SplitResult) -> str:
     return urllib.parse.urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, "", ""))
 
 
-def check_reachable(address: RedisAddress, timeout_seconds: float) -> None:
-    """Blocking PING (with AUTH/SELECT) for start-up: raises OSError saying what failed."""
+def run_blocking(address: RedisAddress, commands: list[tuple],
+                 timeout_seconds: float) -> list:
+    """Send ``commands`` (after AUTH/SELECT) on a blocking connection and return their
+    replies: for start-up, before the loop runs. Raises OSError saying what failed."""
     reader = hiredis.Reader()
+    setup = address.setup_commands(subscriber=False)
+    everything = setup + list(commands)
     with socket.create_connection((address.host, address.port), timeout_seconds) as sock:
-        commands = address.setup_commands(subscriber=False) + [("PING",)]
-        sock.sendall(b"".join(hiredis.pack_command(c) for c in commands))
+        sock.sendall(b"".join(hiredis.pack_command(c) for c in everything))
         replies = []
-        while len(replies) < len(commands):
-            data = sock.recv(4096)
+        while len(replies) < len(everything):
+            data = sock.recv(65536)
             if not data:
                 raise OSError("Redis closed the connection")
             reader.feed(data)
             while (reply := reader.gets()) is not False:
                 replies.append(reply)
-        for reply in replies:
-            if isinstance(reply, ReplyError):
-                raise OSError(f"Redis refused: {reply}")
+    for reply in replies[:len(setup)]:
+        if isinstance(reply, ReplyError):
+            raise OSError(f"Redis refused: {reply}")
+    return replies[len(setup):]
+
+
+def check_reachable(address: RedisAddress, timeout_seconds: float) -> None:
+    """Blocking PING for start-up: raises OSError saying what failed."""
+    reply = run_blocking(address, [("PING",)], timeout_seconds)[0]
+    if isinstance(reply, ReplyError):
+        raise OSError(f"Redis refused: {reply}")
 
 
 class _Link:

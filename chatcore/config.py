@@ -35,6 +35,18 @@ class ServerConfig:
     idle_timeout_seconds: float = 30.0  # a client silent this long (no pong either) is dropped
     handshake_timeout_seconds: float = 10.0   # to send a valid Hello after connecting
     shutdown_grace_seconds: float = 2.0       # to flush goodbyes on SIGINT/SIGTERM
+    # -- the cluster (docs/cluster.md); all unused without ``redis`` --
+    redis: str = ""                     # redis://HOST:PORT/DB joins that cluster; "": alone
+    advertise: str = ""                 # HOST:PORT clients should use; default: the bound one
+    cluster_name: str = "chatcore"      # prefix of every Redis key and channel of the cluster
+    # Announcements every 2 s; 3 missed ones (6 s) drop a node, so a dead node's users are
+    # gone within the issue's 10 s with time to spare.
+    node_announce_seconds: float = 2.0
+    node_silence_seconds: float = 6.0
+    redis_timeout_seconds: float = 5.0  # a Redis request unanswered this long: reconnect
+    # Commands queued for a Redis that does not read; past it the link is rebuilt, like an
+    # outage, instead of the node's memory growing without end.
+    redis_max_output_bytes: int = 64 * 1024 * 1024
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -45,9 +57,36 @@ class ServerConfig:
             raise ValueError("max_text_bytes must leave 64 bytes of a frame for the header")
         for name in ("ping_interval_seconds", "idle_timeout_seconds",
                      "handshake_timeout_seconds", "max_output_bytes", "read_chunk_bytes",
-                     "max_name_chars", "max_room_name_chars", "max_clients", "backlog"):
+                     "max_name_chars", "max_room_name_chars", "max_clients", "backlog",
+                     "node_announce_seconds", "node_silence_seconds", "redis_timeout_seconds",
+                     "redis_max_output_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.node_silence_seconds < 2 * self.node_announce_seconds:
+            raise ValueError("node_silence_seconds must be at least twice "
+                             "node_announce_seconds, or one late announcement drops a node")
+        if self.advertise:
+            parse_host_port(self.advertise, "advertise")
+        if self.redis:
+            from .broker import RedisAddress    # only a cluster node imports hiredis
+            RedisAddress.parse(self.redis)
+        if not self.cluster_name or any(c in self.cluster_name for c in ": \t\r\n"):
+            raise ValueError(f"cluster_name {self.cluster_name!r} must be non-empty, without "
+                             f"':' or spaces")
+
+
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def parse_host_port(value: str, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``; never a wildcard host (clients cannot connect to it)."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"{what} {value!r} must be HOST:PORT")
+    if host in WILDCARD_HOSTS:
+        raise ValueError(f"{what} {value!r}: clients cannot connect to a wildcard address")
+    return host, int(port)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}

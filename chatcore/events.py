@@ -165,9 +165,11 @@ class RoomInfo:
 @_event
 class ServerInfo:
     name: str
-    host: str
+    host: str               # the address clients should connect to (never a wildcard)
     port: int
     users: int
+    load_permille: int = 0  # CPU the node used over its last period, in permille of a core
+    rtt_us: int = 0         # from the answering node, through the broker; 0 for itself
 
 
 @_event

@@ -37,10 +37,20 @@ class HubLimits:
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """This server as it appears in server lists."""
+    """This server as it appears in server lists: its name and advertised address."""
     name: str
     host: str
     port: int
+
+
+class LocalBackplane:
+    """The backplane of a server on its own: no other nodes.
+
+    A cluster backplane (chatcore.cluster) answers the same questions from shared state.
+    """
+
+    def peer_servers(self) -> list[ev.ServerInfo]:
+        return []
 
 
 @dataclass(eq=False, slots=True)
@@ -76,8 +86,11 @@ class Hub:
     """Routes requests of connected sessions; raises ChatError for refused requests."""
 
     def __init__(self, node: NodeInfo, limits: HubLimits = HubLimits(), *,
-                 clock=time.monotonic, wallclock=time.time):
+                 clock=time.monotonic, wallclock=time.time, backplane=None,
+                 load_permille=lambda: 0):
         self.node = node
+        self.backplane = backplane or LocalBackplane()
+        self._load_permille = load_permille
         self.limits = limits
         self._clock = clock
         self._wallclock = wallclock
@@ -260,8 +273,11 @@ class Hub:
                       key=lambda info: info.name.casefold())
 
     def list_servers(self) -> list[ev.ServerInfo]:
+        """This node first, then every live peer of the cluster."""
         node = self.node
-        return [ev.ServerInfo(node.name, node.host, node.port, len(self.sessions))]
+        here = ev.ServerInfo(node.name, node.host, node.port, len(self.sessions),
+                             self._load_permille(), 0)
+        return [here, *self.backplane.peer_servers()]
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -80,7 +80,8 @@ LIST_ENTRIES = {
                                  ("server", "str"))),
     "roominfo[]": (ev.RoomInfo, (("name", "str"), ("members", "u32"))),
     "serverinfo[]": (ev.ServerInfo, (("name", "str"), ("host", "str"), ("port", "u16"),
-                                     ("users", "u32"))),
+                                     ("users", "u32"), ("load_permille", "u16"),
+                                     ("rtt_us", "u32"))),
 }
 
 TYPE_OF = {cls: code for code, _, cls, _ in SCHEMA}

@@ -69,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         return 1
+    if config.redis:
+        from .cluster import ClusterStartError
+        try:
+            server.join_cluster()
+        except ClusterStartError as exc:
+            log.error("cannot join the cluster: %s", exc)
+            return 1
     log.info("%s listening on %s as %r", version_string(), format_address(host, port),
              server.hub.node.name)
     log.info("limits: max_frame_bytes=%d max_text_bytes=%d max_output_bytes=%d "
@@ -83,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reactor.run()
     finally:
+        if server.cluster is not None:
+            server.cluster.close()
         reactor.close()
     log.info("stopped")
     return 0

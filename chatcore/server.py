@@ -6,7 +6,7 @@ import logging
 import socket
 import time
 
-from .config import ServerConfig
+from .config import WILDCARD_HOSTS, ServerConfig, parse_host_port
 from .connection import Connection, NativeOutlet
 from .errors import ErrorCode
 from .events import Reason
@@ -32,6 +32,8 @@ class Server:
         self.listener: socket.socket | None = None
         self.address: tuple | None = None
         self.hub: Hub | None = None
+        self.cluster = None             # chatcore.cluster.Cluster once joined (--redis)
+        self.load = LoadMeter()
         self._accept_paused = False
         self._accept_failures_logged = False
         self._tick_due = 0.0
@@ -45,15 +47,36 @@ class Server:
         self.listener = _listen(config.host, config.port, config.backlog)
         self.listener.setblocking(False)
         self.address = self.listener.getsockname()[:2]
-        host, port = self.address
+        host, port = advertised_address(config, self.address)
         name = config.server_name or f"chatcore@{format_address(host, port)}"
         limits = HubLimits(config.max_name_chars, config.max_room_name_chars,
                            config.max_text_bytes, config.max_rooms_per_user)
-        self.hub = Hub(NodeInfo(name, host, port), limits)
+        self.hub = Hub(NodeInfo(name, host, port), limits, load_permille=self.load.permille)
         self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
         self.reactor.add_before_sleep(self.flush_pending)
         self._schedule_tick()
         return self.address
+
+    def join_cluster(self) -> None:
+        """With ``redis`` set: check Redis, claim this node's name, start announcing.
+
+        Blocking, before the loop runs; raises ClusterStartError naming the URL and the cause.
+        """
+        from .broker import RedisAddress
+        from .cluster import Cluster, claim_node_name
+        config = self.config
+        node = self.hub.node
+        if not config.advertise and self.listener.getsockname()[0] in WILDCARD_HOSTS:
+            log.warning("listening on a wildcard address: advertising %s; set --advertise "
+                        "HOST:PORT to what clients should use", format_address(node.host,
+                                                                               node.port))
+        address = RedisAddress.parse(config.redis)
+        claim_node_name(address, config.cluster_name, node.name, node.host, node.port,
+                        config.node_silence_seconds, config.redis_timeout_seconds)
+        self.cluster = Cluster(self.reactor, config, address, node,
+                               lambda: len(self.hub.sessions), self.load.permille)
+        self.hub.backplane = self.cluster
+        self.cluster.start()
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -151,6 +174,8 @@ class Server:
             return
         self.shutting_down = True
         log.info("shutting down: telling %d clients", len(self.connections))
+        if self.cluster is not None:
+            self.cluster.leave()
         if self.listener is not None:
             self.reactor.remove_fd(self.listener.fileno())
             self.listener.close()
@@ -172,6 +197,46 @@ class Server:
             connection.abort(Reason.SERVER_SHUTDOWN)
         self.reactor.stop()
 
+
+
+class LoadMeter:
+    """CPU this process used, in permille of one core, over the last period (>= 1 s)."""
+
+    MIN_PERIOD_SECONDS = 1.0            # shorter periods measure scheduler noise
+
+    def __init__(self):
+        self._wall = time.monotonic()
+        self._cpu = time.process_time()
+        self._permille = 0
+
+    def permille(self) -> int:
+        wall, cpu = time.monotonic(), time.process_time()
+        if wall - self._wall >= self.MIN_PERIOD_SECONDS:
+            self._permille = min(int((cpu - self._cpu) / (wall - self._wall) * 1000), 0xFFFF)
+            self._wall, self._cpu = wall, cpu
+        return self._permille
+
+
+def advertised_address(config: ServerConfig, bound: tuple) -> tuple[str, int]:
+    """What server lists tell clients to connect to: ``advertise`` if set, else the bound
+    address; a wildcard bind is replaced by this machine's outward address (never 0.0.0.0)."""
+    if config.advertise:
+        return parse_host_port(config.advertise, "advertise")
+    host, port = bound[:2]
+    if host not in WILDCARD_HOSTS:
+        return host, port
+    return _outward_address(socket.AF_INET6 if ":" in host else socket.AF_INET), port
+
+
+def _outward_address(family: int) -> str:
+    """The local address of the route to the outside (a UDP connect sends no packet)."""
+    probe = ("2001:db8::1", 9) if family == socket.AF_INET6 else ("192.0.2.1", 9)
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(probe)
+            return sock.getsockname()[0]
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
 def _listen(host: str, port: int, backlog: int) -> socket.socket:
