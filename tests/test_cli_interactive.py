@@ -73,7 +73,7 @@ def test_rooms_and_who_with_rtt(server, terminals):
     bob.sendline("/leave")
     bob.expect_literal("bob left #lobby")
     alice.expect_literal("bob left #lobby (closed)")
-    bob.expect_literal("[bob]")
+    bob.expect_literal("[(none)]")                      # nowhere: the room was the target
     bob.sendline("/join lobby")
     alice.expect_literal("bob joined #lobby")
     bob.expect_literal("bob joined #lobby")
@@ -81,7 +81,9 @@ def test_rooms_and_who_with_rtt(server, terminals):
     bob.child.sendcontrol("d")                          # Ctrl-D quits, saying goodbye
     assert bob.wait_exit() == 0
     alice.expect_literal("bob left #lobby (quit)")
-    alice.child.sendcontrol("c")                        # so does Ctrl-C
+    alice.child.sendcontrol("c")                        # so do two Ctrl-C on an empty line
+    alice.expect_literal("Ctrl-C again")
+    alice.child.sendcontrol("c")
     assert alice.wait_exit() == 0
 
 

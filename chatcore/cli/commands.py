@@ -1,7 +1,7 @@
 """The command table and the parser of one input line. Pure: no I/O, no session state.
 
 Shapes follow irssi and WeeChat: ``/msg USER TEXT``, ``/query`` as an alias of ``/chat``,
-``/part`` as an alias of ``/leave``. A line that does not start with ``/`` is text for the
+``/part`` as an alias of ``/leave``, ``/window`` of ``/switch``. A line that does not start with ``/`` is text for the
 current target; ``//text`` sends ``/text`` literally.
 """
 from __future__ import annotations
@@ -32,9 +32,18 @@ class Command:
 COMMANDS = (
     Command("chat", ("query", "q"), ("USER",), "talk to USER: plain lines go to them"),
     Command("msg", ("m",), ("USER", "TEXT"), "send one message to USER"),
+    Command("reply", ("r",), ("[TEXT]",),
+            "answer whoever sent you the last direct message (no TEXT: switch to them)"),
     Command("close", (), ("[USER]",), "end the conversation (the peer is told)"),
     Command("join", ("j",), ("ROOM",), "join ROOM and talk there"),
     Command("leave", ("part",), ("[ROOM]",), "leave ROOM (default: the current one)"),
+    Command("switch", ("window", "win", "w"), ("WHERE",),
+            "make conversation WHERE current: its number, #room or user (Alt-1..9, "
+            "Ctrl-N/P)"),
+    Command("log", ("lastlog",), ("[WHERE]",),
+            "show the recent lines of one conversation alone (default: the current one)"),
+    Command("split", (), ("[on|off]",),
+            "send a message over the size limit in parts (on) or refuse it (off, default)"),
     Command("rooms", ("list",), (), "list the rooms on the server"),
     Command("who", ("names", "users"), ("[ROOM]",), "list users (of ROOM) with their RTT"),
     Command("servers", (), (), "list the servers with the RTT to each"),
@@ -101,6 +110,10 @@ def _check(kind: str, value: str, command: Command) -> str:
                                f"or _.-, up to {MAX_NAME_CHARS}); usage: {command.usage}")
     elif kind == "ROOM":
         value = check_room(value, command.usage)
+    elif kind == "on|off":
+        value = value.lower()
+        if value not in ("on", "off"):
+            raise CommandError(f"say on or off; usage: {command.usage}")
     return value
 
 

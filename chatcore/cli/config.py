@@ -23,6 +23,9 @@ RECONNECT_MAX_SECONDS = 30.0
 # server to come back) before it gives up and reports what was not delivered.
 DRAIN_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
+# A chatcore server answers Hello within milliseconds; a peer silent this long after accepting
+# the connection is something else (or hung), and the user is told so instead of waiting.
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
 
 ENV_VARS = {"host": "CHATCORE_HOST", "port": "CHATCORE_PORT", "name": "CHATCORE_NAME",
             "local_port": "CHATCORE_LOCAL_PORT"}
@@ -46,6 +49,7 @@ class ClientConfig:
     reconnect_max_seconds: float = RECONNECT_MAX_SECONDS
     drain_timeout_seconds: float = DRAIN_TIMEOUT_SECONDS
     connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS
+    handshake_timeout_seconds: float = HANDSHAKE_TIMEOUT_SECONDS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import itertools
 import logging
 import os
@@ -14,11 +15,16 @@ import socket
 from .. import events as ev
 from ..errors import ProtocolError
 from ..protocol import NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role
+from .formatting import safe_text
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 65536
 CLIENT_SOFTWARE = "chatcore-cli"
+# What a peer that is not a chatcore server sent first is quoted in the error, up to this.
+QUOTED_BYTES = 60
+_NO_SUCH_HOST = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA")
+                 if hasattr(socket, name)}
 
 
 def describe(exc: OSError) -> str:
@@ -30,6 +36,29 @@ def describe(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def explain_connect_error(exc: BaseException, host: str, port: int, *, local_port: int = 0,
+                          timeout: float | None = None) -> str:
+    """One line a person understands for a failed connect to ``host:port``."""
+    if isinstance(exc, socket.gaierror):
+        if exc.errno in _NO_SUCH_HOST:
+            return f"no such host {host}"
+        return f"cannot look up the host {host}: {exc.strerror}"
+    if local_port and getattr(exc, "errno", None) in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        return f"local port {local_port} is in use (choose another --local-port)"
+    if isinstance(exc, TimeoutError):
+        within = f" within {timeout:g}s" if timeout else ""
+        return f"cannot connect to {host_port(host, port)}: no answer{within}"
+    return f"cannot connect to {host_port(host, port)}: {describe(exc)}"
+
+
+class CannotConnect(OSError):
+    """The server cannot be reached; ``str()`` is the one-line explanation."""
+
+
 class ConnectionLost(ConnectionError):
     """The connection ended; ``str()`` says how, ``error`` is the fatal Error sent first."""
 
@@ -39,20 +68,30 @@ class ConnectionLost(ConnectionError):
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 address: str = "the server"):
+        self.address = address
         self._reader = reader
         self._writer = writer
         self._protocol = NativeProtocol(Role.CLIENT)
         self._request_ids = itertools.count(1)
         self._fatal: ev.Error | None = None
+        self._first_bytes = b""         # the start of what the peer sent, for "not chatcore"
+        self._welcomed = False
         self.closed = False
 
     @classmethod
     async def open(cls, host: str, port: int, *, local_port: int = 0,
                    timeout: float = 10.0) -> Connection:
-        """Connect; raises OSError (including TimeoutError) when the server cannot be reached."""
+        """Connect; raises CannotConnect, saying why, when the server cannot be reached."""
+        def cannot(exc: BaseException) -> CannotConnect:
+            return CannotConnect(explain_connect_error(exc, host, port, local_port=local_port,
+                                                       timeout=timeout))
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise cannot(exc) from None
         last_error: OSError = OSError(f"cannot resolve {host}")
         for family, type_, proto, _, address in infos:
             sock = socket.socket(family, type_, proto)
@@ -74,8 +113,8 @@ class Connection:
                 raise
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             reader, writer = await asyncio.open_connection(sock=sock)
-            return cls(reader, writer)
-        raise last_error
+            return cls(reader, writer, host_port(host, port))
+        raise cannot(last_error)
 
     def send(self, event) -> int:
         """Write ``event`` with a fresh request id (unless it has one); returns the id."""
@@ -96,6 +135,8 @@ class Connection:
                 event = self._protocol.next_event()
             except ProtocolError as exc:
                 if exc.fatal:
+                    if not self._welcomed:
+                        raise self._not_chatcore() from None
                     raise ConnectionLost(f"the server's stream broke: {exc.message}") from None
                 log.debug("skipping a frame: %s", exc.message)
                 continue
@@ -111,7 +152,11 @@ class Connection:
                 if not data:
                     if self._fatal is not None:
                         raise ConnectionLost(self._fatal.message, self._fatal)
+                    if not self._welcomed and self._first_bytes:
+                        raise self._not_chatcore()
                     raise ConnectionLost("the server closed the connection")
+                if len(self._first_bytes) < QUOTED_BYTES:
+                    self._first_bytes += data[:QUOTED_BYTES - len(self._first_bytes)]
                 self._protocol.receive_data(data)
                 continue
             if type(event) is ev.Ping:
@@ -121,12 +166,34 @@ class Connection:
                 self._fatal = event
             return event
 
-    async def hello(self, name: str) -> ev.Welcome | ev.Error:
-        """Say Hello; the Welcome, or the Error refusing ``name`` (the connection stays open)."""
+    def _not_chatcore(self) -> ConnectionLost:
+        first_line = self._first_bytes.split(b"\n", 1)[0].rstrip(b"\r")
+        quoted = first_line.decode("utf-8", "replace")
+        return ConnectionLost(f"{self.address} is not a chatcore server (it sent "
+                              f"`{safe_text(quoted, newlines=False)}`)")
+
+    async def hello(self, name: str, timeout: float | None = None) -> ev.Welcome | ev.Error:
+        """Say Hello; the Welcome, or the Error refusing ``name`` (the connection stays open).
+
+        Raises ConnectionLost, saying why, when the peer is not a chatcore server: it closed,
+        sent something else, or said nothing within ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._hello(name)
+        except TimeoutError:
+            if self._first_bytes:
+                raise self._not_chatcore() from None
+            raise ConnectionLost(f"{self.address} accepted the connection but did not answer "
+                                 f"the handshake within {timeout:g}s (is it a chatcore "
+                                 f"server?)") from None
+
+    async def _hello(self, name: str) -> ev.Welcome | ev.Error:
         request_id = self.send(ev.Hello(PROTOCOL_VERSION, name, CLIENT_SOFTWARE))
         while True:
             event = await self.next_event()
             if type(event) is ev.Welcome and event.request_id == request_id:
+                self._welcomed = True
                 # The server may allow bigger frames than our default; its replies can use them.
                 self._protocol.max_frame_bytes = max(event.max_frame_bytes,
                                                      self._protocol.max_frame_bytes)

@@ -4,10 +4,15 @@ The session describes everything that happens as a record, a dict with a ``type`
 ``ts`` (ms since the epoch: the server's for messages, the local clock otherwise). The
 scriptable ``--json`` mode prints records as they are; ``format_text`` makes the line a person
 reads: time, then who and where, then what.
+
+Everything that came from the network is made safe before it is shown (``safe_text``): no
+control character reaches the terminal raw, and a message's further lines are indented
+continuation lines (``CONTINUATION``) that can never pass for another message.
 """
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from .. import events as ev
@@ -32,6 +37,56 @@ ERROR_TEXT = {
 }
 
 
+# "HH:MM:SS " is 9 columns: a message's further lines start under its text with a bar, so a
+# pasted "10:46:30 bob -> #lobby: I resign" inside a message never starts a line of its own.
+CONTINUATION = " " * 9 + "| "
+# Echoes of your own text in notices ("not delivered", "queued") are cut to this many
+# characters: the notice is about the message, the whole text is still where you typed it.
+PREVIEW_CHARS = 60
+
+# C0 but LF and TAB, DEL, C1; bidirectional marks, overrides and isolates (they reorder what
+# follows on screen); line and paragraph separators (shown as line feeds); lone surrogates.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                     r"\u2066-\u2069\u2028\u2029\ud800-\udfff]")
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in "\u2028\u2029":
+        return "\n"
+    if code < 0x20:
+        return "^" + chr(code + 0x40)           # BEL is ^G, ESC is ^[, CR is ^M
+    if code == 0x7f:
+        return "^?"
+    return f"<U+{code:04X}>"
+
+
+def safe_text(text: str, newlines: bool = True) -> str:
+    """``text`` with every control character visible (``^G``, ``<U+202E>``); a tab is a space.
+
+    ``newlines``: keep line feeds (the caller indents the lines after the first), else show
+    them as ``^J`` too.
+    """
+    text = _UNSAFE.sub(_escape, text.replace("\t", " "))
+    if not newlines:
+        text = text.replace("\n", "^J")
+    return text
+
+
+def preview(text: str) -> str:
+    """The start of ``text`` for a notice: one line, at most PREVIEW_CHARS characters."""
+    first = safe_text(text, newlines=False)
+    if len(first) <= PREVIEW_CHARS:
+        return first
+    return f"{first[:PREVIEW_CHARS]}... ({len(text.encode('utf-8', 'surrogatepass'))} bytes)"
+
+
+def indent_lines(text: str) -> str:
+    """A multi-line message text: lines after the first become continuation lines."""
+    return text.replace("\n", "\n" + CONTINUATION)
+
+
 def record(type_: str, ts: int | None = None, **fields) -> dict:
     """A record of ``type_``; ``ts`` defaults to now."""
     return {"type": type_, "ts": int(time.time() * 1000) if ts is None else ts, **fields}
@@ -52,6 +107,14 @@ def error_name(code: int) -> str:
     return ERROR_TEXT.get(code, code.name.lower().replace("_", " "))
 
 
+def code_name(code: int) -> str:
+    """An error code's name for records (``NO_SUCH_USER``), or its number if unknown."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
+
+
 def rtt_ms(rtt_us: int) -> float | None:
     return None if rtt_us == ev.UNKNOWN_RTT else round(rtt_us / 1000, 3)
 
@@ -60,11 +123,11 @@ def format_json(rec: dict) -> str:
     return json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
 
 
-def _clock(ts_ms: int) -> str:
+def clock(ts_ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts_ms / 1000))
 
 
-def _where(rec: dict) -> str:
+def where_label(rec: dict) -> str:
     return f"#{rec['room']}" if rec.get("room") else rec.get("to", "?")
 
 
@@ -99,6 +162,9 @@ _TEMPLATES = {
     "error": "!! {message}",
     "hint": "!! {text}",
     "info": "-- {text}",
+    "log_end": "-- end of {where}",
+    "too_long": "!! not sent to {where}: the message is {size_bytes} bytes, the limit is "
+                "{limit_bytes} (/split on sends long messages in parts)",
 }
 
 
@@ -106,17 +172,44 @@ def _counted(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+_PREVIEWED = frozenset({"not_delivered", "queued", "resending"})
+
+
+def safe_record(rec: dict) -> dict:
+    """``rec`` with every text field safe to print."""
+    shown = {}
+    for key, value in rec.items():
+        if isinstance(value, str):
+            if key == "text" and rec["type"] in _PREVIEWED:
+                value = preview(value)
+            elif key == "text":
+                value = indent_lines(safe_text(value))
+            else:
+                value = safe_text(value, newlines=False)
+        shown[key] = value
+    return shown
+
+
 def _body(rec: dict, multiline: bool) -> str:
+    rec = safe_record(rec)
     kind = rec["type"]
     template = _TEMPLATES.get(kind)
     if template is not None:
-        return template.format_map({**rec, "where": _where(rec), "rtt": _ms(rec.get("rtt_ms"))})
+        return template.format_map({**rec, "where": where_label(rec), "rtt": _ms(rec.get("rtt_ms"))})
     if kind == "chat_closed":
         if rec.get("by_you"):
             return f"-- you closed the conversation with {rec['peer']}"
         if rec["reason"] == "closed":
             return f"-- {rec['peer']} closed the conversation"
         return f"-- conversation with {rec['peer']} ended ({rec['peer']} {rec['reason']})"
+    if kind == "switched":
+        unread = rec.get("unread", 0)
+        more = f" ({unread} unread: /log shows them)" if unread else ""
+        return f"-- now talking in {where_label(rec)}{more}"
+    if kind == "log":
+        if not rec["count"]:
+            return f"-- nothing yet in {where_label(rec)}"
+        return f"-- the last {_counted(rec['count'], 'line')} of {where_label(rec)}:"
     if kind == "connected":
         return f"-- connected to {rec['server'] or rec['host']} as {rec['name']}"
     if kind == "reconnecting":
@@ -147,6 +240,7 @@ def _body(rec: dict, multiline: bool) -> str:
 
 
 def _listing(head: str, items: list[str], multiline: bool) -> str:
+    items = [safe_text(item, newlines=False) for item in items]
     if not items:
         return head
     if multiline:
@@ -156,4 +250,4 @@ def _listing(head: str, items: list[str], multiline: bool) -> str:
 
 def format_text(rec: dict, multiline: bool = False) -> str:
     """``rec`` as text: one line, or a head line and indented items when ``multiline``."""
-    return f"{_clock(rec['ts'])} {_body(rec, multiline)}"
+    return f"{clock(rec['ts'])} {_body(rec, multiline)}"

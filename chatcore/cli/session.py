@@ -1,9 +1,10 @@
-"""The chat session: who we talk to, which rooms we are in, what is not yet acknowledged.
+"""The chat session: the connection, the open conversations, what is not yet acknowledged.
 
-Both front ends drive one ``Session``: they hand it input lines (``handle_line``) and print
-the records it emits. The session owns the connection and keeps the chat going across
-connection losses: it reconnects with exponential backoff and jitter, reclaims its name,
-rejoins its rooms, reopens its conversations, and sends what was typed while it was away.
+Both front ends drive one ``Session``: they hand it input lines (``handle_line``, in
+``actions``) and print the records it emits. The session owns the connection and keeps the
+chat going across connection losses: it reconnects with exponential backoff and jitter,
+reclaims its name, rejoins its rooms, reopens its conversations, and sends what was typed
+while it was away. Which conversation is current and what is unread is ``conversations``.
 
 Messages are sent at least once: a message the server had not acknowledged when the
 connection broke is sent again after reconnecting.
@@ -14,51 +15,28 @@ import asyncio
 import collections
 import logging
 import random
-import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from .. import events as ev
 from ..errors import ErrorCode
 from . import exitcodes
-from .commands import CommandError, Invocation, Text, help_lines, parse_line
+from .actions import CommandActions, Outgoing
 from .config import ClientConfig
-from .connection import Connection, ConnectionLost, describe
-from .formatting import error_name, reason_name, record, rtt_ms
+from .connection import Connection, ConnectionLost
+from .conversations import Conversations, Target, mentions
+from .formatting import code_name, error_name, reason_name, record
 
 log = logging.getLogger(__name__)
 
-# Typed while offline: kept in memory until the server is back. Past this the oldest are
-# dropped with a notice; a chat client is not a mail queue.
-MAX_OUTBOX_MESSAGES = 1000
 # The server pings every ping_interval; this many silent intervals mean it is gone even if
 # TCP has not noticed (a cable pulled, a host frozen).
 SILENT_PING_INTERVALS = 3
-# /servers measures the RTT to other servers by a TCP connect; this bounds a dead one.
-SERVER_PROBE_TIMEOUT_SECONDS = 2.0
+# Names seen (senders, members, /who) offered by Tab completion; the oldest are forgotten.
+MAX_KNOWN_NAMES = 5000
 
 REPLY_TYPES = (ev.Ok, ev.Ack, ev.Error, ev.UserList, ev.RoomList, ev.ServerList, ev.Pong)
 NAME_ERRORS = (ErrorCode.NAME_TAKEN, ErrorCode.NAME_INVALID)
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where plain lines go: a user (a conversation) or a room."""
-    kind: str                 # "user" or "room"
-    name: str
-
-    @property
-    def label(self) -> str:
-        return f"#{self.name}" if self.kind == "room" else self.name
-
-    def fields(self) -> dict:
-        return {"room": self.name} if self.kind == "room" else {"to": self.name}
-
-
-@dataclass(slots=True)
-class Outgoing:
-    target: Target
-    text: str
 
 
 @dataclass(slots=True)
@@ -74,7 +52,7 @@ def _same(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()
 
 
-class Session:
+class Session(CommandActions):
     def __init__(self, config: ClientConfig, emit: Callable[[dict], None], *,
                  ask_name: Callable[[], Awaitable[str]] | None = None,
                  on_change: Callable[[], None] = lambda: None):
@@ -84,9 +62,13 @@ class Session:
         self.on_change = on_change          # the prompt shows state; tell it to redraw
         self.name = config.name or ""
         self.server = ""
-        self.target: Target | None = None
-        self.rooms: list[str] = []
-        self.chats: list[str] = []          # peers with an open conversation
+        self.conversations = Conversations()
+        self.known_users: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.known_rooms: dict[str, str] = {}           # from /rooms, for completion
+        self.last_direct: str | None = None             # who /reply answers
+        self.max_text_bytes = 0                         # the server's, from Welcome
+        self.split_long = False                         # /split on
+        self.quit_reason = ""
         self.outbox: collections.deque[Outgoing] = collections.deque()
         self.connected = False
         self.quit_requested = False
@@ -103,9 +85,35 @@ class Session:
     # -- state shown to the user -------------------------------------------------------------
 
     @property
-    def prompt_text(self) -> str:
-        where = self.target.label if self.target else self.name
+    def target(self) -> Target | None:
+        """Where plain lines go: the active conversation."""
+        return self.conversations.active
+
+    @property
+    def rooms(self) -> list[str]:
+        return self.conversations.rooms
+
+    @property
+    def chats(self) -> list[str]:
+        """Peers with an open conversation."""
+        return self.conversations.chats
+
+    def prompt_for(self, target: Target | None) -> str:
+        where = target.label if target else "(none)"
         return f"{'' if self.connected else '(offline) '}[{where}] "
+
+    @property
+    def prompt_text(self) -> str:
+        return self.prompt_for(self.target)
+
+    def completion_users(self) -> list[str]:
+        """Known names, most recently seen first, yourself last."""
+        names = [n for n in reversed(self.known_users.values()) if not _same(n, self.name)]
+        return names + [self.name]
+
+    def completion_rooms(self) -> list[str]:
+        return self.rooms + [r for r in self.known_rooms.values()
+                             if not any(_same(r, mine) for mine in self.rooms)]
 
     @property
     def waiting_for_replies(self) -> bool:
@@ -129,15 +137,17 @@ class Session:
             conn = await Connection.open(config.host, config.port, local_port=config.local_port,
                                          timeout=config.connect_timeout_seconds)
         except OSError as exc:
-            self._error(f"cannot connect to {config.host}:{config.port}: "
-                        f"{describe(exc)}", code="UNAVAILABLE")
+            self._error(str(exc), code="UNAVAILABLE")
             return exitcodes.UNAVAILABLE
         while True:
             try:
-                reply = await conn.hello(self.name)
+                reply = await conn.hello(self.name, config.handshake_timeout_seconds)
             except ConnectionLost as exc:
-                self._error(f"the server closed the connection during the handshake: {exc}",
-                            code="UNAVAILABLE")
+                message = str(exc)
+                if not message.startswith(conn.address):
+                    message = f"{conn.address} closed the connection during the handshake: " \
+                              f"{message}"
+                self._error(message, code="UNAVAILABLE")
                 conn.close()
                 return exitcodes.UNAVAILABLE
             if type(reply) is ev.Welcome:
@@ -162,6 +172,7 @@ class Session:
         self._conn = conn
         self.name = welcome.name
         self.server = welcome.server
+        self.max_text_bytes = welcome.max_text_bytes
         self.connected = True
         self.emit(record("connected", name=welcome.name, server=welcome.server,
                          host=self.config.host, port=self.config.port))
@@ -218,10 +229,10 @@ class Session:
                                              local_port=config.local_port,
                                              timeout=config.connect_timeout_seconds)
             except OSError as exc:
-                why = f"cannot connect: {describe(exc)}"
+                why = str(exc)
                 continue
             try:
-                reply = await conn.hello(self.name)
+                reply = await conn.hello(self.name, config.handshake_timeout_seconds)
             except ConnectionLost as exc:
                 conn.close()
                 why = str(exc)
@@ -342,268 +353,72 @@ class Session:
             self._error_event(event, "the server says")
 
     def _on_DirectMessage(self, event: ev.DirectMessage) -> None:
+        peer = Target("user", event.sender)
         self._remember_chat(event.sender)
-        self.emit(record("message", ts=event.timestamp_ms, **{"from": event.sender},
-                         to=self.name, text=event.text, msg_id=event.msg_id))
+        self.last_direct = event.sender
+        if self.target is None:         # nothing was current: no typed line can go astray
+            self.conversations.switch(peer)
+        self._show(record("message", ts=event.timestamp_ms, **{"from": event.sender},
+                          to=self.name, text=event.text, msg_id=event.msg_id), peer,
+                   unread=True)
 
     def _on_RoomMessage(self, event: ev.RoomMessage) -> None:
         if _same(event.sender, self.name):
             return                      # our own, shown when its Ack arrives
-        self.emit(record("message", ts=event.timestamp_ms, **{"from": event.sender},
-                         room=event.room, text=event.text, msg_id=event.msg_id))
+        self._seen_user(event.sender)
+        self._show(record("message", ts=event.timestamp_ms, **{"from": event.sender},
+                          room=event.room, text=event.text, msg_id=event.msg_id),
+                   Target("room", event.room), unread=True)
 
     def _on_ChatOpened(self, event: ev.ChatOpened) -> None:
         self._remember_chat(event.peer)
-        self.emit(record("chat_opened", peer=event.peer))
+        self._show(record("chat_opened", peer=event.peer), Target("user", event.peer))
 
     def _on_ChatClosed(self, event: ev.ChatClosed) -> None:
+        self._show(record("chat_closed", peer=event.peer, reason=reason_name(event.reason)),
+                   Target("user", event.peer))
         self._forget_chat(event.peer)
-        self.emit(record("chat_closed", peer=event.peer, reason=reason_name(event.reason)))
 
     def _on_UserJoined(self, event: ev.UserJoined) -> None:
-        self.emit(record("joined", room=event.room, name=event.name))
+        self._seen_user(event.name)
+        self._show(record("joined", room=event.room, name=event.name),
+                   Target("room", event.room))
 
     def _on_UserLeft(self, event: ev.UserLeft) -> None:
+        self._show(record("left", room=event.room, name=event.name,
+                          reason=reason_name(event.reason)), Target("room", event.room))
         if _same(event.name, self.name):
             self._forget_room(event.room)
-        self.emit(record("left", room=event.room, name=event.name,
-                         reason=reason_name(event.reason)))
-
-    # -- input -------------------------------------------------------------------------------
-
-    def handle_line(self, line: str) -> None:
-        """Run one line the user typed; problems become one-line hints, never exceptions."""
-        try:
-            parsed = parse_line(line)
-        except CommandError as exc:
-            self.emit(record("hint", text=str(exc)))
-            return
-        if parsed is None:
-            return
-        if isinstance(parsed, Text):
-            if self.target is None:
-                self.emit(record("hint", text="nobody to send to: /chat USER or /join ROOM "
-                                              "first, or /msg USER TEXT"))
-                return
-            self._send_message(Outgoing(self.target, parsed.text))
-            return
-        assert isinstance(parsed, Invocation)
-        getattr(self, f"_cmd_{parsed.command.name}")(*parsed.args)
-
-    def _offline_hint(self, what: str) -> bool:
-        if self.connected:
-            return False
-        self.emit(record("hint", text=f"not connected (reconnecting); {what} needs the server"))
-        return True
-
-    def _cmd_chat(self, peer: str) -> None:
-        self.open_chat(peer)
-
-    def _cmd_msg(self, peer: str, text: str) -> None:
-        if _same(peer, self.name):
-            self.emit(record("hint", text="that is you; /msg someone else"))
-            return
-        self._send_message(Outgoing(Target("user", peer), text))
-
-    def _cmd_close(self, peer: str | None = None) -> None:
-        if peer is None:
-            if self.target is None:
-                self.emit(record("hint", text="no conversation to close; usage: /close [USER]"))
-                return
-            if self.target.kind == "room":
-                self._cmd_leave(self.target.name)
-                return
-            peer = self.target.name
-        was_open = any(_same(peer, p) for p in self.chats)
-        self._forget_chat(peer)
-        if self.target == Target("user", peer) or (
-                self.target and self.target.kind == "user" and _same(self.target.name, peer)):
-            self.target = None
-        if not self.connected or not was_open:       # nothing open on the server
-            self.emit(record("chat_closed", peer=peer, reason="closed", by_you=True))
-            self._notify()
-            return
-        self._request(ev.CloseChat(peer),
-                      lambda reply: self.emit(record("chat_closed", peer=peer, reason="closed",
-                                                     by_you=True)),
-                      label=f"/close {peer}")
-        self._notify()
-
-    def _cmd_join(self, room: str) -> None:
-        self.join(room)
-
-    def _cmd_leave(self, room: str | None = None) -> None:
-        if room is None:
-            if self.target is None or self.target.kind != "room":
-                self.emit(record("hint", text="which room? usage: /leave ROOM"))
-                return
-            room = self.target.name
-        if not any(_same(room, r) for r in self.rooms):
-            self.emit(record("hint", text=f"you are not in #{room}"))
-            return
-        self._forget_room(room)
-        if not self.connected:
-            self.emit(record("left", room=room, name=self.name, reason="closed"))
-            return
-        self._request(ev.LeaveRoom(room), lambda reply: None, label=f"/leave #{room}")
-
-    def _cmd_rooms(self) -> None:
-        if self._offline_hint("/rooms"):
-            return
-        self._request(ev.ListRooms(), lambda reply: self.emit(record(
-            "rooms", total=reply.total,
-            rooms=[{"name": r.name, "members": r.members} for r in reply.rooms])),
-            label="/rooms")
-
-    def _cmd_who(self, room: str | None = None) -> None:
-        if self._offline_hint("/who"):
-            return
-        if room is None and self.target is not None and self.target.kind == "room":
-            room = self.target.name
-        self._request(ev.ListUsers(room or ""), lambda reply: self.emit(record(
-            "users", room=room or None, total=reply.total,
-            users=[{"name": u.name, "rtt_ms": rtt_ms(u.rtt_us), "idle_seconds": u.idle_seconds,
-                    "server": u.server} for u in reply.users])),
-            label="/who")
-
-    def _cmd_servers(self) -> None:
-        if self._offline_hint("/servers"):
-            return
-        self._request(ev.ListServers(),
-                      lambda reply: self._spawn(self._probe_servers(reply)),
-                      label="/servers")
-
-    def _cmd_ping(self) -> None:
-        if self._offline_hint("/ping"):
-            return
-        self.ping(lambda seconds: self.emit(record(
-            "pong", server=self.server, rtt_ms=round(seconds * 1000, 3))))
-
-    def _cmd_help(self) -> None:
-        self.emit(record("help", lines=help_lines()))
-
-    def _cmd_quit(self, reason: str = "") -> None:
-        self.quit_requested = True
-        self.quit_reason = reason
-        self._notify()
-
-    # -- actions -----------------------------------------------------------------------------
-
-    def open_chat(self, peer: str, sticky: bool = False) -> None:
-        """Make ``peer`` the target; ``sticky`` keeps it even if they are not online yet."""
-        if _same(peer, self.name):
-            self.emit(record("hint", text="that is you; /chat someone else"))
-            return
-        previous, self.target = self.target, Target("user", peer)
-        self._remember_chat(peer)
-        if not self.connected:
-            self.emit(record("chat", to=peer))
-            self._notify()
-            return
-
-        def refused(error: ev.Error) -> None:
-            self.failed_requests += 1
-            self._forget_chat(peer)
-            if self.target == Target("user", peer) and not sticky:
-                self.target = previous
-            self._error_event(error, f"cannot talk to {peer}")
-
-        self._request(ev.OpenChat(peer), lambda reply: self.emit(record("chat", to=peer)),
-                      refused, label=f"/chat {peer}")
-        self._notify()
-
-    def join(self, room: str) -> None:
-        previous, self.target = self.target, Target("room", room)
-        if not any(_same(room, r) for r in self.rooms):
-            self.rooms.append(room)
-        if not self.connected:
-            self.emit(record("info", text=f"will join #{room} once reconnected"))
-            self._notify()
-            return
-
-        def refused(error: ev.Error) -> None:
-            self.failed_requests += 1
-            self._forget_room(room)
-            if self.target == Target("room", room):
-                self.target = previous
-            self._error_event(error, f"cannot join #{room}")
-
-        self._request(ev.JoinRoom(room), lambda reply: None, refused, label=f"/join #{room}")
-        self._notify()
-
-    def ping(self, on_rtt: Callable[[float], None]) -> None:
-        started = time.monotonic()
-        token = time.monotonic_ns() & 0xFFFFFFFFFFFFFFFF
-        self._request(ev.Ping(token), lambda reply: on_rtt(time.monotonic() - started),
-                      label="/ping")
-
-    async def _probe_servers(self, reply: ev.ServerList) -> None:
-        async def probe(server: ev.ServerInfo) -> float | None:
-            if _same(server.name, self.server):
-                done = asyncio.get_running_loop().create_future()
-                self.ping(lambda seconds: done.done() or done.set_result(seconds))
-                async with asyncio.timeout(SERVER_PROBE_TIMEOUT_SECONDS):
-                    return await done
-            host = server.host if server.host not in ("", "0.0.0.0", "::") else self.config.host
-            started = time.monotonic()
-            async with asyncio.timeout(SERVER_PROBE_TIMEOUT_SECONDS):
-                _, writer = await asyncio.open_connection(host, server.port)
-            seconds = time.monotonic() - started
-            writer.close()
-            return seconds
-
-        results = await asyncio.gather(*(probe(s) for s in reply.servers),
-                                       return_exceptions=True)
-        self.emit(record("servers", total=reply.total, servers=[
-            {"name": s.name, "host": s.host, "port": s.port, "users": s.users,
-             "rtt_ms": round(r * 1000, 3) if isinstance(r, float) else None,
-             "current": _same(s.name, self.server)}
-            for s, r in zip(reply.servers, results)]))
-
-    def _send_message(self, outgoing: Outgoing) -> None:
-        if not self.connected:
-            if len(self.outbox) >= MAX_OUTBOX_MESSAGES:
-                self._not_delivered(self.outbox.popleft(), "too much waiting to be sent")
-            self.outbox.append(outgoing)
-            self.emit(record("queued", text=outgoing.text, why="not connected",
-                             **outgoing.target.fields()))
-            self._notify()
-            return
-        target = outgoing.target
-        event = (ev.SendRoom(target.name, outgoing.text) if target.kind == "room"
-                 else ev.SendDirect(target.name, outgoing.text))
-
-        def acked(ack: ev.Ack) -> None:
-            if target.kind == "user":
-                self._remember_chat(target.name)
-            self.emit(record("sent", ts=ack.timestamp_ms, **{"from": self.name},
-                             text=outgoing.text, msg_id=ack.msg_id, **target.fields()))
-
-        def refused(error: ev.Error) -> None:
-            self._not_delivered(outgoing, error.message or error_name(error.code),
-                                code=_code_name(error.code))
-
-        self._request(event, acked, refused, outgoing=outgoing)
-
-    def _not_delivered(self, outgoing: Outgoing, reason: str, code: str = "") -> None:
-        self.undelivered += 1
-        self.emit(record("not_delivered", text=outgoing.text, reason=reason, code=code,
-                         **outgoing.target.fields()))
 
     # -- bookkeeping -------------------------------------------------------------------------
 
+    def _show(self, rec: dict, target: Target | None = None, *, unread: bool = False) -> None:
+        """Emit ``rec``, kept in ``target``'s log; ``unread``: it counts as a new line there."""
+        if target is not None:
+            mention = unread and mentions(rec.get("text", ""), self.name)
+            self.conversations.note(target, rec, unread=unread, mention=mention)
+        self.emit(rec)
+        if unread:
+            self._notify()              # the status line shows the new activity
+
+    def _seen_user(self, name: str) -> None:
+        self.known_users.pop(name.casefold(), None)
+        self.known_users[name.casefold()] = name
+        if len(self.known_users) > MAX_KNOWN_NAMES:
+            self.known_users.popitem(last=False)
+
     def _remember_chat(self, peer: str) -> None:
-        if not any(_same(peer, p) for p in self.chats):
-            self.chats.append(peer)
+        self._seen_user(peer)
+        self.conversations.open(Target("user", peer)).live = True
 
     def _forget_chat(self, peer: str) -> None:
-        self.chats = [p for p in self.chats if not _same(p, peer)]
+        """The conversation ended on the server; its window stays until /close."""
+        conversation = self.conversations.get(Target("user", peer))
+        if conversation is not None:
+            conversation.live = False
 
     def _forget_room(self, room: str) -> None:
-        self.rooms = [r for r in self.rooms if not _same(r, room)]
-        if self.target is not None and self.target.kind == "room" and _same(
-                self.target.name, room):
-            self.target = None
+        self.conversations.close(Target("room", room))
         self._notify()
 
     def _error(self, message: str, code: str = "") -> None:
@@ -611,12 +426,6 @@ class Session:
 
     def _error_event(self, error: ev.Error, context: str = "") -> None:
         detail = error.message or error_name(error.code)
-        self.emit(record("error", code=_code_name(error.code), fatal=error.fatal,
+        self.emit(record("error", code=code_name(error.code), fatal=error.fatal,
                          message=f"{context}: {detail}" if context else detail))
 
-
-def _code_name(code: int) -> str:
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return str(code)
