@@ -2,7 +2,10 @@
 
 ``Terminal`` wraps a pexpect child and matches patterns against its output with the
 terminal escape sequences removed, so a test can wait for "bob -> alice: hi" whatever
-prompt_toolkit does to draw it. Servers come from the shared ``start_server`` fixture.
+prompt_toolkit does to draw it. It also feeds the output to a terminal emulator (pyte), so a
+test can wait for what the screen shows (``expect_screen``): the status line, which
+prompt_toolkit redraws in place, one changed cell at a time. Servers come from the shared
+``start_server`` fixture.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import sys
 import time
 
 import pexpect
+import pyte
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT_PY = os.path.join(ROOT, "client.py")
@@ -28,8 +32,10 @@ def strip_escapes(raw: str) -> str:
 
 def client_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")}
-    # A terminal prompt_toolkit knows; no cursor-position requests nobody would answer.
-    env.update(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", PYTHONUNBUFFERED="1",
+    # A terminal prompt_toolkit knows. Its cursor-position requests are answered by the
+    # emulator in Terminal, as a real terminal does: without the answer prompt_toolkit does
+    # not know the rows below the prompt and draws no status line there.
+    env.update(TERM="xterm", PYTHONUNBUFFERED="1",
                XDG_CONFIG_HOME=os.path.join(ROOT, "tests", "no-such-config-dir"))
     env.update(extra)
     return env
@@ -45,6 +51,40 @@ class Terminal:
                                    timeout=EXPECT_TIMEOUT_SECONDS)
         self.raw = ""
         self.pos = 0            # matches start after the previous match
+        self.screen = pyte.Screen(cols, rows)
+        self.screen.write_process_input = self.child.send      # answers "where is the cursor"
+        self._stream = pyte.Stream(self.screen)
+
+    def _read(self, timeout: float) -> None:
+        """Read what the client wrote (raises pexpect.TIMEOUT or EOF)."""
+        data = self.child.read_nonblocking(65536, timeout=timeout)
+        self.raw += data
+        self._stream.feed(data)
+
+    @property
+    def screen_lines(self) -> list[str]:
+        return [line.rstrip() for line in self.screen.display]
+
+    def expect_screen(self, pattern: str, timeout: float = EXPECT_TIMEOUT_SECONDS) -> re.Match:
+        """Wait until a line of the screen, as a terminal shows it now, matches ``pattern``."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.screen_lines:
+                match = compiled.search(line)
+                if match:
+                    return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting for {pattern!r} on the screen:\n"
+                                     + "\n".join(self.screen_lines))
+            try:
+                self._read(min(remaining, 0.5))
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                raise AssertionError(f"client exited before {pattern!r} was on the screen:\n"
+                                     + "\n".join(self.screen_lines)) from None
 
     @property
     def text(self) -> str:
@@ -65,7 +105,7 @@ class Terminal:
                 raise AssertionError(f"timed out waiting for {pattern!r}; output since the "
                                      f"last match:\n{text[self.pos:]}")
             try:
-                self.raw += self.child.read_nonblocking(65536, timeout=min(remaining, 0.5))
+                self._read(min(remaining, 0.5))
             except pexpect.TIMEOUT:
                 continue
             except pexpect.EOF:
@@ -90,7 +130,7 @@ class Terminal:
         deadline = time.monotonic() + timeout
         while self.child.isalive() or not self.child.eof():
             try:
-                self.raw += self.child.read_nonblocking(65536, timeout=0.2)
+                self._read(0.2)
             except pexpect.TIMEOUT:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"client did not exit:\n{self.text[self.pos:]}")
@@ -111,6 +151,7 @@ def login(port: int, name: str, *args: str) -> Terminal:
     term = Terminal("--port", str(port), "--name", name, *args)
     term.expect_literal(f"connected to ")
     term.expect(r"type /help")
+    term.expect_screen(rf"^ {name} \|")                    # the status line is drawn
     return term
 
 
@@ -192,3 +233,63 @@ class ScriptClient:
                 stream.close()
             except OSError:
                 pass
+
+
+class FakeServer:
+    """A listening socket on 127.0.0.1 run by ``handle(sock)`` in a thread, once per
+    connection: a port that says nothing, answers HTTP, or speaks chatcore with a script."""
+
+    def __init__(self, handle):
+        import socket
+        import threading
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections: list = []
+        self._handle = handle
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import threading
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(sock)
+            threading.Thread(target=self._run, args=(sock,), daemon=True).start()
+
+    def _run(self, sock) -> None:
+        try:
+            self._handle(sock)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.connections:
+            sock.close()
+
+
+def chatcore_peer(*events_after_welcome):
+    """A FakeServer handler: a minimal chatcore server that welcomes the client, sends
+    ``events_after_welcome`` and then keeps the connection open until the client leaves."""
+    def handle(sock) -> None:
+        from chatcore import events as ev
+        from chatcore.protocol import NEED_DATA, NativeProtocol, Role
+        protocol = NativeProtocol(Role.SERVER)
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            protocol.receive_data(data)
+            event = protocol.next_event()
+            while event is not NEED_DATA:
+                if type(event) is ev.Hello:
+                    sock.sendall(protocol.send(ev.Welcome(
+                        event.version, event.name or "guest", "fake@127.0.0.1", 0, 65536,
+                        8192, 32, request_id=event.request_id)))
+                    for later in events_after_welcome:
+                        sock.sendall(protocol.send(later))
+                event = protocol.next_event()
+    return handle

@@ -8,7 +8,7 @@ from ..client import ChatClient
 from ..errors import ChatError, ErrorCode
 from . import exitcodes
 from .config import ClientConfig
-from .connection import describe
+from .connection import explain_connect_error
 from .formatting import error_name
 
 
@@ -33,8 +33,9 @@ def run(config: ClientConfig, stderr=None) -> int:
             return fail(exitcodes.NAME_REFUSED, f"the server refused the name "
                         f"{config.name!r}: {exc.message or error_name(exc.code)}")
         except OSError as exc:
-            return fail(exitcodes.UNAVAILABLE,
-                        f"cannot connect to {address}: {describe(exc)}")
+            return fail(exitcodes.UNAVAILABLE, explain_connect_error(
+                exc, config.host, config.port, local_port=config.local_port,
+                timeout=config.connect_timeout_seconds))
         try:
             if room:
                 client.join(room)
