@@ -11,12 +11,15 @@ an empty line quits), Ctrl-D on an empty line quits.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shutil
+import signal
 import sys
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.application import get_app_or_none
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.output import ColorDepth
@@ -92,14 +95,22 @@ class Front:
             if buffer.text:
                 buffer.reset()
                 self.quit_armed = False
-            elif self.quit_armed:
-                event.app.exit(exception=KeyboardInterrupt())
             else:
-                self.quit_armed = True
-                session.emit(record("info", text="Ctrl-C again (or Ctrl-D, /quit) to leave"))
+                self.interrupted_on_empty_line()
             event.app.invalidate()
 
         return bindings
+
+    def interrupted_on_empty_line(self) -> None:
+        """Ctrl-C with nothing typed: the first says how to leave, the second leaves."""
+        if self.quit_armed:
+            self.session.quit_requested = True
+            app = get_app_or_none()
+            if app is not None and app.is_running:
+                app.exit(exception=KeyboardInterrupt())
+        else:
+            self.quit_armed = True
+            self.session.emit(record("info", text="Ctrl-C again (or Ctrl-D, /quit) to leave"))
 
 
 def _continuation(width: int, line_number: int, wrap_count: int) -> str:
@@ -147,6 +158,10 @@ async def run(config: ClientConfig) -> int:
         bindings = front.key_bindings()
         print("type /help for the commands, /quit to leave; Alt-1..9 or Ctrl-N/P switch "
               "conversations")
+        # Between two prompts the terminal is not in raw mode and Ctrl-C is a signal: it
+        # must not quit at once there either.
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, front.interrupted_on_empty_line)
         try:
             while not session.quit_requested:
                 try:
@@ -160,5 +175,6 @@ async def run(config: ClientConfig) -> int:
                 front.quit_armed = False
                 session.handle_line(line, front.drawn_target)
         finally:
+            loop.remove_signal_handler(signal.SIGINT)
             await session.close(session.quit_reason)
     return exitcodes.OK
