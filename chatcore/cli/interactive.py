@@ -167,7 +167,7 @@ async def run(config: ClientConfig) -> int:
                 try:
                     line = await prompt.prompt_async(
                         front.prompt, completer=completer, complete_while_typing=False,
-                        key_bindings=bindings,
+                        key_bindings=bindings, handle_sigint=False,     # ours stays in place
                         bottom_toolbar=lambda: front.toolbar(buffer.text),
                         prompt_continuation=_continuation)
                 except (EOFError, KeyboardInterrupt):
