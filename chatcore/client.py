@@ -1,7 +1,9 @@
 """A small blocking client of the native protocol, for tests, scripts and the CLI.
 
 It answers the server's pings by itself, keeps events that arrive while it waits for a reply,
-and turns ``Error`` replies into ``ChatError``.
+turns ``Error`` replies into ``ChatError``, keeps the resume token the server sends with
+each Welcome (``reconnect()`` presents it to get the same session back after a drop), and
+reads long lists a page at a time (``iter_rooms``, ``iter_users``).
 """
 from __future__ import annotations
 
@@ -46,26 +48,64 @@ class ChatClient:
         self._events: collections.deque = collections.deque()
         self._request_ids = itertools.count(1)
         self._closed_by_peer: ConnectionClosed | None = None
+        self.resume_token = ""          # from the last ResumeToken; "" if none came
+        self.resume_grace_seconds = 0
+        self.resumed = False            # the last handshake resumed a session
 
     # -- connection ------------------------------------------------------------------------
 
     def connect(self, name: str = "") -> ev.Welcome:
         """Open the TCP connection and say Hello; raises ChatError if the name is refused."""
+        self._open_socket()
+        return self.hello(name)
+
+    def _open_socket(self) -> None:
         source = ("", self.local_port) if self.local_port else None
         self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout,
                                              source_address=source)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self.hello(name)
 
     def hello(self, name: str = "") -> ev.Welcome:
         """(Re)try the handshake on an open connection, e.g. after NAME_TAKEN."""
-        reply = self.call(ev.Hello(PROTOCOL_VERSION, name, self.client))
+        return self._greet(ev.Hello(PROTOCOL_VERSION, name, self.client))
+
+    def resume(self, name: str, token: str) -> ev.Welcome:
+        """Handshake on an open connection by resuming session ``name`` with its token;
+        raises ChatError(RESUME_REFUSED) if the server holds no such session."""
+        welcome = self._greet(ev.Resume(PROTOCOL_VERSION, name, token, self.client))
+        self.resumed = True
+        return welcome
+
+    def _greet(self, greeting) -> ev.Welcome:
+        self.resumed = False
+        reply = self.call(greeting)
         assert isinstance(reply, ev.Welcome), reply
         self._protocol.max_frame_bytes = max(reply.max_frame_bytes,
                                              self._protocol.max_frame_bytes)
         self.welcome = reply
         self.name = reply.name
         return reply
+
+    def reconnect(self) -> ev.Welcome:
+        """A new connection for the same user after the old one dropped.
+
+        With a resume token it resumes the session (same name, rooms and open chats; the
+        server then sends ``UserJoined`` for each room and ``ChatOpened`` for each chat);
+        if the server refuses the token (the grace period passed, say), or there is none,
+        it says Hello with the same name, which may raise ChatError(NAME_TAKEN). Events
+        received on the old connection and not yet read stay queued. Check ``resumed``.
+        """
+        self.close()
+        self._protocol = NativeProtocol(Role.CLIENT)
+        self._closed_by_peer = None
+        self._open_socket()
+        if self.resume_token and self.name:
+            try:
+                return self.resume(self.name, self.resume_token)
+            except ChatError as exc:
+                if exc.code != ErrorCode.RESUME_REFUSED:
+                    raise
+        return self.hello(self.name)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -139,6 +179,37 @@ class ChatClient:
     def list_rooms(self) -> ev.RoomList:
         return self.call(ev.ListRooms())
 
+    def list_users_page(self, room: str = "", after: str = "", pattern: str = "",
+                        limit: int = 0) -> ev.UserPage:
+        """One page of users (of ``room``): names after ``after`` matching the glob
+        ``pattern``; pass the reply's ``next_after`` as ``after`` for the next page."""
+        return self.call(ev.ListUsersPage(room, after, pattern, limit))
+
+    def list_rooms_page(self, after: str = "", pattern: str = "",
+                        limit: int = 0) -> ev.RoomPage:
+        """One page of rooms; see ``list_users_page``."""
+        return self.call(ev.ListRoomsPage(after, pattern, limit))
+
+    def iter_users(self, room: str = "", pattern: str = "", limit: int = 0):
+        """Every user (of ``room``) matching ``pattern``, in name order, a page a request."""
+        after = ""
+        while True:
+            page = self.list_users_page(room, after, pattern, limit)
+            yield from page.users
+            if not page.next_after:
+                return
+            after = page.next_after
+
+    def iter_rooms(self, pattern: str = "", limit: int = 0):
+        """Every room matching ``pattern``, in name order, a page a request."""
+        after = ""
+        while True:
+            page = self.list_rooms_page(after, pattern, limit)
+            yield from page.rooms
+            if not page.next_after:
+                return
+            after = page.next_after
+
     def list_servers(self) -> ev.ServerList:
         return self.call(ev.ListServers())
 
@@ -196,6 +267,10 @@ class ChatClient:
             if event is NEED_DATA:
                 if not self._fill(deadline):
                     return None
+                continue
+            if type(event) is ev.ResumeToken:
+                self.resume_token = event.token
+                self.resume_grace_seconds = event.grace_seconds
                 continue
             if type(event) is ev.Ping and self.auto_pong:
                 self.sock.sendall(self._protocol.send(ev.Pong(event.token, event.request_id)))

@@ -27,6 +27,21 @@ class ServerConfig:
     max_name_chars: int = 32
     max_room_name_chars: int = 64
     max_rooms_per_user: int = 100
+    # Rooms on the whole server: each costs about 1 KiB, so the default bounds them near
+    # 100 MiB (a thousand users at max_rooms_per_user could otherwise make 100 000 more).
+    max_rooms: int = 100_000
+    # How long the name, rooms and chats of a user whose connection dropped uncleanly
+    # (reset, timeout, slow reader) wait for it to come back with its resume token: covers
+    # a client's reconnect backoff of 1+2+4+8+16 s with room to spare, while others see a
+    # gone user linger less than a minute. 0 turns resuming after a drop off.
+    resume_grace_seconds: float = 45.0
+    # One list reply (users, rooms, members): 200 entries are about 10 KiB and cost well
+    # under a millisecond to build; a client pages for more.
+    max_list_page_entries: int = 200
+    # Names one list request may examine while filtering by a pattern; a sparse pattern
+    # returns a short page and a cursor instead of scanning 100 000 names in one turn.
+    max_list_scan_entries: int = 5000
+    max_list_pattern_chars: int = 100   # longest list filter pattern (glob), in characters
     # Output queued for a client that stops reading; past it the client is disconnected so
     # it cannot hold the server's memory hostage (Redis's client-output-buffer-limit).
     max_output_bytes: int = 1024 * 1024
@@ -59,9 +74,14 @@ class ServerConfig:
                      "handshake_timeout_seconds", "max_output_bytes", "read_chunk_bytes",
                      "max_name_chars", "max_room_name_chars", "max_clients", "backlog",
                      "node_announce_seconds", "node_silence_seconds", "redis_timeout_seconds",
-                     "redis_max_output_bytes"):
+                     "redis_max_output_bytes", "max_rooms", "max_list_page_entries",
+                     "max_list_scan_entries", "max_list_pattern_chars"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_list_page_entries > 0xFFFF:
+            raise ValueError("max_list_page_entries must be at most 65535 (a u16 count)")
+        if self.resume_grace_seconds < 0:
+            raise ValueError("resume_grace_seconds must not be negative")
         if self.node_silence_seconds < 2 * self.node_announce_seconds:
             raise ValueError("node_silence_seconds must be at least twice "
                              "node_announce_seconds, or one late announcement drops a node")

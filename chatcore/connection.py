@@ -46,6 +46,9 @@ class NativeOutlet:
     def broadcast(self, endpoints: list, event) -> None:
         self.pending.extend(fanout(encode_event(event), endpoints))
 
+    def evict(self, endpoint: OutputBuffer) -> None:
+        endpoint.owner.supersede()
+
     def take_pending(self) -> list:
         pending, self.pending = self.pending, []
         return pending
@@ -146,12 +149,24 @@ class Connection:
 
     def _on_hello(self, event: ev.Hello) -> None:
         self.session = self.hub.connect(event.name, self.outlet, self.outbuf)
+        self._welcome(event.request_id)
+        log.debug("%s is %s (%s)", self.peer, self.session.name, event.client or "?")
+
+    def _on_resume(self, event: ev.Resume) -> None:
+        self.session = self.hub.resume(event.name, event.token, self.outlet, self.outbuf)
+        self._welcome(event.request_id)
+        self.hub.replay(self.session)
+        log.info("%s resumed %s (%s)", self.peer, self.session.name, event.client or "?")
+
+    def _welcome(self, request_id: int) -> None:
+        # The token goes first, so a client has it by the time it sees Welcome.
         config = self.config
+        self.send_event(ev.ResumeToken(self.session.resume_token,
+                                       int(config.resume_grace_seconds)))
         self.send(self.protocol.send(ev.Welcome(
             PROTOCOL_VERSION, self.session.name, self.hub.node.name,
             int(config.ping_interval_seconds * 1000), config.max_frame_bytes,
-            config.max_text_bytes, config.max_name_chars, event.request_id)))
-        log.debug("%s is %s (%s)", self.peer, self.session.name, event.client or "?")
+            config.max_text_bytes, config.max_name_chars, request_id)))
 
     def _on_ping(self, event: ev.Ping) -> None:
         self.send_event(ev.Pong(event.token, event.request_id))
@@ -189,24 +204,42 @@ class Connection:
         self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
 
     def _on_list_users(self, event: ev.ListUsers) -> None:
-        users = self.hub.list_users(event.room)
-        self.send(self._fitted(ev.UserList, users, event.request_id))
+        # The unpaged request of protocol 1.0: its first page (``total`` says how many).
+        page = self.hub.users_page(event.room)
+        self.send(self._fitted(lambda entries, _: ev.UserList(page.total, entries,
+                                                              event.request_id), page))
 
     def _on_list_rooms(self, event: ev.ListRooms) -> None:
-        self.send(self._fitted(ev.RoomList, self.hub.list_rooms(), event.request_id))
+        page = self.hub.rooms_page()
+        self.send(self._fitted(lambda entries, _: ev.RoomList(page.total, entries,
+                                                              event.request_id), page))
+
+    def _on_list_users_page(self, event: ev.ListUsersPage) -> None:
+        page = self.hub.users_page(event.room, event.after, event.pattern, event.limit)
+        self.send(self._fitted(lambda entries, next_after: ev.UserPage(
+            page.total, page.total_exact, next_after, entries, event.request_id), page))
+
+    def _on_list_rooms_page(self, event: ev.ListRoomsPage) -> None:
+        page = self.hub.rooms_page(event.after, event.pattern, event.limit)
+        self.send(self._fitted(lambda entries, next_after: ev.RoomPage(
+            page.total, page.total_exact, next_after, entries, event.request_id), page))
 
     def _on_list_servers(self, event: ev.ListServers) -> None:
-        self.send(self._fitted(ev.ServerList, self.hub.list_servers(), event.request_id))
+        servers = self.hub.list_servers()
+        self.send(encode_event(ev.ServerList(len(servers), tuple(servers), event.request_id)))
 
-    def _fitted(self, list_type, entries: list, request_id: int) -> bytes:
-        """The list frame with as many entries as fit in one frame (``total`` says all)."""
-        count = min(len(entries), 0xFFFF)
+    def _fitted(self, make_reply, page) -> bytes:
+        """The reply frame with as many of the page's entries as fit in one frame; if some
+        are cut, the cursor resumes after the last one sent."""
+        entries = page.entries
+        count = len(entries)
+        limit = self.config.max_frame_bytes
         while True:
-            frame = encode_event(list_type(len(entries), tuple(entries[:count]), request_id))
-            if len(frame) - 4 <= self.config.max_frame_bytes or count == 0:
+            next_after = page.next_after if count == len(entries) else page.keys[count - 1]
+            frame = encode_event(make_reply(tuple(entries[:count]), next_after))
+            if len(frame) - 4 <= limit or count <= 1:
                 return frame
-            count = count * self.config.max_frame_bytes // (len(frame) - 4) - 1
-            count = max(count, 0)
+            count = max(1, min(count - 1, count * limit // (len(frame) - 4) - 1))
 
     # -- output ----------------------------------------------------------------------------
 
@@ -244,6 +277,13 @@ class Connection:
             self.reactor.remove_writer(self.fd)
         if self.state is State.CLOSING:
             self._linger()
+
+    def supersede(self) -> None:
+        """Another connection resumed this one's session: go, without telling the hub."""
+        self.session = None
+        self.send_error(ErrorCode.SESSION_RESUMED,
+                        "your session was resumed by a newer connection", fatal=True)
+        self.close(Reason.DISCONNECTED, "session resumed elsewhere")
 
     def _overflow(self) -> None:
         # No error frame: the queue that would carry it is the one that is full.
@@ -289,7 +329,7 @@ class Connection:
             return
         log.debug("%s: closing (%s)", self.peer, why or reason.name)
         self.state = State.CLOSING
-        self._leave_hub(reason)
+        self._leave_hub(reason, why)
         self.reactor.remove_reader(self.fd)
         self._linger_timer = self.reactor.call_later(LINGER_SECONDS, self.abort,
                                                      reason, "close timed out")
@@ -323,7 +363,7 @@ class Connection:
             return
         if isinstance(why, OSError) and not isinstance(why, _QUIET_ERRORS):
             log.warning("%s: %s", self.peer, why)
-        self._leave_hub(reason)
+        self._leave_hub(reason, why)
         self.state = State.CLOSED
         if self._linger_timer is not None:
             self._linger_timer.cancel()
@@ -332,14 +372,21 @@ class Connection:
         self.sock.close()
         self.server.forget(self)
 
-    def _leave_hub(self, reason: Reason) -> None:
+    def _leave_hub(self, reason: Reason, why: object) -> None:
         session, self.session = self.session, None
-        if session is not None and not self.server.shutting_down:
+        if session is None or self.server.shutting_down:
+            return
+        # Reset, timeout or slow reader: the user did not choose to leave, and may come
+        # back with its resume token. A Quit, an EOF or a protocol error is a real end.
+        if reason in (Reason.TIMED_OUT, Reason.TOO_SLOW) or isinstance(why, OSError):
+            self.hub.detach(session, reason)
+        else:
             self.hub.disconnect(session, reason)
 
 
 _HANDLERS = {
     ev.Hello: Connection._on_hello,
+    ev.Resume: Connection._on_resume,
     ev.Ping: Connection._on_ping,
     ev.Pong: Connection._on_pong,
     ev.Quit: Connection._on_quit,
@@ -352,4 +399,6 @@ _HANDLERS = {
     ev.ListUsers: Connection._on_list_users,
     ev.ListRooms: Connection._on_list_rooms,
     ev.ListServers: Connection._on_list_servers,
+    ev.ListUsersPage: Connection._on_list_users_page,
+    ev.ListRoomsPage: Connection._on_list_rooms_page,
 }

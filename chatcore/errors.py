@@ -33,6 +33,12 @@ class ErrorCode(enum.IntEnum):
     HANDSHAKE_TIMEOUT = 32
     SERVER_FULL = 40
     SERVER_SHUTDOWN = 41
+    # Resuming sessions, server-wide bounds, lists.
+    RESUME_REFUSED = 42         # no session to resume under that name, or the wrong token
+    USER_RECONNECTING = 43      # a direct message to a user whose connection just dropped
+    SESSION_RESUMED = 44        # to the old connection: another one resumed its session
+    SERVER_ROOM_LIMIT = 45      # a new room, with the server at max_rooms
+    LIST_PATTERN_INVALID = 46
 
 
 class FrameError(Exception):

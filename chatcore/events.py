@@ -49,6 +49,24 @@ class Welcome:
 
 
 @_event
+class Resume:
+    """Like Hello, but asks for a session the server still holds, proven by its token."""
+    version: int
+    name: str
+    token: str              # the last ResumeToken this session received
+    client: str = ""
+    request_id: int = 0
+
+
+@_event
+class ResumeToken:
+    """Sent just before each Welcome: what a later Resume of this session must present."""
+    token: str
+    grace_seconds: int      # how long the name is held after an unclean drop
+    request_id: int = 0
+
+
+@_event
 class Ping:
     token: int
     request_id: int = 0
@@ -122,6 +140,25 @@ class ListServers:
     request_id: int = 0
 
 
+@_event
+class ListUsersPage:
+    """One page of users (of ``room``, or all): names sorting after ``after`` (casefolded)
+    that match the glob ``pattern``; at most ``limit`` entries (0: the server's maximum)."""
+    room: str = ""
+    after: str = ""
+    pattern: str = ""
+    limit: int = 0
+    request_id: int = 0
+
+
+@_event
+class ListRoomsPage:
+    after: str = ""
+    pattern: str = ""
+    limit: int = 0
+    request_id: int = 0
+
+
 # -- replies (server to client) ------------------------------------------------------------------
 
 @_event
@@ -190,6 +227,24 @@ class RoomList:
 class ServerList:
     total: int
     servers: tuple[ServerInfo, ...]
+    request_id: int = 0
+
+
+@_event
+class UserPage:
+    total: int              # users matching the pattern in the whole list
+    total_exact: bool       # False: ``total`` is an upper bound (a pattern with wildcards)
+    next_after: str         # send as ``after`` for the next page; "" when the list is done
+    users: tuple[UserInfo, ...]
+    request_id: int = 0
+
+
+@_event
+class RoomPage:
+    total: int
+    total_exact: bool
+    next_after: str
+    rooms: tuple[RoomInfo, ...]
     request_id: int = 0
 
 

@@ -8,23 +8,34 @@ sockets and no bytes. An outlet implements::
     broadcast(endpoints, event)     # many recipients, same event
 
 where ``endpoint`` is whatever the outlet gave at ``connect`` (for the native protocol, the
-connection's output buffer).
+connection's output buffer). An outlet also implements ``evict(endpoint)``: that endpoint's
+session was resumed elsewhere, so its connection must go without the hub hearing of it.
+
+A session whose connection drops uncleanly (reset, timeout, slow reader) is *detached*
+rather than removed when resuming is on: it keeps its name, rooms and conversations for
+``resume_grace_seconds``, delivered to nobody, until a ``resume`` with its token binds it to
+a new endpoint or ``expire_detached`` removes it as a normal disconnect would have.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 
 from . import events as ev
 from .errors import ChatError, ErrorCode
 from .events import Reason
+from .listing import MEMBER_INDEX_MIN_MEMBERS, KeyPage, NameIndex
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]+\Z")
 QUOTE_MAX_CHARS = 40            # client text echoed in an error is cut to this
 RTT_SMOOTHING = 1 / 8           # TCP's SRTT gain (RFC 6298)
 GUEST_PREFIX = "guest-"
+RESUME_TOKEN_BYTES = 24         # 192 random bits: not guessable, short on the wire
+_PATTERN_CHARS = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]*\Z")
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,21 @@ class HubLimits:
     max_room_name_chars: int = 64
     max_text_bytes: int = 8192          # a long paste still fits; 64 KiB frames leave room
     max_rooms_per_user: int = 100
+    max_rooms: int = 100_000            # rooms on the server (about 1 KiB each)
+    resume_grace_seconds: float = 45.0  # a dropped session's name and rooms wait this long
+    max_list_page_entries: int = 200    # entries in one list reply
+    max_list_scan_entries: int = 5000   # names one list request may examine
+    max_list_pattern_chars: int = 100
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a list: its entries with their keys, and where the next page starts."""
+    entries: list
+    keys: list                  # the casefolded name of each entry, in the same order
+    total: int
+    total_exact: bool
+    next_after: str
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,9 @@ class Session:
     rooms: dict = field(default_factory=dict)          # key -> Room
     conversations: set = field(default_factory=set)    # keys of peers with an open chat
     rtt_seconds: float | None = None
+    resume_token: str = ""
+    detached_until: float | None = None     # monotonic; set while the connection is gone
+    detach_reason: Reason = Reason.DISCONNECTED
 
     def record_rtt(self, sample_seconds: float) -> None:
         """Fold one RTT sample into the smoothed estimate."""
@@ -80,6 +109,23 @@ class Room:
     key: str
     members: dict = field(default_factory=dict)        # session key -> Session
     endpoints: dict = field(default_factory=dict)      # outlet -> [endpoint, ...]
+    member_index: NameIndex | None = None   # kept once the room is big enough to need it
+
+
+class _DetachedOutlet:
+    """Where a detached session's events go: nowhere (its endpoint is a placeholder)."""
+
+    def deliver(self, endpoint, event) -> None:
+        pass
+
+    def broadcast(self, endpoints, event) -> None:
+        pass
+
+    def evict(self, endpoint) -> None:
+        pass
+
+
+DETACHED = _DetachedOutlet()
 
 
 class Hub:
@@ -96,6 +142,9 @@ class Hub:
         self._wallclock = wallclock
         self.sessions: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
+        self._user_index = NameIndex()
+        self._room_index = NameIndex()
+        self._detached: collections.deque = collections.deque()   # (deadline, session)
         self._msg_ids = itertools.count(1)
         self._guest_numbers = itertools.count(1)
 
@@ -113,14 +162,24 @@ class Hub:
         if wanted_name:
             self.check_name(wanted_name)
             name = wanted_name
-            if name.casefold() in self.sessions:
-                raise ChatError(ErrorCode.NAME_TAKEN, f"name {_quote(name)} is taken")
+            holder = self.sessions.get(name.casefold())
+            if holder is not None:
+                raise ChatError(ErrorCode.NAME_TAKEN, self._taken_message(holder, name))
         else:
             name = self._guest_name()
         now = self._clock()
-        session = Session(name, name.casefold(), outlet, endpoint, now, now)
+        session = Session(name, name.casefold(), outlet, endpoint, now, now,
+                          resume_token=_new_token())
         self.sessions[session.key] = session
+        self._user_index.add(session.key)
         return session
+
+    def _taken_message(self, holder: Session, name: str) -> str:
+        if holder.detached_until is None:
+            return f"name {_quote(name)} is taken"
+        seconds = max(1, round(holder.detached_until - self._clock()))
+        return (f"name {_quote(name)} is reserved for its user to reconnect "
+                f"(for up to {seconds} s more)")
 
     def _guest_name(self) -> str:
         while True:
@@ -133,6 +192,8 @@ class Hub:
         if self.sessions.get(session.key) is not session:
             return
         del self.sessions[session.key]
+        self._user_index.discard(session.key)
+        session.detached_until = None
         for room in list(session.rooms.values()):
             self._remove_member(room, session, reason)
         for peer_key in session.conversations:
@@ -141,6 +202,76 @@ class Hub:
                 peer.conversations.discard(session.key)
                 peer.outlet.deliver(peer.endpoint, ev.ChatClosed(session.name, reason))
         session.conversations.clear()
+
+    # -- resuming --------------------------------------------------------------------------
+
+    def detach(self, session: Session, reason: Reason) -> None:
+        """The connection dropped uncleanly: hold the session for the grace period (others
+        see nothing yet), or disconnect it now if resuming is off."""
+        if self.sessions.get(session.key) is not session or session.outlet is DETACHED:
+            return
+        grace = self.limits.resume_grace_seconds
+        if grace <= 0:
+            self.disconnect(session, reason)
+            return
+        self._rebind(session, DETACHED, object())
+        session.detached_until = self._clock() + grace
+        session.detach_reason = reason
+        self._detached.append((session.detached_until, session))
+
+    def resume(self, name: str, token: str, outlet, endpoint) -> Session:
+        """Bind the session named ``name`` to a new endpoint, if ``token`` is its token.
+
+        The session may be detached or still connected (its user noticed the drop before
+        the server did): then the old endpoint is evicted. The token is replaced.
+        """
+        session = self.sessions.get(name.casefold())
+        if session is None:
+            raise ChatError(ErrorCode.RESUME_REFUSED,
+                            f"no session named {_quote(name)} to resume: it ended (quit, or "
+                            f"its grace period passed) or never existed")
+        if not secrets.compare_digest(token.encode(), session.resume_token.encode()):
+            raise ChatError(ErrorCode.RESUME_REFUSED,
+                            f"the resume token for {_quote(name)} does not match")
+        old_outlet, old_endpoint = session.outlet, session.endpoint
+        self._rebind(session, outlet, endpoint)
+        session.detached_until = None
+        session.resume_token = _new_token()
+        old_outlet.evict(old_endpoint)
+        return session
+
+    def replay(self, session: Session) -> None:
+        """Tell a resumed session where it is: its rooms and its open conversations."""
+        for room in session.rooms.values():
+            session.outlet.deliver(session.endpoint, ev.UserJoined(room.name, session.name))
+        for peer_key in session.conversations:
+            peer = self.sessions.get(peer_key)
+            if peer is not None:
+                session.outlet.deliver(session.endpoint, ev.ChatOpened(peer.name))
+
+    def expire_detached(self, limit: int) -> bool:
+        """Disconnect up to ``limit`` sessions whose grace period is over, each with the
+        reason it dropped for; True if more are already due."""
+        now = self._clock()
+        queue = self._detached
+        while queue and limit > 0:
+            deadline, session = queue[0]
+            if deadline > now:
+                return False
+            queue.popleft()
+            if session.detached_until == deadline:      # not resumed (nor dropped again)
+                self.disconnect(session, session.detach_reason)
+                limit -= 1
+        return bool(queue) and queue[0][0] <= now
+
+    def _rebind(self, session: Session, outlet, endpoint) -> None:
+        for room in session.rooms.values():
+            endpoints = room.endpoints[session.outlet]
+            endpoints.remove(session.endpoint)
+            if not endpoints:
+                del room.endpoints[session.outlet]
+            room.endpoints.setdefault(outlet, []).append(endpoint)
+        session.outlet, session.endpoint = outlet, endpoint
 
     # -- conversations ---------------------------------------------------------------------
 
@@ -178,6 +309,10 @@ class Hub:
         self._touch(session)
         peer = self._peer(session, peer_name)
         self._check_text(text)
+        if peer.outlet is DETACHED:
+            raise ChatError(ErrorCode.USER_RECONNECTING,
+                            f"{peer.name}'s connection dropped; they may be back within "
+                            f"{self.limits.resume_grace_seconds:g} s. Message not delivered")
         self._open(session, peer)
         msg_id, timestamp_ms = self._stamp()
         peer.outlet.deliver(peer.endpoint,
@@ -204,8 +339,17 @@ class Hub:
                             f"{self.limits.max_rooms_per_user}")
         room = self.rooms.get(key)
         if room is None:
+            if len(self.rooms) >= self.limits.max_rooms:
+                raise ChatError(ErrorCode.SERVER_ROOM_LIMIT,
+                                f"the server has {len(self.rooms)} rooms, its limit; "
+                                f"join an existing one")
             room = self.rooms[key] = Room(room_name, key)
+            self._room_index.add(key)
         room.members[session.key] = session
+        if room.member_index is not None:
+            room.member_index.add(session.key)
+        elif len(room.members) > MEMBER_INDEX_MIN_MEMBERS:
+            room.member_index = NameIndex(room.members)
         room.endpoints.setdefault(session.outlet, []).append(session.endpoint)
         session.rooms[key] = room
         self._broadcast(room, ev.UserJoined(room.name, session.name))
@@ -225,6 +369,8 @@ class Hub:
         # The leaver hears its own departure too, like its own join.
         self._broadcast(room, ev.UserLeft(room.name, session.name, reason))
         del room.members[session.key]
+        if room.member_index is not None:
+            room.member_index.discard(session.key)
         endpoints = room.endpoints[session.outlet]
         endpoints.remove(session.endpoint)
         if not endpoints:
@@ -232,6 +378,7 @@ class Hub:
         del session.rooms[room.key]
         if not room.members:
             del self.rooms[room.key]
+            self._room_index.discard(room.key)
 
     def send_room(self, session: Session, room_name: str, text: str) -> tuple[int, int]:
         """Deliver ``text`` to every member, the sender included; returns (msg_id, ts_ms)."""
@@ -255,22 +402,54 @@ class Hub:
     # -- presence --------------------------------------------------------------------------
 
     def list_users(self, room_name: str = "") -> list[ev.UserInfo]:
-        """Users on the server, or in one room (empty for an unknown room), sorted by name."""
-        if room_name:
-            room = self.rooms.get(room_name.casefold())
-            sessions = room.members.values() if room is not None else ()
-        else:
-            sessions = self.sessions.values()
-        now = self._clock()
-        server = self.node.name
-        return sorted((ev.UserInfo(s.name, _rtt_us(s.rtt_seconds),
-                                   int(now - s.last_active), server) for s in sessions),
-                      key=lambda info: info.name.casefold())
+        """The first page of users (of one room), sorted by name."""
+        return self.users_page(room_name).entries
 
     def list_rooms(self) -> list[ev.RoomInfo]:
-        return sorted((ev.RoomInfo(room.name, len(room.members))
-                       for room in self.rooms.values()),
-                      key=lambda info: info.name.casefold())
+        """The first page of rooms, sorted by name."""
+        return self.rooms_page().entries
+
+    def users_page(self, room_name: str = "", after: str = "", pattern: str = "",
+                   limit: int = 0) -> Page:
+        """A page of the users on the server, or in one room (none for an unknown room),
+        in name order: see ``listing.NameIndex.page``."""
+        if room_name:
+            room = self.rooms.get(room_name.casefold())
+            if room is None:
+                return Page([], [], 0, True, "")
+            members = room.members
+            index = room.member_index or NameIndex(members)
+        else:
+            members, index = self.sessions, self._user_index
+        keys = self._page(index, after, pattern, limit)
+        now = self._clock()
+        server = self.node.name
+        entries = [ev.UserInfo(s.name, _rtt_us(s.rtt_seconds), int(now - s.last_active),
+                               server)
+                   for s in map(members.__getitem__, keys.keys)]
+        return Page(entries, keys.keys, keys.total, keys.total_exact, keys.next_after)
+
+    def rooms_page(self, after: str = "", pattern: str = "", limit: int = 0) -> Page:
+        """A page of the rooms in name order: see ``listing.NameIndex.page``."""
+        keys = self._page(self._room_index, after, pattern, limit)
+        rooms = self.rooms
+        entries = [ev.RoomInfo(room.name, len(room.members))
+                   for room in map(rooms.__getitem__, keys.keys)]
+        return Page(entries, keys.keys, keys.total, keys.total_exact, keys.next_after)
+
+    def _page(self, index: NameIndex, after: str, pattern: str, limit: int) -> KeyPage:
+        limits = self.limits
+        if len(pattern) > limits.max_list_pattern_chars:
+            raise ChatError(ErrorCode.LIST_PATTERN_INVALID,
+                            f"pattern is {len(pattern)} characters long; the limit is "
+                            f"{limits.max_list_pattern_chars}")
+        if not _PATTERN_CHARS.match(pattern):
+            raise ChatError(ErrorCode.LIST_PATTERN_INVALID,
+                            f"pattern {_quote(pattern)} may only contain name characters "
+                            f"and the wildcards * ? [ ] !")
+        page_size = min(limit, limits.max_list_page_entries) or limits.max_list_page_entries
+        return index.page(after.casefold(), pattern.casefold(), page_size,
+                          limits.max_list_scan_entries)
 
     def list_servers(self) -> list[ev.ServerInfo]:
         """This node first, then every live peer of the cluster."""
@@ -316,6 +495,10 @@ def _quote(value: str) -> str:
     if len(value) > QUOTE_MAX_CHARS:
         return repr(value[:QUOTE_MAX_CHARS]) + "..."
     return repr(value)
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(RESUME_TOKEN_BYTES)
 
 
 def _rtt_us(rtt_seconds: float | None) -> int:

@@ -47,6 +47,8 @@ SCHEMA = (
     (0x02, BOTH, ev.Ping, (("token", "u64"),)),
     (0x03, BOTH, ev.Pong, (("token", "u64"),)),
     (0x04, C2S, ev.Quit, (("reason", "text"),)),
+    (0x05, C2S, ev.Resume, (("version", "u16"), ("name", "str"), ("token", "str"),
+                            ("client", "str"))),
     (0x10, C2S, ev.OpenChat, (("peer", "str"),)),
     (0x11, C2S, ev.CloseChat, (("peer", "str"),)),
     (0x12, C2S, ev.SendDirect, (("peer", "str"), ("text", "text"))),
@@ -56,12 +58,16 @@ SCHEMA = (
     (0x30, C2S, ev.ListUsers, (("room", "str"),)),
     (0x31, C2S, ev.ListRooms, ()),
     (0x32, C2S, ev.ListServers, ()),
+    (0x33, C2S, ev.ListUsersPage, (("room", "str"), ("after", "str"), ("pattern", "str"),
+                                   ("limit", "u16"))),
+    (0x34, C2S, ev.ListRoomsPage, (("after", "str"), ("pattern", "str"), ("limit", "u16"))),
     (0x80, S2C, ev.Ok, ()),
     (0x81, S2C, ev.Welcome, (("version", "u16"), ("name", "str"), ("server", "str"),
                              ("ping_interval_ms", "u32"), ("max_frame_bytes", "u32"),
                              ("max_text_bytes", "u32"), ("max_name_chars", "u16"))),
     (0x82, S2C, ev.Ack, (("msg_id", "u64"), ("timestamp_ms", "u64"))),
     (0x83, S2C, ev.Error, (("code", "u16"), ("fatal", "bool"), ("message", "text"))),
+    (0x84, S2C, ev.ResumeToken, (("token", "str"), ("grace_seconds", "u32"))),
     (0x90, S2C, ev.DirectMessage, (("sender", "str"), ("msg_id", "u64"),
                                    ("timestamp_ms", "u64"), ("text", "text"))),
     (0x91, S2C, ev.ChatOpened, (("peer", "str"),)),
@@ -73,6 +79,10 @@ SCHEMA = (
     (0xB0, S2C, ev.UserList, (("total", "u32"), ("users", "userinfo[]"))),
     (0xB1, S2C, ev.RoomList, (("total", "u32"), ("rooms", "roominfo[]"))),
     (0xB2, S2C, ev.ServerList, (("total", "u32"), ("servers", "serverinfo[]"))),
+    (0xB3, S2C, ev.UserPage, (("total", "u32"), ("total_exact", "bool"), ("next_after", "str"),
+                              ("users", "userinfo[]"))),
+    (0xB4, S2C, ev.RoomPage, (("total", "u32"), ("total_exact", "bool"), ("next_after", "str"),
+                              ("rooms", "roominfo[]"))),
 )
 
 LIST_ENTRIES = {
@@ -232,6 +242,7 @@ def _decode_room_and_text(cls, payload: bytes, request_id: int):
 
 
 _FAST_DECODERS = {0x22: ev.SendRoom, 0x12: ev.SendDirect}
+_GREETINGS = {0x01, 0x05}           # Hello and Resume: the frames that open a handshake
 
 
 def decode_frame(msg_type: int, request_id: int, payload: bytes, *, role: Role):
@@ -335,18 +346,20 @@ class NativeProtocol:
         return event
 
     def _server_event(self, msg_type: int, request_id: int, payload: bytes):
-        hello = msg_type == 0x01
+        hello = msg_type in _GREETINGS
         if self.state is State.OPEN and not hello:
             # next_event already tried the fast decoders: what is left needs the schema.
             return decode_frame_generic(msg_type, request_id, payload, role=Role.SERVER)
         if self.state is State.AWAITING_HELLO and not hello:
             self._broken = ProtocolError(
                 ErrorCode.HANDSHAKE_REQUIRED,
-                f"expected Hello (type 0x01) first, got type 0x{msg_type:02x}",
+                f"expected Hello (type 0x01) or Resume (0x05) first, got type "
+                f"0x{msg_type:02x}",
                 fatal=True, request_id=request_id)
             raise self._broken
         if hello and self.state is State.OPEN:
-            raise ProtocolError(ErrorCode.ALREADY_GREETED, "Hello was already accepted",
+            raise ProtocolError(ErrorCode.ALREADY_GREETED,
+                                "the handshake (Hello or Resume) was already accepted",
                                 request_id=request_id)
         if hello and len(payload) >= 2:
             # Checked before the rest is decoded: a later version's Hello may be laid out

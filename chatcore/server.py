@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 ACCEPT_BATCH = 256              # accepts per wake-up, so a connect storm cannot starve reads
 ACCEPT_PAUSE_SECONDS = 0.5      # after EMFILE: let closes free descriptors before retrying
+# Grace periods that end in one turn (a network blip dropped thousands at once) are
+# expired a batch per loop turn, so the leave notices cannot stall everyone else.
+EXPIRE_BATCH = 200
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _TRANSIENT_ACCEPT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
 
@@ -50,7 +53,12 @@ class Server:
         host, port = advertised_address(config, self.address)
         name = config.server_name or f"chatcore@{format_address(host, port)}"
         limits = HubLimits(config.max_name_chars, config.max_room_name_chars,
-                           config.max_text_bytes, config.max_rooms_per_user)
+                           config.max_text_bytes, config.max_rooms_per_user,
+                           max_rooms=config.max_rooms,
+                           resume_grace_seconds=config.resume_grace_seconds,
+                           max_list_page_entries=config.max_list_page_entries,
+                           max_list_scan_entries=config.max_list_scan_entries,
+                           max_list_pattern_chars=config.max_list_pattern_chars)
         self.hub = Hub(NodeInfo(name, host, port), limits, load_permille=self.load.permille)
         self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
         self.reactor.add_before_sleep(self.flush_pending)
@@ -154,7 +162,12 @@ class Server:
         for connection in list(self.connections):
             connection.tick(now, enforce_timeouts)
         if not self.shutting_down:
+            self._expire_detached()
             self._schedule_tick()
+
+    def _expire_detached(self) -> None:
+        if self.hub.expire_detached(EXPIRE_BATCH) and not self.shutting_down:
+            self.reactor.call_soon(self._expire_detached)
 
     def _schedule_tick(self) -> None:
         self._tick_due = time.monotonic() + self._tick_seconds

@@ -245,12 +245,18 @@ def test_user_list_is_truncated_to_one_frame(start_server):
             client.close()
 
 
-def test_disconnect_is_announced_and_removes_the_user(connect):
-    alice, bob = connect("alice"), connect("bob")
-    alice.join("lobby")
-    bob.join("lobby")
-    bob.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    bob.close()                                 # an abortive close: the server sees a reset
-    left = alice.wait_for(ev.UserLeft)
-    assert (left.name, left.reason) == ("bob", Reason.DISCONNECTED)
-    assert [u.name for u in alice.list_users().users] == ["alice"]
+def test_disconnect_is_announced_and_removes_the_user(start_server):
+    # Without a grace period a reset is the end (tests/test_resume.py covers the grace).
+    server = start_server("--resume-grace-seconds", "0")
+    with ChatClient("127.0.0.1", server.port) as alice, \
+            ChatClient("127.0.0.1", server.port) as bob:
+        alice.connect("alice")
+        bob.connect("bob")
+        alice.join("lobby")
+        bob.join("lobby")
+        bob.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        bob.close()                             # an abortive close: the server sees a reset
+        left = alice.wait_for(ev.UserLeft)
+        assert (left.name, left.reason) == ("bob", Reason.DISCONNECTED)
+        assert [u.name for u in alice.list_users().users] == ["alice"]

@@ -121,7 +121,7 @@ def test_handshake_timeout(start_server):
 
 
 def test_silent_client_is_dropped_and_its_room_is_told(start_server):
-    server = start_server("--idle-timeout-seconds", "0.6")
+    server = start_server("--idle-timeout-seconds", "0.6", "--resume-grace-seconds", "0")
     with ChatClient("127.0.0.1", server.port) as watcher, \
             ChatClient("127.0.0.1", server.port, auto_pong=False) as silent:
         watcher.connect("watcher")
@@ -138,7 +138,7 @@ def test_silent_client_is_dropped_and_its_room_is_told(start_server):
 
 
 def test_slow_reader_is_dropped_and_nobody_else_loses_anything(start_server):
-    server = start_server("--max-output-bytes", "65536")
+    server = start_server("--max-output-bytes", "65536", "--resume-grace-seconds", "0")
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.connect(("127.0.0.1", server.port))
@@ -266,7 +266,7 @@ def test_sigint_with_a_client_that_never_reads_closes_it_after_the_grace_period(
 
 
 def test_pipelined_requests_without_reading_are_cut_off(start_server):
-    server = start_server("--max-output-bytes", "65536")
+    server = start_server("--max-output-bytes", "65536", "--resume-grace-seconds", "0")
     with ChatClient("127.0.0.1", server.port) as bystander, \
             ChatClient("127.0.0.1", server.port) as greedy:
         bystander.connect("bystander")
