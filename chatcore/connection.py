@@ -16,6 +16,7 @@ from . import events as ev
 from .codec import OutputBuffer, fanout
 from .errors import ChatError, ErrorCode, ProtocolError
 from .events import Reason
+from .hub import Page
 from .protocol import (NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role, encode_ack,
                        encode_event)
 
@@ -226,7 +227,9 @@ class Connection:
 
     def _on_list_servers(self, event: ev.ListServers) -> None:
         servers = self.hub.list_servers()
-        self.send(encode_event(ev.ServerList(len(servers), tuple(servers), event.request_id)))
+        page = Page(servers, [server.name for server in servers], len(servers), True, "")
+        self.send(self._fitted(lambda entries, _: ev.ServerList(page.total, entries,
+                                                                event.request_id), page))
 
     def _fitted(self, make_reply, page) -> bytes:
         """The reply frame with as many of the page's entries as fit in one frame; if some
