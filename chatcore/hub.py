@@ -47,7 +47,7 @@ class HubLimits:
     max_rooms: int = 100_000            # rooms on the server (about 1 KiB each)
     resume_grace_seconds: float = 45.0  # a dropped session's name and rooms wait this long
     max_list_page_entries: int = 200    # entries in one list reply
-    max_list_scan_entries: int = 5000   # names one list request may examine
+    max_list_scan_entries: int = 1000   # names one list request may examine
     max_list_pattern_chars: int = 100
 
 
