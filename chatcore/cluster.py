@@ -19,18 +19,36 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 
 from . import events as ev
-from .broker import Broker, RedisAddress, ReplyError, run_blocking
+from .broker import Broker, BrokerUnavailable, RedisAddress, ReplyError, run_blocking
+from .errors import ChatError, ErrorCode
 
 log = logging.getLogger(__name__)
 
 ENVELOPE_VERSION = 1            # the "v" of every message; bumped with the layout
 KEY_VERSION = "v1"              # in every key and channel name
 RTT_SMOOTHING = 1 / 8           # as for clients (RFC 6298's SRTT gain)
+
+# A user name is held by a node instance for as long as that instance's alive key exists:
+# the lease is the node's, refreshed with each announcement (one command per node, not one
+# per user), so a dead node's names are free once its alive key expires.
+CLAIM_NAME_SCRIPT = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. owner) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+RELEASE_NAME_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 class ClusterStartError(Exception):
@@ -69,19 +87,22 @@ class Peer:
 
 
 def claim_node_name(address: RedisAddress, cluster_name: str, name: str, host: str,
-                    port: int, ttl_seconds: float, timeout_seconds: float) -> None:
+                    port: int, ttl_seconds: float, timeout_seconds: float,
+                    instance: str) -> None:
     """At start-up (blocking): make ``name`` this node's, or raise ClusterStartError.
 
     A key held for the same advertised address is this node's previous life (killed, then
     restarted before its key expired) and is taken over.
     """
     key = f"{key_prefix(cluster_name)}:node:{name}"
+    alive = ("SET", f"{key_prefix(cluster_name)}:alive:{instance}", name, "PX",
+             int(ttl_seconds * 1000))
     claim = json.dumps({"v": ENVELOPE_VERSION, "kind": "claim", "node": name,
                         "host": host, "port": port})
     ttl_ms = int(ttl_seconds * 1000)
     try:
-        set_reply, held = run_blocking(address, [("SET", key, claim, "NX", "PX", ttl_ms),
-                                                 ("GET", key)], timeout_seconds)
+        set_reply, held, _ = run_blocking(address, [("SET", key, claim, "NX", "PX", ttl_ms),
+                                                    ("GET", key), alive], timeout_seconds)
     except OSError as exc:
         raise ClusterStartError(f"cannot reach Redis at {address.url}: {exc}") from None
     if isinstance(set_reply, ReplyError):
@@ -103,15 +124,19 @@ def claim_node_name(address: RedisAddress, cluster_name: str, name: str, host: s
 class Cluster:
     """This node's membership: announcements out, peers in, RTT to each peer."""
 
-    def __init__(self, reactor, config, address: RedisAddress, node, count_users,
-                 load_permille):
+    def __init__(self, reactor, config, address: RedisAddress, hub, load_permille,
+                 instance: str):
         self.reactor = reactor
         self.config = config
-        self.node = node                            # hub.NodeInfo: name and advertised address
-        self.count_users = count_users
+        self.hub = hub
+        node = self.node = hub.node                 # name and advertised address
         self.load_permille = load_permille
-        self.instance = os.urandom(8).hex()         # tells a restarted node from its old life
+        self.instance = instance                    # tells a restarted node from its old life
         prefix = key_prefix(config.cluster_name)
+        self.alive_prefix = f"{prefix}:alive:"
+        self.alive_key = self.alive_prefix + instance
+        self.name_prefix = f"{prefix}:name:"
+        self.name_conflicts = 0
         self.node_key = f"{prefix}:node:{node.name}"
         self.nodes_key = f"{prefix}:nodes"
         self.control_channel = f"{prefix}:control"
@@ -140,7 +165,7 @@ class Cluster:
             self._announce_timer.cancel()
             self._announce_timer = None
         self._publish_control({"kind": "leave"})
-        self.broker.call("DEL", self.node_key)
+        self.broker.call("DEL", self.node_key, self.alive_key)     # frees its users' names
         self.broker.call("ZREM", self.nodes_key, self.node.name)
 
     def close(self) -> None:
@@ -161,9 +186,10 @@ class Cluster:
             return
         node = self.node
         message = self._control_message({"kind": "announce", "host": node.host, "port": node.port,
-                                  "users": self.count_users(),
+                                  "users": len(self.hub.sessions),
                                   "load": self.load_permille(), "sent": time.monotonic()})
         silence_ms = int(self.config.node_silence_seconds * 1000)
+        self.broker.call("SET", self.alive_key, node.name, "PX", silence_ms)
         self.broker.call("SET", self.node_key, message, "PX", silence_ms)
         now_ms = int(time.time() * 1000)
         self.broker.call("ZADD", self.nodes_key, now_ms + silence_ms, node.name)
@@ -188,6 +214,7 @@ class Cluster:
                  self.node.host, self.node.port)
         self.announce()
         self._discover()
+        self._reclaim_names()
 
     def _on_broker_down(self) -> None:
         log.warning("cluster %r: other nodes are out of reach until Redis is back",
@@ -291,6 +318,47 @@ class Cluster:
                 del self.peers[name]
                 log.warning("cluster: node %r silent for %gs: dropped", name,
                             self.config.node_silence_seconds)
+
+    # -- names -----------------------------------------------------------------------------
+
+    def claim_name(self, key: str, done) -> None:
+        """The hub's backplane: claim a casefolded user name cluster-wide (see LocalBackplane)."""
+        if not self.broker.up:
+            done(self._unreachable())
+            return
+
+        def answered(reply) -> None:
+            if isinstance(reply, BrokerUnavailable):
+                done(self._unreachable())
+            elif isinstance(reply, ReplyError):
+                log.error("cluster: Redis refused a name claim: %s", reply)
+                done(self._unreachable())
+            else:
+                done(reply == 1)
+
+        self.broker.call("EVAL", CLAIM_NAME_SCRIPT, 1, self.name_prefix + key, self.instance,
+                         self.alive_prefix, callback=answered)
+
+    def release_name(self, key: str) -> None:
+        self.broker.call("EVAL", RELEASE_NAME_SCRIPT, 1, self.name_prefix + key,
+                         self.instance)
+
+    def _unreachable(self) -> ChatError:
+        return ChatError(ErrorCode.CLUSTER_UNREACHABLE,
+                         "the cluster is out of reach (Redis); try again shortly")
+
+    def _reclaim_names(self) -> None:
+        """After an outage, hold this node's names again. One that a user of another node
+        took meanwhile (possible once the outage outlasted the alive key) stays with both
+        users until one leaves; it is logged."""
+        for key, session in list(self.hub.sessions.items()):
+            def answered(reply, name=session.name) -> None:
+                if reply == 0:
+                    self.name_conflicts += 1
+                    log.warning("cluster: name %r was claimed on another node while Redis "
+                                "was out of reach; both users keep it until one leaves", name)
+            self.broker.call("EVAL", CLAIM_NAME_SCRIPT, 1, self.name_prefix + key,
+                             self.instance, self.alive_prefix, callback=answered)
 
     # -- for the hub -----------------------------------------------------------------------
 

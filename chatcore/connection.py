@@ -68,7 +68,8 @@ class Connection:
     # Thousands are held at once: slots keep each one a few hundred bytes smaller.
     __slots__ = ("server", "config", "reactor", "hub", "outlet", "sock", "fd", "address",
                  "protocol", "outbuf", "session", "state", "connected_at", "last_received",
-                 "ping_token", "ping_sent_at", "last_ping_at", "_writing", "_linger_timer")
+                 "ping_token", "ping_sent_at", "last_ping_at", "_writing", "_linger_timer",
+                 "_naming")
 
     def __init__(self, server, sock: socket.socket, address):
         self.server = server
@@ -95,6 +96,7 @@ class Connection:
         self.last_ping_at = now - random.random() * self.config.ping_interval_seconds
         self._writing = False
         self._linger_timer = None
+        self._naming = False            # or "answering"/"waiting": a Hello's name claim is out
         self.reactor.add_reader(self.fd, self.on_readable)
 
     def __repr__(self) -> str:
@@ -121,11 +123,15 @@ class Connection:
             self.close(Reason.DISCONNECTED, "peer closed its side")
             return
         self.last_received = time.monotonic()
+        self.protocol.receive_data(data)
+        self._handle_input()
+
+    def _handle_input(self) -> None:
+        """Handle the buffered requests, in order; stops while a Hello waits for its name."""
         protocol = self.protocol
-        protocol.receive_data(data)
         handlers = _HANDLERS
         limit = self.config.max_output_bytes
-        while self.state is State.OPEN:
+        while self.state is State.OPEN and not self._naming:
             if self.outbuf.pending_bytes > limit:
                 # Requests (or bad frames) pipelined without reading the replies: write what
                 # the kernel takes now, and stop if that does not bring the queue under the
@@ -149,9 +155,35 @@ class Connection:
                 self.send_error(exc.code, exc.message, False, event.request_id)
 
     def _on_hello(self, event: ev.Hello) -> None:
-        self.session = self.hub.connect(event.name, self.outlet, self.outbuf)
-        self._welcome(event.request_id)
-        log.debug("%s is %s (%s)", self.peer, self.session.name, event.client or "?")
+        # A cluster claims the name in Redis first: what follows the Hello waits (unread by
+        # the protocol, which would refuse it before Welcome) until the answer comes.
+        self._naming = "answering"             # an answer now comes back inside connect()
+        try:
+            self.hub.connect(event.name, self.outlet, self.outbuf,
+                             lambda outcome: self._on_named(event, outcome))
+        except ChatError:
+            self._naming = False
+            raise
+        if self._naming:
+            self._naming = "waiting"
+
+    def _on_named(self, event: ev.Hello, outcome) -> None:
+        later = self._naming == "waiting"
+        self._naming = False
+        if self.state is not State.OPEN:            # gone while the claim was out
+            if not isinstance(outcome, ChatError):
+                self.hub.disconnect(outcome, Reason.DISCONNECTED)
+            return
+        if isinstance(outcome, ChatError):
+            self.send_error(outcome.code, outcome.message, False, event.request_id)
+        else:
+            self.session = outcome
+            self._welcome(event.request_id)
+            log.debug("%s is %s (%s)", self.peer, outcome.name, event.client or "?")
+        if later:
+            # The requests that came after the Hello; had the answer come at once, the loop
+            # that took the Hello would still be running and handle them itself.
+            self.reactor.call_soon(self._handle_input)
 
     def _on_resume(self, event: ev.Resume) -> None:
         self.session = self.hub.resume(event.name, event.token, self.outlet, self.outbuf)

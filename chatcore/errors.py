@@ -39,6 +39,8 @@ class ErrorCode(enum.IntEnum):
     SESSION_RESUMED = 44        # to the old connection: another one resumed its session
     SERVER_ROOM_LIMIT = 45      # a new room, with the server at max_rooms
     LIST_PATTERN_INVALID = 46
+    # The cluster.
+    CLUSTER_UNREACHABLE = 70
 
 
 class FrameError(Exception):

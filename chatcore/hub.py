@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import random
 import re
 import secrets
 import time
@@ -36,6 +37,8 @@ RTT_SMOOTHING = 1 / 8           # TCP's SRTT gain (RFC 6298)
 GUEST_PREFIX = "guest-"
 RESUME_TOKEN_BYTES = 24         # 192 random bits: not guessable, short on the wire
 _PATTERN_CHARS = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]*\Z")
+GUEST_CLAIM_ATTEMPTS = 20       # guest names tried before giving up (others took each one)
+GUEST_SKIP_MAX = 1000           # after a taken guest name, skip up to this many numbers
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,19 @@ class NodeInfo:
 
 
 class LocalBackplane:
-    """The backplane of a server on its own: no other nodes.
+    """The backplane of a server on its own: no other nodes, and every answer at once.
 
-    A cluster backplane (chatcore.cluster) answers the same questions from shared state.
+    A cluster backplane (chatcore.cluster) answers the same questions from shared state;
+    where that takes a round trip to Redis, the answer comes later, to a callback.
     """
+
+    def claim_name(self, key: str, done) -> None:
+        """Make the (casefolded) name this node's: ``done(True)``, ``done(False)`` if another
+        node holds it, or ``done(ChatError)`` if that cannot be known now."""
+        done(True)
+
+    def release_name(self, key: str) -> None:
+        pass
 
     def peer_servers(self) -> list[ev.ServerInfo]:
         return []
@@ -147,6 +159,7 @@ class Hub:
         self._detached: collections.deque = collections.deque()   # (deadline, session)
         self._msg_ids = itertools.count(1)
         self._guest_numbers = itertools.count(1)
+        self._claiming: set[str] = set()        # names waiting for the backplane's answer
 
     # -- identity --------------------------------------------------------------------------
 
@@ -157,22 +170,60 @@ class Hub:
                             f"name {_quote(name)} must start with a letter")
         _check_identifier("name", name, self.limits.max_name_chars, ErrorCode.NAME_INVALID)
 
-    def connect(self, wanted_name: str, outlet, endpoint) -> Session:
-        """A user arrives; an empty ``wanted_name`` gets a unique guest name."""
+    def connect(self, wanted_name: str, outlet, endpoint, done=None) -> Session | None:
+        """A user arrives; an empty ``wanted_name`` gets a unique guest name.
+
+        The name is claimed from the backplane too (cluster-wide in a cluster), so the outcome,
+        a Session or a ChatError, goes to ``done(outcome)`` once known: at once on a single
+        server, when Redis answers in a cluster. Without ``done`` (a single server, tests) the
+        session is returned and a refusal raised.
+        """
         if wanted_name:
             self.check_name(wanted_name)
-            name = wanted_name
-            holder = self.sessions.get(name.casefold())
-            if holder is not None:
-                raise ChatError(ErrorCode.NAME_TAKEN, self._taken_message(holder, name))
-        else:
-            name = self._guest_name()
-        now = self._clock()
-        session = Session(name, name.casefold(), outlet, endpoint, now, now,
-                          resume_token=_new_token())
-        self.sessions[session.key] = session
-        self._user_index.add(session.key)
-        return session
+        outcome: list = []
+        self._claim(wanted_name, outlet, endpoint, done or outcome.append, 0)
+        if done is not None:
+            return None
+        if not outcome:
+            raise RuntimeError("this backplane answers later: pass done")
+        if isinstance(outcome[0], ChatError):
+            raise outcome[0]
+        return outcome[0]
+
+    def _claim(self, wanted_name: str, outlet, endpoint, done, attempt: int) -> None:
+        name = wanted_name or self._guest_name()
+        key = name.casefold()
+        holder = self.sessions.get(key)
+        if holder is not None or key in self._claiming:
+            message = (self._taken_message(holder, name) if holder is not None
+                       else f"name {_quote(name)} is taken")
+            done(ChatError(ErrorCode.NAME_TAKEN, message))
+            return
+        self._claiming.add(key)
+
+        def answered(answer) -> None:
+            self._claiming.discard(key)
+            if answer is True:
+                now = self._clock()
+                session = Session(name, key, outlet, endpoint, now, now,
+                                  resume_token=_new_token())
+                self.sessions[key] = session
+                self._user_index.add(key)
+                done(session)
+            elif isinstance(answer, ChatError):
+                done(answer)
+            elif wanted_name:
+                done(ChatError(ErrorCode.NAME_TAKEN, f"name {_quote(name)} is taken"))
+            elif attempt + 1 < GUEST_CLAIM_ATTEMPTS:
+                # Another node's guests hold these numbers: jump ahead, past most of them.
+                for _ in range(random.randrange(GUEST_SKIP_MAX)):
+                    next(self._guest_numbers)
+                self._claim("", outlet, endpoint, done, attempt + 1)
+            else:
+                done(ChatError(ErrorCode.NAME_TAKEN, "no free guest name was found; "
+                                                     "send Hello with a name"))
+
+        self.backplane.claim_name(key, answered)
 
     def _taken_message(self, holder: Session, name: str) -> str:
         if holder.detached_until is None:
@@ -184,7 +235,7 @@ class Hub:
     def _guest_name(self) -> str:
         while True:
             name = f"{GUEST_PREFIX}{next(self._guest_numbers)}"
-            if name.casefold() not in self.sessions:
+            if name.casefold() not in self.sessions and name.casefold() not in self._claiming:
                 return name
 
     def disconnect(self, session: Session, reason: Reason) -> None:
@@ -194,6 +245,7 @@ class Hub:
         del self.sessions[session.key]
         self._user_index.discard(session.key)
         session.detached_until = None
+        self.backplane.release_name(session.key)
         for room in list(session.rooms.values()):
             self._remove_member(room, session, reason)
         for peer_key in session.conversations:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import time
 
@@ -79,10 +80,11 @@ class Server:
                         "HOST:PORT to what clients should use", format_address(node.host,
                                                                                node.port))
         address = RedisAddress.parse(config.redis)
+        instance = os.urandom(8).hex()
         claim_node_name(address, config.cluster_name, node.name, node.host, node.port,
-                        config.node_silence_seconds, config.redis_timeout_seconds)
-        self.cluster = Cluster(self.reactor, config, address, node,
-                               lambda: len(self.hub.sessions), self.load.permille)
+                        config.node_silence_seconds, config.redis_timeout_seconds, instance)
+        self.cluster = Cluster(self.reactor, config, address, self.hub, self.load.permille,
+                               instance)
         self.hub.backplane = self.cluster
         self.cluster.start()
 

@@ -145,6 +145,43 @@ def cluster_name() -> str:
     return f"test{os.getpid()}-{next(_cluster_numbers)}"
 
 
+# Cluster nodes announce fast in tests, so joins and deaths show within a test's time.
+ANNOUNCE_SECONDS = 0.3
+SILENCE_SECONDS = 1.0
+
+
+@pytest.fixture
+def start_node(start_server, redis_server, cluster_name):
+    """``start_node(name, *flags)``: a server in this test's cluster (on the session's Redis
+    unless ``redis_url`` says otherwise), once it is connected to Redis."""
+
+    def start(name: str, *flags: str, redis_url: str | None = None, **kwargs) -> ServerProcess:
+        node = start_server("--redis", redis_url or redis_server.url,
+                            "--cluster-name", cluster_name, "--server-name", name,
+                            "--node-announce-seconds", str(ANNOUNCE_SECONDS),
+                            "--node-silence-seconds", str(SILENCE_SECONDS), *flags, **kwargs)
+        node.wait_for_log("connected to Redis")
+        return node
+
+    return start
+
+
+@pytest.fixture
+def clients():
+    """``clients(node, name="")`` -> a handshaken ChatClient on that node; closed after."""
+    opened = []
+
+    def connect(node: ServerProcess, name: str = "") -> ChatClient:
+        client = ChatClient("127.0.0.1", node.port, timeout=10)
+        opened.append(client)
+        client.connect(name)
+        return client
+
+    yield connect
+    for client in opened:
+        client.close()
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if {"redis_server", "start_redis"} & set(getattr(item, "fixturenames", ())):

@@ -10,39 +10,8 @@ import time
 import pytest
 
 from chatcore import events as ev
-from chatcore.client import ChatClient
-from tests.serverproc import ROOT, ServerProcess
-
-ANNOUNCE_SECONDS = 0.3
-SILENCE_SECONDS = 1.0
-
-
-@pytest.fixture
-def start_node(start_server, redis_server, cluster_name):
-    """``start_node(name, *flags)``: a server in this test's cluster on the session's Redis."""
-
-    def start(name: str, *flags: str, redis_url: str | None = None, **kwargs) -> ServerProcess:
-        return start_server("--redis", redis_url or redis_server.url,
-                            "--cluster-name", cluster_name, "--server-name", name,
-                            "--node-announce-seconds", str(ANNOUNCE_SECONDS),
-                            "--node-silence-seconds", str(SILENCE_SECONDS), *flags, **kwargs)
-
-    return start
-
-
-@pytest.fixture
-def clients():
-    opened = []
-
-    def connect(node: ServerProcess, name: str = "") -> ChatClient:
-        client = ChatClient("127.0.0.1", node.port, timeout=10)
-        opened.append(client)
-        client.connect(name)
-        return client
-
-    yield connect
-    for client in opened:
-        client.close()
+from tests.conftest import ANNOUNCE_SECONDS, SILENCE_SECONDS
+from tests.serverproc import ROOT
 
 
 def eventually(probe, condition, timeout: float = 10.0):
@@ -58,7 +27,7 @@ def eventually(probe, condition, timeout: float = 10.0):
         time.sleep(0.05)
 
 
-def servers_by_name(client: ChatClient) -> dict[str, ev.ServerInfo]:
+def servers_by_name(client) -> dict[str, ev.ServerInfo]:
     return {s.name: s for s in client.list_servers().servers}
 
 
