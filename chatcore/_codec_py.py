@@ -269,6 +269,34 @@ class OutputBuffer:
         del chunks[:done]
         self._offset = left
 
+    def peek(self, max_bytes: int) -> bytes:
+        """The first ``max_bytes`` queued bytes (all, if fewer are queued), left in the queue.
+
+        For writers other than ``write_to`` (a TLS session encrypts them): ``advance`` by
+        what was taken once it is written, so ``pending_bytes`` keeps counting it till then.
+        """
+        max_bytes = operator.index(max_bytes)
+        if max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
+        need = min(max_bytes, self._pending)
+        parts = []
+        skip = self._offset
+        for chunk in self._chunks:
+            if not need:
+                break
+            piece = chunk[skip:skip + need]
+            skip = 0
+            parts.append(piece)
+            need -= len(piece)
+        return b"".join(parts)
+
+    def advance(self, count: int) -> None:
+        """Drop the first ``count`` queued bytes, as a ``write_to`` that wrote them would."""
+        count = operator.index(count)
+        if not 0 <= count <= self._pending:
+            raise ValueError(f"cannot advance {count} bytes: {self._pending} are queued")
+        self._consume(count)
+
     def close(self) -> None:
         """Drop everything queued; later appends are ignored."""
         self._closed = True

@@ -3,7 +3,9 @@
 It answers the server's pings by itself, keeps events that arrive while it waits for a reply,
 turns ``Error`` replies into ``ChatError``, keeps the resume token the server sends with
 each Welcome (``reconnect()`` presents it to get the same session back after a drop), and
-reads long lists a page at a time (``iter_rooms``, ``iter_users``).
+reads long lists a page at a time (``iter_rooms``, ``iter_users``). ``tls=True`` speaks
+TLS, verifying the server's certificate against the system's CAs (or ``tls_ca``); a failed
+check raises ``ssl.SSLCertVerificationError`` from ``connect``.
 """
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import collections
 import dataclasses
 import itertools
 import socket
+import ssl
 import time
 
 from . import events as ev
 from .errors import ChatError, ErrorCode, ProtocolError
 from .protocol import NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role
+from .tls import client_context
 
 READ_CHUNK_BYTES = 65536
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -34,7 +38,17 @@ class ChatClient:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7878, *, local_port: int = 0,
                  timeout: float = DEFAULT_TIMEOUT_SECONDS, client: str = "chatcore-client",
-                 auto_pong: bool = True):
+                 auto_pong: bool = True, tls: bool | ssl.SSLContext = False,
+                 tls_ca: str | None = None, tls_insecure: bool = False):
+        """``tls``: True (or an ``ssl.SSLContext`` of your own) to speak TLS; ``tls_ca``
+        trusts the CAs in that PEM file instead of the system's; ``tls_insecure`` skips the
+        certificate check (self-signed test servers only)."""
+        if isinstance(tls, ssl.SSLContext):
+            self.tls_context: ssl.SSLContext | None = tls
+        elif tls or tls_ca or tls_insecure:
+            self.tls_context = client_context(tls_ca, tls_insecure)
+        else:
+            self.tls_context = None
         self.host = host
         self.port = port
         self.local_port = local_port
@@ -61,9 +75,16 @@ class ChatClient:
 
     def _open_socket(self) -> None:
         source = ("", self.local_port) if self.local_port else None
-        self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout,
-                                             source_address=source)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout,
+                                        source_address=source)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls_context is not None:
+            try:
+                sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
 
     def hello(self, name: str = "") -> ev.Welcome:
         """(Re)try the handshake on an open connection, e.g. after NAME_TAKEN."""
@@ -289,7 +310,7 @@ class ChatClient:
             self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(READ_CHUNK_BYTES)
-        except (TimeoutError, BlockingIOError):
+        except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
             return False
         finally:
             if self.sock is not None:

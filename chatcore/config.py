@@ -63,10 +63,19 @@ class ServerConfig:
     # Commands queued for a Redis that does not read; past it the link is rebuilt, like an
     # outage, instead of the node's memory growing without end.
     redis_max_output_bytes: int = 64 * 1024 * 1024
+    # TLS: a second listener beside the plain one (README, "TLS").
+    tls_port: int = -1                  # -1: no TLS listener; 0 picks a free port
+    tls_cert: str = ""                  # PEM file: the server's certificate chain, its own first
+    tls_key: str = ""                   # PEM file: the certificate's private key, unencrypted
+    tls_only: bool = False              # no plain listener: `port` is not opened
+    # A handshake is one or two round trips; a peer that has not finished it by then is stuck
+    # or hostile, and holds a socket and its TLS state until dropped.
+    tls_handshake_timeout_seconds: float = 10.0
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not in 0..65535")
+        self._validate_tls()
         if self.max_frame_bytes < 64:
             raise ValueError("max_frame_bytes must be at least 64")
         if self.max_text_bytes > self.max_frame_bytes - 64:
@@ -95,6 +104,27 @@ class ServerConfig:
             raise ValueError(f"cluster_name {self.cluster_name!r} must be non-empty, without "
                              f"':' or spaces")
 
+    def _validate_tls(self) -> None:
+        if not -1 <= self.tls_port <= 65535:
+            raise ValueError(f"tls_port {self.tls_port} is not in 0..65535 (or -1: off)")
+        if self.tls_port < 0:
+            if self.tls_cert or self.tls_key or self.tls_only:
+                what = "tls_only" if self.tls_only else "tls_cert/tls_key"
+                raise ValueError(f"{what} is set but tls_port is not: set tls_port to listen "
+                                 f"for TLS")
+            return
+        if not self.tls_cert:
+            raise ValueError("tls_port is set but tls_cert is not: give the server's "
+                             "certificate chain (PEM)" +
+                             (f" for tls_key {self.tls_key}" if self.tls_key else ""))
+        if not self.tls_key:
+            raise ValueError(f"tls_cert {self.tls_cert} is set but tls_key is not: give the "
+                             f"file with its private key")
+        if self.tls_port == self.port != 0 and not self.tls_only:
+            raise ValueError(f"tls_port and port are both {self.port}: use two ports")
+        if self.tls_handshake_timeout_seconds <= 0:
+            raise ValueError("tls_handshake_timeout_seconds must be positive")
+
 
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 
@@ -113,8 +143,18 @@ def parse_host_port(value: str, what: str) -> tuple[str, int]:
 FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _convert(name: str, value):
     kind = type(FIELDS[name].default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f"{name} must be true or false, not {value!r}")
     if kind is float and isinstance(value, int | float | str):
         return float(value)
     if kind is int and isinstance(value, int | str) and not isinstance(value, bool):
@@ -128,9 +168,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per config field (``max_output_bytes`` -> ``--max-output-bytes``)."""
     parser.add_argument("--config", metavar="FILE", help="TOML file with these settings")
     for name, spec in FIELDS.items():
+        # A switch (`--tls-only`) may stand alone or take a value (`--tls-only false`).
+        switch = {"nargs": "?", "const": "true"} if type(spec.default) is bool else {}
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                             metavar=type(spec.default).__name__.upper(),
-                            help=f"default {spec.default!r}; env {ENV_PREFIX}{name.upper()}")
+                            help=f"default {spec.default!r}; env {ENV_PREFIX}{name.upper()}",
+                            **switch)
 
 
 def load(args: argparse.Namespace | None = None, environ=os.environ) -> ServerConfig:

@@ -2,7 +2,9 @@
 
 The connection enforces the per-connection limits (output queue, handshake and idle
 timeouts), answers and sends pings, and turns hub refusals into Error frames. Routing is the
-hub's business; bytes on the wire are the protocol's.
+hub's business; bytes on the wire are the protocol's. A TLS client is the same Connection
+with a ``chatcore.tls.TlsTransport`` in ``tls``: the transport seam is the three places that
+touch the socket's bytes (read, write, shutdown), nothing else differs.
 """
 from __future__ import annotations
 
@@ -69,9 +71,9 @@ class Connection:
     __slots__ = ("server", "config", "reactor", "hub", "outlet", "sock", "fd", "address",
                  "protocol", "outbuf", "session", "state", "connected_at", "last_received",
                  "ping_token", "ping_sent_at", "last_ping_at", "_writing", "_linger_timer",
-                 "_naming")
+                 "_naming", "tls")
 
-    def __init__(self, server, sock: socket.socket, address):
+    def __init__(self, server, sock: socket.socket, address, tls=None):
         self.server = server
         self.config = server.config
         self.reactor = server.reactor
@@ -97,6 +99,9 @@ class Connection:
         self._writing = False
         self._linger_timer = None
         self._naming = False            # or "answering"/"waiting": a Hello's name claim is out
+        self.tls = tls                  # a TlsTransport, or None for a plain client
+        if tls is not None:
+            tls.outbuf = self.outbuf
         self.reactor.add_reader(self.fd, self.on_readable)
 
     def __repr__(self) -> str:
@@ -112,7 +117,10 @@ class Connection:
 
     def on_readable(self) -> None:
         try:
-            data = self.sock.recv(self.config.read_chunk_bytes)
+            if self.tls is None:
+                data = self.sock.recv(self.config.read_chunk_bytes)
+            else:
+                data = self.tls.recv(self.config.read_chunk_bytes)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -296,7 +304,10 @@ class Connection:
             return
         outbuf = self.outbuf
         try:
-            outbuf.write_to(self.fd)
+            if self.tls is None:
+                outbuf.write_to(self.fd)
+            else:
+                self.tls.write_to(self.fd)
         except OSError as exc:
             self.abort(Reason.DISCONNECTED, exc)
             return
@@ -375,6 +386,8 @@ class Connection:
 
     def _linger(self) -> None:
         self.state = State.LINGERING
+        if self.tls is not None:
+            self.tls.close_notify()
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:

@@ -53,6 +53,16 @@ def _write_port_file(path: str, port: int) -> None:
     os.replace(temporary, path)
 
 
+def _listening(server: Server) -> str:
+    """``HOST:PORT``, ``HOST:PORT and HOST:PORT (TLS)`` or ``HOST:PORT (TLS only)``."""
+    if server.tls_address is None:
+        return format_address(*server.address)
+    tls = format_address(*server.tls_address)
+    if server.address is None:
+        return f"{tls} (TLS only)"
+    return f"{format_address(*server.address)} and {tls} (TLS)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -66,8 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(config, reactor)
     try:
         host, port = server.start()
+    except ValueError as exc:          # TlsConfigError: the certificate or key file
+        log.error("bad TLS configuration: %s", exc)
+        return 2
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+        plain_failed = server.listener is None and not config.tls_only
+        log.error("cannot listen on %s:%s%s: %s", config.host,
+                  config.port if plain_failed else config.tls_port,
+                  "" if plain_failed else " (TLS)", exc.strerror or exc)
         return 1
     if config.redis:
         from .cluster import ClusterStartError
@@ -76,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         except ClusterStartError as exc:
             log.error("cannot join the cluster: %s", exc)
             return 1
-    log.info("%s listening on %s as %r", version_string(), format_address(host, port),
+    log.info("%s listening on %s as %r", version_string(), _listening(server),
              server.hub.node.name)
     log.info("limits: max_frame_bytes=%d max_text_bytes=%d max_output_bytes=%d "
              "max_clients=%d ping_interval=%gs idle_timeout=%gs open_files=%d",

@@ -1,4 +1,4 @@
-"""The listening socket, the set of connections, and the per-turn write flush."""
+"""The listening sockets, the set of connections, and the per-turn write flush."""
 from __future__ import annotations
 
 import errno
@@ -12,6 +12,7 @@ from .connection import Connection, NativeOutlet
 from .errors import ErrorCode
 from .events import Reason
 from .hub import Hub, HubLimits, NodeInfo
+from .tls import TlsHandshake, server_context
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ _TRANSIENT_ACCEPT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
 
 
 class Server:
-    """Accepts native-protocol clients on one address and drives them on ``reactor``."""
+    """Accepts native-protocol clients, plain and over TLS, and drives them on ``reactor``."""
 
     def __init__(self, config: ServerConfig, reactor):
         self.config = config
@@ -33,8 +34,12 @@ class Server:
         self.outlet = NativeOutlet()
         self.connections: set[Connection] = set()
         self.shutting_down = False
-        self.listener: socket.socket | None = None
+        self.listener: socket.socket | None = None       # plain; None with tls_only
         self.address: tuple | None = None
+        self.tls_listener: socket.socket | None = None
+        self.tls_address: tuple | None = None
+        self.tls_context = None
+        self.tls_handshakes: set[TlsHandshake] = set()
         self.hub: Hub | None = None
         self.cluster = None             # chatcore.cluster.Cluster once joined (--redis)
         self.load = LoadMeter()
@@ -46,12 +51,24 @@ class Server:
                                            config.handshake_timeout_seconds / 4))
 
     def start(self) -> tuple:
-        """Bind and listen; returns the bound (host, port)."""
+        """Bind and listen; returns the bound (host, port): the plain listener's, or the TLS
+        one's with ``tls_only``. Raises TlsConfigError (a ValueError) for a bad certificate
+        or key, OSError when a port cannot be bound."""
         config = self.config
-        self.listener = _listen(config.host, config.port, config.backlog)
-        self.listener.setblocking(False)
-        self.address = self.listener.getsockname()[:2]
-        host, port = advertised_address(config, self.address)
+        if config.tls_port >= 0:
+            self.tls_context = server_context(config.tls_cert, config.tls_key)
+        if not config.tls_only:
+            self.listener = _listen(config.host, config.port, config.backlog)
+            self.address = self.listener.getsockname()[:2]
+        if self.tls_context is not None:
+            try:
+                self.tls_listener = _listen(config.host, config.tls_port, config.backlog)
+            except OSError:
+                if self.listener is not None:
+                    self.listener.close()
+                raise
+            self.tls_address = self.tls_listener.getsockname()[:2]
+        host, port = advertised_address(config, self.address or self.tls_address)
         name = config.server_name or f"chatcore@{format_address(host, port)}"
         limits = HubLimits(config.max_name_chars, config.max_room_name_chars,
                            config.max_text_bytes, config.max_rooms_per_user,
@@ -61,10 +78,10 @@ class Server:
                            max_list_scan_entries=config.max_list_scan_entries,
                            max_list_pattern_chars=config.max_list_pattern_chars)
         self.hub = Hub(NodeInfo(name, host, port), limits, load_permille=self.load.permille)
-        self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+        self._watch_listeners()
         self.reactor.add_before_sleep(self.flush_pending)
         self._schedule_tick()
-        return self.address
+        return self.address or self.tls_address
 
     def join_cluster(self) -> None:
         """With ``redis`` set: check Redis, claim this node's name, start announcing.
@@ -75,7 +92,7 @@ class Server:
         from .cluster import Cluster, claim_node_name
         config = self.config
         node = self.hub.node
-        if not config.advertise and self.listener.getsockname()[0] in WILDCARD_HOSTS:
+        if not config.advertise and (self.address or self.tls_address)[0] in WILDCARD_HOSTS:
             log.warning("listening on a wildcard address: advertising %s; set --advertise "
                         "HOST:PORT to what clients should use", format_address(node.host,
                                                                                node.port))
@@ -90,10 +107,24 @@ class Server:
 
     # -- accepting -------------------------------------------------------------------------
 
+    def _watch_listeners(self) -> None:
+        if self.listener is not None:
+            self.listener.setblocking(False)
+            self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+        if self.tls_listener is not None:
+            self.tls_listener.setblocking(False)
+            self.reactor.add_reader(self.tls_listener.fileno(), self._on_tls_acceptable)
+
     def _on_acceptable(self) -> None:
+        self._accept(self.listener, self._adopt)
+
+    def _on_tls_acceptable(self) -> None:
+        self._accept(self.tls_listener, self._start_tls)
+
+    def _accept(self, listener: socket.socket, adopt) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, address = self.listener.accept()
+                sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -105,7 +136,13 @@ class Server:
                 log.error("accept failed: %s", exc)
                 return
             self._accept_failures_logged = False
-            self._adopt(sock, address)
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:          # already reset by the peer
+                sock.close()
+                continue
+            adopt(sock, address)
 
     def _pause_accepting(self, exc: OSError) -> None:
         # Logged once per episode: the retries every half second would flood the log.
@@ -114,22 +151,18 @@ class Server:
                 "for %.1fs", exc.strerror, len(self.connections), ACCEPT_PAUSE_SECONDS)
         self._accept_failures_logged = True
         self._accept_paused = True
-        self.reactor.remove_reader(self.listener.fileno())
+        for listener in (self.listener, self.tls_listener):
+            if listener is not None:
+                self.reactor.remove_reader(listener.fileno())
         self.reactor.call_later(ACCEPT_PAUSE_SECONDS, self._resume_accepting)
 
     def _resume_accepting(self) -> None:
-        if self._accept_paused and self.listener is not None:
+        if self._accept_paused and not self.shutting_down:
             self._accept_paused = False
-            self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+            self._watch_listeners()
 
-    def _adopt(self, sock: socket.socket, address) -> None:
-        sock.setblocking(False)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:          # already reset by the peer
-            sock.close()
-            return
-        connection = Connection(self, sock, address)
+    def _adopt(self, sock: socket.socket, address, tls=None) -> None:
+        connection = Connection(self, sock, address, tls)
         self.connections.add(connection)
         if len(self.connections) > self.config.max_clients:
             log.warning("refusing %s: %d clients is the limit", connection.peer,
@@ -138,6 +171,32 @@ class Server:
                                   f"server is full ({self.config.max_clients} clients)",
                                   fatal=True)
             connection.close(Reason.DISCONNECTED)
+        elif tls is not None and tls.has_early_data:
+            connection.on_readable()        # what came with the handshake's last message
+
+    # -- TLS handshakes --------------------------------------------------------------------
+
+    def _start_tls(self, sock: socket.socket, address) -> None:
+        # Handshakes are bounded like clients: nothing can be said to a client without TLS
+        # yet, so past the limit the socket is just closed.
+        if len(self.tls_handshakes) >= self.config.max_clients:
+            log.warning("refusing %s: %d TLS handshakes in progress is the limit",
+                        format_address(*address[:2]), self.config.max_clients)
+            sock.close()
+            return
+        self.tls_handshakes.add(TlsHandshake(self, sock, address, self.tls_context,
+                                             self.config.tls_handshake_timeout_seconds))
+
+    def tls_established(self, handshake: TlsHandshake, transport) -> None:
+        """Called by a handshake that completed: the client is a Connection from now on."""
+        self.tls_handshakes.discard(handshake)
+        self._adopt(handshake.sock, handshake.address, transport)
+
+    def tls_failed(self, handshake: TlsHandshake) -> None:
+        """Called by a handshake that failed or timed out, once its socket is closed."""
+        self.tls_handshakes.discard(handshake)
+        if self.shutting_down and not self.connections and not self.tls_handshakes:
+            self.reactor.stop()
 
     def forget(self, connection: Connection) -> None:
         """Called by a connection once it is closed."""
@@ -191,10 +250,13 @@ class Server:
         log.info("shutting down: telling %d clients", len(self.connections))
         if self.cluster is not None:
             self.cluster.leave()
-        if self.listener is not None:
-            self.reactor.remove_fd(self.listener.fileno())
-            self.listener.close()
-            self.listener = None
+        for listener in (self.listener, self.tls_listener):
+            if listener is not None:
+                self.reactor.remove_fd(listener.fileno())
+                listener.close()
+        self.listener = self.tls_listener = None
+        for handshake in list(self.tls_handshakes):
+            handshake.fail("server shutting down during the TLS handshake", logging.DEBUG)
         for connection in list(self.connections):
             connection.send_error(ErrorCode.SERVER_SHUTDOWN, "server is shutting down",
                                   fatal=True)

@@ -461,6 +461,41 @@ cdef class OutputBuffer:
         if self._head == self._tail:
             self._head = self._tail = 0
 
+    def peek(self, max_bytes):
+        """The first ``max_bytes`` queued bytes (all, if fewer are queued), left in the queue.
+
+        For writers other than ``write_to`` (a TLS session encrypts them): ``advance`` by
+        what was taken once it is written, so ``pending_bytes`` keeps counting it till then.
+        """
+        cdef Py_ssize_t need, size, skip, i
+        cdef char *out_p
+        cdef object out
+        value = PyNumber_Index(max_bytes)
+        if value < 0:
+            raise ValueError("max_bytes must not be negative")
+        need = self._pending if value >= self._pending else value
+        out = PyBytes_FromStringAndSize(NULL, need)
+        out_p = PyBytes_AS_STRING(out)
+        skip = self._offset
+        i = self._head
+        while need:
+            size = PyBytes_GET_SIZE(<object>self._chunks[i]) - skip
+            if size > need:
+                size = need
+            memcpy(out_p, PyBytes_AS_STRING(<object>self._chunks[i]) + skip, size)
+            out_p += size
+            need -= size
+            skip = 0
+            i += 1
+        return out
+
+    def advance(self, count):
+        """Drop the first ``count`` queued bytes, as a ``write_to`` that wrote them would."""
+        value = PyNumber_Index(count)
+        if not 0 <= value <= self._pending:
+            raise ValueError(f"cannot advance {value} bytes: {self._pending} are queued")
+        self._consume(value)
+
     def close(self):
         """Drop everything queued; later appends are ignored."""
         self._closed = True

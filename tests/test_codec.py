@@ -357,6 +357,24 @@ def test_append_rejects_non_bytes(codec):
     assert out.pending_bytes == 0
 
 
+def test_peek_leaves_bytes_queued_until_advance(codec, pair):
+    out = codec.OutputBuffer()
+    for piece in (b"hello ", b"big ", b"world"):
+        out.append(piece)
+    assert out.peek(8) == b"hello bi"
+    assert out.peek(100) == b"hello big world"
+    assert out.peek(0) == b""
+    assert out.pending_bytes == 15               # peeking takes nothing
+    out.advance(8)
+    assert (out.pending_bytes, out.peek(100)) == (7, b"g world")
+    assert out.write_to(pair[0].fileno()) == 7   # writes resume where advance stopped
+    assert pair[1].recv(100) == b"g world"
+    with pytest.raises(ValueError, match="cannot advance 1 bytes: 0 are queued"):
+        out.advance(1)
+    with pytest.raises(ValueError):
+        out.peek(-1)
+
+
 def test_write_to_with_nothing_pending(codec):
     assert codec.OutputBuffer().write_to(-1) == 0      # no syscall, so no EBADF
 

@@ -179,6 +179,11 @@ op_st = st.one_of(
     st.tuples(st.just("write"), st.integers(0, 2), st.none()),
     st.tuples(st.just("read"), st.integers(0, 2), st.integers(1, 9000)),
     st.tuples(st.just("close"), st.integers(0, 2), st.none()),
+    # What a TLS writer does: peek, write elsewhere, advance (by all, part, or too much).
+    st.tuples(st.just("peek"), st.integers(0, 2),
+              st.one_of(st.integers(-2, 9000), st.integers(2**62, 2**70), st.floats(0, 9))),
+    st.tuples(st.just("advance"), st.integers(0, 2), st.integers(-2, 9000)),
+    st.tuples(st.just("take"), st.integers(0, 2), st.integers(0, 9000)),
 )
 
 
@@ -207,6 +212,13 @@ def output_trace(impl, ops, chunk_count):
                 trace.append(result)
             elif op == "write":
                 trace.append(outcome(buffers[target].write_to, pipes[target][1]))
+            elif op in ("peek", "advance"):
+                trace.append(outcome(getattr(buffers[target], op), arg))
+            elif op == "take":
+                taken = buffers[target].peek(arg)
+                buffers[target].advance(len(taken))
+                received[target] += taken
+                trace.append(len(taken))
             elif op == "read":
                 try:
                     received[target] += os.read(pipes[target][0], arg)
@@ -248,5 +260,17 @@ def test_output_buffers_identical(ops, chunk_count):
 def test_write_everything_in_order(chunks):
     """Through a pipe with a reader keeping up: the bytes out are exactly the bytes in."""
     ops = [("append", 0, c) for c in chunks] + [("write", 0, None), ("read", 0, 9000)] * 40
+    trace, received = both(lambda impl: output_trace(impl, ops, 0))
+    assert received[0] == b"".join(chunks)
+
+
+@SETTINGS
+@given(chunks=st.lists(st.binary(max_size=5000), max_size=30),
+       takes=st.lists(st.integers(1, 7000), min_size=1, max_size=8))
+def test_peek_and_advance_take_everything_in_order(chunks, takes):
+    """Writes and TLS-style takes interleaved: the bytes out are exactly the bytes in."""
+    ops = [("append", 0, c) for c in chunks]
+    for i in range(40):
+        ops += [("take", 0, takes[i % len(takes)]), ("write", 0, None), ("read", 0, 9000)]
     trace, received = both(lambda impl: output_trace(impl, ops, 0))
     assert received[0] == b"".join(chunks)
