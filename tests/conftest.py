@@ -188,3 +188,39 @@ def pytest_collection_modifyitems(items):
             item.add_marker(_needs_redis)
 
 # ---------------------------------------------------------------------------- end of redis --
+
+
+# --------------------------------------------------------------------------------------------
+# TLS: a throwaway CA and a server certificate for 127.0.0.1 and localhost, made by trustme at
+# test time (no private key is committed); ``server_flags`` are the flags that use them.
+# --------------------------------------------------------------------------------------------
+import dataclasses  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    ca: str          # PEM: the CA that signed the server certificate (what clients trust)
+    cert: str        # PEM: the server certificate chain
+    key: str         # PEM: its private key
+
+    @property
+    def server_flags(self) -> tuple:
+        return ("--tls-port", "0", "--tls-cert", self.cert, "--tls-key", self.key)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory) -> TlsFiles:
+    import trustme
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(str(directory / "ca.pem"), str(directory / "cert.pem"),
+                     str(directory / "key.pem"))
+    ca.cert_pem.write_to_path(files.ca)
+    issued.private_key_pem.write_to_path(files.key)
+    with open(files.cert, "wb") as f:
+        for pem in issued.cert_chain_pems:
+            f.write(pem.bytes())
+    return files
+
+# ------------------------------------------------------------------------------ end of TLS --

@@ -12,6 +12,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_PY = os.path.join(ROOT, "server.py")
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
+_TLS_LISTENING = re.compile(r"(\S+):(\d+) \(TLS")
 
 
 class ServerProcess:
@@ -23,6 +24,7 @@ class ServerProcess:
         self.command = command or [SERVER_PY]     # another server: its argv after python
         self.flags = list(flags)
         self.port = port
+        self.tls_port: int | None = None          # the TLS listener's, once started with one
         self.env = {**os.environ, **(env or {})}
         self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen | None = None
@@ -39,8 +41,10 @@ class ServerProcess:
                                      preexec_fn=self.preexec_fn)
         self._reader = threading.Thread(target=self._read_log, args=(self.proc,), daemon=True)
         self._reader.start()
-        match = _LISTENING.search(self.wait_for_log("listening on", timeout))
-        self.port = int(match.group(2))
+        line = self.wait_for_log("listening on", timeout)
+        self.port = int(_LISTENING.search(line).group(2))
+        tls = _TLS_LISTENING.search(line)
+        self.tls_port = int(tls.group(2)) if tls else None
         return self
 
     def _read_log(self, proc: subprocess.Popen) -> None:

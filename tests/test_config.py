@@ -63,3 +63,35 @@ def test_port_in_use_is_a_clear_error(server):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
+
+
+def test_tls_settings_from_file_environment_and_flags(tmp_path):
+    path = tmp_path / "tls.toml"
+    path.write_text('[server]\ntls_port = 7879\ntls_cert = "c.pem"\ntls_key = "k.pem"\n'
+                    "tls_only = true\n")
+    config = _load(["--config", str(path)])
+    assert (config.tls_port, config.tls_cert, config.tls_key, config.tls_only) == (
+        7879, "c.pem", "k.pem", True)
+    assert _load(["--config", str(path)], {"CHATCORE_TLS_ONLY": "off"}).tls_only is False
+    assert _load(["--config", str(path), "--tls-only", "no"]).tls_only is False
+    flags = ["--tls-port", "0", "--tls-cert", "c", "--tls-key", "k"]
+    assert _load([*flags, "--tls-only"]).tls_only is True          # a switch on its own
+    assert _load(flags).tls_handshake_timeout_seconds == 10.0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tls-port", "0"], "tls_port is set but tls_cert is not"),
+    (["--tls-port", "0", "--tls-key", "k.pem"], "tls_cert is not: give the server's "
+                                                 "certificate chain (PEM) for tls_key k.pem"),
+    (["--tls-port", "0", "--tls-cert", "c.pem"], "tls_cert c.pem is set but tls_key is not"),
+    (["--tls-cert", "c.pem", "--tls-key", "k.pem"], "tls_port is not"),
+    (["--tls-only"], "tls_only is set but tls_port is not"),
+    (["--tls-only", "maybe"], "tls_only must be true or false"),
+    (["--port", "7000", "--tls-port", "7000", "--tls-cert", "c", "--tls-key", "k"],
+     "use two ports"),
+    (["--tls-port", "0", "--tls-cert", "c", "--tls-key", "k",
+      "--tls-handshake-timeout-seconds", "0"], "must be positive"),
+])
+def test_bad_tls_settings_are_refused(flags, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _load(flags)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..tls import client_context
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7878                       # the server's default port (chatcore.client)
@@ -50,6 +53,15 @@ class ClientConfig:
     drain_timeout_seconds: float = DRAIN_TIMEOUT_SECONDS
     connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS
     handshake_timeout_seconds: float = HANDSHAKE_TIMEOUT_SECONDS
+    tls: bool = False                     # speak TLS (the server's tls_port)
+    tls_ca: str | None = None             # trust this PEM file's CAs, not the system's
+    tls_insecure: bool = False            # no certificate check: self-signed test servers only
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context to connect with, or None for a plain connection."""
+        if not (self.tls or self.tls_ca or self.tls_insecure):
+            return None
+        return client_context(self.tls_ca, self.tls_insecure)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--send", nargs="+", metavar="ARG",
                         help="send one message and exit: --send PEER TEXT, or --room ROOM "
                              "--send TEXT (exit 0 once the server acknowledged it)")
+    parser.add_argument("--tls", action="store_true", default=None,
+                        help="connect with TLS (the server's tls_port), verifying its "
+                             "certificate against the system's CAs")
+    parser.add_argument("--tls-ca", metavar="FILE",
+                        help="with TLS, trust the CAs in this PEM file instead (implies --tls)")
+    parser.add_argument("--tls-insecure", action="store_true", default=None,
+                        help="with TLS, do NOT verify the server's certificate: for self-signed "
+                             "test servers only, anyone on the path can read and change the chat "
+                             "(implies --tls)")
     parser.add_argument("--config", metavar="FILE", help="TOML file with the settings above")
     return parser
 
@@ -136,9 +157,18 @@ def load_config(argv=None, environ=None) -> ClientConfig:
         values.pop("room" if args.to is not None else "to", None)
     if args.json:
         values["json"] = True
+    for attr in ("tls", "tls_ca", "tls_insecure"):
+        if getattr(args, attr) is not None:
+            values[attr] = getattr(args, attr)
     if args.send is not None:
         values["send"] = tuple(args.send)
     config = _typed(values)
+    if config.tls_ca:
+        try:
+            client_context(config.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot use --tls-ca {config.tls_ca}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
     if config.send is not None:
         has_target = bool(config.room or config.to)
         if len(config.send) not in (1, 2) or (len(config.send) == 1) != has_target:

@@ -11,11 +11,13 @@ import itertools
 import logging
 import os
 import socket
+import ssl
 
 from .. import events as ev
 from ..errors import ProtocolError
 from ..protocol import NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role
 from .formatting import safe_text
+from ..tls import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ _NO_SUCH_HOST = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA")
 
 def describe(exc: OSError) -> str:
     """A short reason for a socket error: "Connection refused", "timed out"."""
+    if isinstance(exc, ssl.SSLError):
+        return describe_error(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"
     if exc.errno:
@@ -82,8 +86,9 @@ class Connection:
 
     @classmethod
     async def open(cls, host: str, port: int, *, local_port: int = 0,
-                   timeout: float = 10.0) -> Connection:
-        """Connect; raises CannotConnect, saying why, when the server cannot be reached."""
+                   timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> Connection:
+        """Connect (with TLS when ``tls`` is given); raises CannotConnect, saying why, when
+        the server cannot be reached or its certificate is not trusted."""
         def cannot(exc: BaseException) -> CannotConnect:
             return CannotConnect(explain_connect_error(exc, host, port, local_port=local_port,
                                                        timeout=timeout))
@@ -112,7 +117,19 @@ class Connection:
                 sock.close()
                 raise
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            reader, writer = await asyncio.open_connection(sock=sock)
+            if tls is None:
+                reader, writer = await asyncio.open_connection(sock=sock)
+            else:
+                try:
+                    reader, writer = await asyncio.open_connection(
+                        sock=sock, ssl=tls, server_hostname=host,
+                        ssl_handshake_timeout=timeout)
+                except OSError as exc:
+                    sock.close()
+                    raise cannot(exc) from None
+                except BaseException:
+                    sock.close()
+                    raise
             return cls(reader, writer, host_port(host, port))
         raise cannot(last_error)
 

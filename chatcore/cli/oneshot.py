@@ -25,7 +25,8 @@ def run(config: ClientConfig, stderr=None) -> int:
     where = f"#{room}" if room else peer
     address = f"{config.host}:{config.port}"
     client = ChatClient(config.host, config.port, local_port=config.local_port,
-                        timeout=config.connect_timeout_seconds)
+                        timeout=config.connect_timeout_seconds,
+                        tls=config.tls_context() or False)
     try:
         try:
             client.connect(config.name or "")

@@ -135,7 +135,8 @@ class Session(CommandActions):
         config = self.config
         try:
             conn = await Connection.open(config.host, config.port, local_port=config.local_port,
-                                         timeout=config.connect_timeout_seconds)
+                                         timeout=config.connect_timeout_seconds,
+                                         tls=config.tls_context())
         except OSError as exc:
             self._error(str(exc), code="UNAVAILABLE")
             return exitcodes.UNAVAILABLE
@@ -227,7 +228,8 @@ class Session(CommandActions):
             try:
                 conn = await Connection.open(config.host, config.port,
                                              local_port=config.local_port,
-                                             timeout=config.connect_timeout_seconds)
+                                             timeout=config.connect_timeout_seconds,
+                                             tls=config.tls_context())
             except OSError as exc:
                 why = str(exc)
                 continue
