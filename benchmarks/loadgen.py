@@ -12,7 +12,8 @@ Every message text carries its sender id, sequence number and send time (``verif
 receivers count frames in bulk (``chatcore._loadgen``, or its pure twin) and check per-sender
 order, losses and duplicates. A run with any loss, reordering, error or failed connection says so
 on stderr and exits 1. Clients are spread over ``--procs`` processes, each one single-threaded
-epoll loop; all share CLOCK_MONOTONIC, so latencies are comparable across them.
+epoll loop; all share CLOCK_MONOTONIC, so latencies are comparable across them. ``--tls``
+speaks TLS (the server's ``tls_port``); its handshake is part of the connect time.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import os
 import resource
 import select
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -62,6 +64,8 @@ _U16 = struct.Struct(">H")
 _SEND_ROOM, _SEND_DIRECT = 0x22, 0x12
 _PING, _PONG, _OK, _WELCOME, _ERROR, _CHAT_OPENED = 0x02, 0x03, 0x80, 0x81, 0x83, 0x91
 _HELLO_ID, _JOIN_ID = 1, 2
+# A non-blocking socket that cannot go on yet (TLS adds its own two).
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 # -- the plan: who is who ----------------------------------------------------------------------
@@ -158,8 +162,10 @@ def _raise_fd_limit() -> int:
 class Worker:
     """One process's clients in one epoll loop; talks to the parent through ``conn``."""
 
-    def __init__(self, host: str, port: int, plan: Plan, specs, conn):
+    def __init__(self, host: str, port: int, plan: Plan, specs, conn,
+                 tls: ssl.SSLContext | None = None):
         self.addr = (host, port)
+        self.tls = tls
         self.plan = plan
         self.conn = conn
         self.tally = verify.Tally(plan.size)
@@ -211,7 +217,7 @@ class Worker:
             return
         try:
             n = c.sock.send(data)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             n = 0
         except OSError as exc:
             self.lost_connection(c, exc)
@@ -225,7 +231,7 @@ class Worker:
     def flush(self, c: Client) -> None:
         try:
             n = c.sock.send(c.out)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             return
         except OSError as exc:
             self.lost_connection(c, exc)
@@ -236,7 +242,7 @@ class Worker:
             self.ep.modify(c.fd, select.EPOLLIN)
 
     def lost_connection(self, c: Client, exc=None) -> None:
-        if c.state in ("connecting", "handshake"):
+        if c.state in ("connecting", "tls", "handshake"):
             self.failures += 1
             self.error(f"{c.spec.name}: connect failed: {exc or 'closed by the server'}")
         elif self.phase != "closing":
@@ -266,6 +272,29 @@ class Worker:
         if err:
             self.lost_connection(c, OSError(err, os.strerror(err)))
             return
+        if self.tls is not None:
+            c.sock = self.tls.wrap_socket(c.sock, server_hostname=self.addr[0],
+                                          do_handshake_on_connect=False)
+            c.state = "tls"
+            self.tls_handshake(c)
+            return
+        self.say_hello(c)
+
+    def tls_handshake(self, c: Client) -> None:
+        try:
+            c.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.ep.modify(c.fd, select.EPOLLIN)
+            return
+        except ssl.SSLWantWriteError:
+            self.ep.modify(c.fd, select.EPOLLOUT)
+            return
+        except OSError as exc:               # ssl.SSLError included: a failed check, say
+            self.lost_connection(c, exc)
+            return
+        self.say_hello(c)
+
+    def say_hello(self, c: Client) -> None:
         c.state = "handshake"
         self.ep.modify(c.fd, select.EPOLLIN)
         hello = encode_event(ev.Hello(PROTOCOL_VERSION, c.spec.name, "chatcore-bench",
@@ -307,7 +336,7 @@ class Worker:
     def readable(self, c: Client) -> None:
         try:
             n = c.sock.recv_into(self.buf)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             return
         except OSError as exc:
             self.lost_connection(c, exc)
@@ -315,6 +344,8 @@ class Worker:
         if n == 0:
             self.lost_connection(c)
             return
+        if self.tls is not None:
+            n = self.more_records(c, n)
         now_us = _now_us()
         self.last_rx_us = now_us
         try:
@@ -333,6 +364,19 @@ class Worker:
             if (not self.plan.rate and self.phase == "run" and
                     c.inflight <= self.plan.window // 2):
                 self.send_messages(c, self.plan.window - c.inflight, now_us)
+
+    def more_records(self, c: Client, n: int) -> int:
+        """TLS hands out one record (16 KiB at most) per recv: take what else is in, as one
+        plain recv would."""
+        while n < RECV_BYTES:
+            try:
+                more = c.sock.recv_into(self.view[n:])
+            except OSError:                  # would block (ssl.SSLWantReadError) or failed:
+                break                        # an error shows again on the next recv
+            if not more:
+                break
+            n += more
+        return n
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -382,6 +426,9 @@ class Worker:
                 continue
             if c.state == "connecting":
                 self.connected(c)
+                continue
+            if c.state == "tls":
+                self.tls_handshake(c)
                 continue
             if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                 self.readable(c)
@@ -494,13 +541,13 @@ class Worker:
             self.close(c)
 
 
-def _worker_main(host, port, plan, specs, conn, cpus) -> None:
+def _worker_main(host, port, plan, specs, conn, cpus, tls) -> None:
     if cpus:
         try:
             os.sched_setaffinity(0, cpus)
         except OSError:
             pass
-    worker = Worker(host, port, plan, specs, conn)
+    worker = Worker(host, port, plan, specs, conn, tls)
     try:
         worker.run()
     except KeyboardInterrupt:
@@ -599,6 +646,17 @@ def cdf_points(hist: dict, points: int = 200) -> list:
 
 # -- the run ----------------------------------------------------------------------------------
 
+def tls_context(args) -> ssl.SSLContext | None:
+    """With ``--tls``: trust ``--tls-ca``, or check nothing (loopback benchmarks only)."""
+    if not args.tls:
+        return None
+    context = ssl.create_default_context(cafile=args.tls_ca)
+    if not args.tls_ca:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def run(args) -> dict:
     plan = make_plan(args)
     procs = args.procs or default_procs(args.server_pid)
@@ -606,12 +664,13 @@ def run(args) -> dict:
     ctx = multiprocessing.get_context("fork")
     rss_idle = server_rss_bytes(args.server_pid)
     cpus = set(args.cpus) if args.cpus else None
+    tls = tls_context(args)
     workers, pipes = [], []
     for k in range(procs):
         parent_end, child_end = ctx.Pipe()
         specs = [s for s in plan.clients if s.index % procs == k]
         p = ctx.Process(target=_worker_main, daemon=True,
-                        args=(args.host, args.port, plan, specs, child_end, cpus))
+                        args=(args.host, args.port, plan, specs, child_end, cpus, tls))
         p.start()
         child_end.close()
         workers.append(p)
@@ -794,7 +853,8 @@ def summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle, 
                                                                         "latency") else 0,
                    "senders": len(plan.recipients), "rate": plan.rate, "size": plan.size,
                    "duration": duration, "window": plan.window, "procs": procs,
-                   "host": args.host, "port": args.port, "verifier": verify.IMPLEMENTATION},
+                   "host": args.host, "port": args.port, "tls": bool(args.tls),
+                   "verifier": verify.IMPLEMENTATION},
         "sent": sum(sent.values()), "acked": sum(acked.values()),
         "delivered": delivered, "expected": expected,
         "sent_per_second": sent_in_window / duration if duration else 0.0,
@@ -910,6 +970,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("scenario", nargs="?", default="fanout", choices=sorted(SCENARIOS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=7878)
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS (point -p at the server's tls_port)")
+    parser.add_argument("--tls-ca", metavar="FILE",
+                        help="with --tls, verify the server against this CA (default: no check, "
+                             "for loopback benchmarks)")
     parser.add_argument("-c", "--clients", type=int, help="clients (connections)")
     parser.add_argument("--rooms", type=int, help="rooms the clients are spread over")
     parser.add_argument("--senders", type=int, help="clients that send")

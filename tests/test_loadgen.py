@@ -240,3 +240,17 @@ def lossy(self, members, frame):
 ref.Hub.broadcast = lossy
 sys.exit(ref.main(sys.argv[1:]))
 """
+
+
+@pytest.mark.parametrize("scenario", ["fanout", "connect"])
+def test_scenarios_run_over_tls(start_server, tls_files, scenario, tmp_path):
+    server = start_server(*tls_files.server_flags)
+    proc, result = run_bench([scenario, "-p", str(server.tls_port), "--tls", "--tls-ca",
+                              tls_files.ca, "--duration", "0.3", *TINY[scenario]], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert result["ok"] and result["config"]["tls"] is True
+    assert result["connect"]["ready"] == result["config"]["clients"]
+    if scenario == "fanout":
+        assert result["delivered"] == result["expected"] > 0
+    assert sum("TLS established" in line for line in server.lines) == \
+        result["config"]["clients"]
