@@ -76,14 +76,16 @@ def run_once(kind: str, scenario: str, args, certs: dict, workdir: pathlib.Path)
     return {"ok": result["ok"], "delivered_per_second": result["delivered_per_second"],
             "ns_per_delivery": cpu * 1e9 / result["delivered"] if result["delivered"] else None,
             "connections_per_second": (result["connect"]["ready"] / result["connect"]["seconds"]
-                                       if result["connect"]["seconds"] else None)}
+                                       if result["connect"]["seconds"] else None),
+            "kib_per_connection": (result["server"]["rss_bytes_per_connection"] or 0) / 1024}
 
 
-def summary(values: list) -> str:
+def summary(values: list, form: str = ",.0f") -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+    return (f"{statistics.median(values):{form}} "
+            f"({min(values):{form}}-{max(values):{form}})")
 
 
 def main(argv=None) -> int:
@@ -105,13 +107,15 @@ def main(argv=None) -> int:
                     if kind == "baseline" and scenario == "connect":
                         continue
                     runs[kind, scenario].append(run_once(kind, scenario, args, certs, workdir))
-    print("| build | fanout deliveries/s | server ns/delivery | connect: connections/s |")
-    print("|---|---:|---:|---:|")
+    print("| build | fanout deliveries/s | server ns/delivery | connect: connections/s | "
+          "KiB/connection |")
+    print("|---|---:|---:|---:|---:|")
     for kind in kinds:
         fan, con = runs[kind, "fanout"], runs[kind, "connect"]
         print(f"| {kind} | {summary([r['delivered_per_second'] for r in fan])} | "
               f"{summary([r['ns_per_delivery'] for r in fan])} | "
-              f"{summary([r['connections_per_second'] for r in con])} |")
+              f"{summary([r['connections_per_second'] for r in con])} | "
+              f"{summary([r['kib_per_connection'] for r in con], '.1f')} |")
 
     def ratio(kind: str, base: str, scenario: str, key: str) -> str:
         def median(k):

@@ -15,7 +15,7 @@ import pytest
 from chatcore import events as ev
 from chatcore.client import ChatClient, ConnectionClosed
 from chatcore.errors import ErrorCode
-from chatcore.protocol import PROTOCOL_VERSION, encode_event
+from chatcore.protocol import NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role, encode_event
 from tests.serverproc import ROOT, SERVER_PY
 
 
@@ -84,6 +84,33 @@ def test_tls_and_plain_clients_chat(tls_server, tls_files, clients, version):
     assert alice.wait_for(ev.DirectMessage).text == "just you"
     users = {u.name: u for u in bob.list_users("lobby").users}
     assert set(users) == {"alice", "bob"}
+
+
+def test_hello_in_the_same_write_as_the_last_handshake_message(tls_server, tls_files):
+    """TLS 1.3: the client's Finished and its first frame arrive in one read of the server."""
+    server = tls_server()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context(cafile=tls_files.ca).wrap_bio(
+        incoming, outgoing, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", server.tls_port), timeout=10) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        tls.write(encode_event(ev.Hello(PROTOCOL_VERSION, "eager", request_id=1)))
+        sock.sendall(outgoing.read())                 # Finished and Hello together
+        protocol = NativeProtocol(Role.CLIENT)
+        while (event := protocol.next_event()) is NEED_DATA:
+            incoming.write(sock.recv(65536))
+            try:
+                protocol.receive_data(tls.read(65536))
+            except ssl.SSLWantReadError:
+                pass
+    assert (type(event), event.name) == (ev.Welcome, "eager")
 
 
 def test_large_output_crosses_many_records_and_partial_writes(tls_server, tls_files, clients):
