@@ -2,7 +2,8 @@
 
 Each run starts a fresh server (plain and TLS listeners, certificates from trustme) pinned to
 CPU 0 and runs ``chatcore-bench`` pinned to CPU 1: ``fanout`` for deliveries/s and server CPU
-per delivery, ``connect`` for connections/s (the TLS handshake included). ``--baseline DIR``
+per delivery, ``connect`` for connections/s (the TLS handshake included) and the server's CPU
+per connection over the whole run (handshake, holding, close). ``--baseline DIR``
 adds the plain ``fanout`` of another checkout (its ``server.py``), to show a change does not
 slow the plain path. Prints medians with (min-max) and the ratios; exits 1 if a run failed
 its verification.
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 
+from .loadgen import server_cpu_seconds
 from .tls_certs import write_certificates
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -64,8 +66,10 @@ def run_once(kind: str, scenario: str, args, certs: dict, workdir: pathlib.Path)
     cpus = [str(c) for c in _CPUS[1:]] or [str(_CPUS[0])]
     cmd = [PY, "-m", "benchmarks.loadgen", *flags, "-p", str(port), *tls, "--server-pid",
            str(proc.pid), "--json", str(out), "-q", "--cpus", *cpus, "--procs", str(len(cpus))]
+    cpu_before = server_cpu_seconds(proc.pid)
     try:
         bench = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        cpu_whole_run = server_cpu_seconds(proc.pid) - cpu_before
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
@@ -77,7 +81,9 @@ def run_once(kind: str, scenario: str, args, certs: dict, workdir: pathlib.Path)
             "ns_per_delivery": cpu * 1e9 / result["delivered"] if result["delivered"] else None,
             "connections_per_second": (result["connect"]["ready"] / result["connect"]["seconds"]
                                        if result["connect"]["seconds"] else None),
-            "kib_per_connection": (result["server"]["rss_bytes_per_connection"] or 0) / 1024}
+            "kib_per_connection": (result["server"]["rss_bytes_per_connection"] or 0) / 1024,
+            # connect, the whole run (handshakes, holding, closing) over the clients
+            "server_us_per_connection": cpu_whole_run * 1e6 / result["connect"]["clients"]}
 
 
 def summary(values: list, form: str = ",.0f") -> str:
@@ -108,13 +114,14 @@ def main(argv=None) -> int:
                         continue
                     runs[kind, scenario].append(run_once(kind, scenario, args, certs, workdir))
     print("| build | fanout deliveries/s | server ns/delivery | connect: connections/s | "
-          "KiB/connection |")
-    print("|---|---:|---:|---:|---:|")
+          "server µs/connection | KiB/connection |")
+    print("|---|---:|---:|---:|---:|---:|")
     for kind in kinds:
         fan, con = runs[kind, "fanout"], runs[kind, "connect"]
         print(f"| {kind} | {summary([r['delivered_per_second'] for r in fan])} | "
               f"{summary([r['ns_per_delivery'] for r in fan])} | "
               f"{summary([r['connections_per_second'] for r in con])} | "
+              f"{summary([r['server_us_per_connection'] for r in con])} | "
               f"{summary([r['kib_per_connection'] for r in con], '.1f')} |")
 
     def ratio(kind: str, base: str, scenario: str, key: str) -> str:
