@@ -104,13 +104,14 @@ def test_hello_in_the_same_write_as_the_last_handshake_message(tls_server, tls_f
         tls.write(encode_event(ev.Hello(PROTOCOL_VERSION, "eager", request_id=1)))
         sock.sendall(outgoing.read())                 # Finished and Hello together
         protocol = NativeProtocol(Role.CLIENT)
-        while (event := protocol.next_event()) is NEED_DATA:
-            incoming.write(sock.recv(65536))
-            try:
-                protocol.receive_data(tls.read(65536))
-            except ssl.SSLWantReadError:
-                pass
-    assert (type(event), event.name) == (ev.Welcome, "eager")
+        while not isinstance(event := protocol.next_event(), ev.Welcome):
+            if event is NEED_DATA:
+                incoming.write(sock.recv(65536))
+                try:
+                    protocol.receive_data(tls.read(65536))
+                except ssl.SSLWantReadError:
+                    pass
+    assert event.name == "eager"
 
 
 def test_large_output_crosses_many_records_and_partial_writes(tls_server, tls_files, clients):
@@ -140,7 +141,7 @@ def test_pings_and_rtt_over_tls(tls_server, tls_files, clients):
 
 
 def test_output_limit_drops_a_tls_reader_that_stops_reading(tls_server, tls_files, clients):
-    server = tls_server("--max-output-bytes", "65536")
+    server = tls_server("--max-output-bytes", "65536", "--resume-grace-seconds", "0")
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # the kernel holds little
     raw.connect(("127.0.0.1", server.tls_port))
