@@ -163,6 +163,13 @@ class Connection:
                 self.send_error(exc.code, exc.message, False, event.request_id)
 
     def _on_hello(self, event: ev.Hello) -> None:
+        if self.server.full_for_a_new_session():
+            self.send_error(ErrorCode.SERVER_FULL,
+                            f"server is full ({self.config.max_clients} clients, counting "
+                            f"{self.hub.held_sessions} waiting to resume)", fatal=True,
+                            request_id=event.request_id)
+            self.close(Reason.DISCONNECTED, "server full")
+            return
         # A cluster claims the name in Redis first: what follows the Hello waits (unread by
         # the protocol, which would refuse it before Welcome) until the answer comes.
         self._naming = "answering"             # an answer now comes back inside connect()
@@ -427,6 +434,9 @@ class Connection:
         # Reset, timeout or slow reader: the user did not choose to leave, and may come
         # back with its resume token. A Quit, an EOF or a protocol error is a real end.
         if reason in (Reason.TIMED_OUT, Reason.TOO_SLOW) or isinstance(why, OSError):
+            if self.config.resume_grace_seconds > 0:
+                log.info("%s: dropped (%s); session held %gs for a resume", session.name,
+                         reason.name, self.config.resume_grace_seconds)
             self.hub.detach(session, reason)
         else:
             self.hub.disconnect(session, reason)

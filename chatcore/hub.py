@@ -157,6 +157,7 @@ class Hub:
         self._user_index = NameIndex()
         self._room_index = NameIndex()
         self._detached: collections.deque = collections.deque()   # (deadline, session)
+        self.held_sessions = 0                  # detached and waiting for a resume
         self._msg_ids = itertools.count(1)
         self._guest_numbers = itertools.count(1)
         self._claiming: set[str] = set()        # names waiting for the backplane's answer
@@ -244,7 +245,9 @@ class Hub:
             return
         del self.sessions[session.key]
         self._user_index.discard(session.key)
-        session.detached_until = None
+        if session.detached_until is not None:
+            session.detached_until = None
+            self.held_sessions -= 1
         self.backplane.release_name(session.key)
         for room in list(session.rooms.values()):
             self._remove_member(room, session, reason)
@@ -269,6 +272,7 @@ class Hub:
         self._rebind(session, DETACHED, object())
         session.detached_until = self._clock() + grace
         session.detach_reason = reason
+        self.held_sessions += 1
         self._detached.append((session.detached_until, session))
 
     def resume(self, name: str, token: str, outlet, endpoint) -> Session:
@@ -287,7 +291,9 @@ class Hub:
                             f"the resume token for {_quote(name)} does not match")
         old_outlet, old_endpoint = session.outlet, session.endpoint
         self._rebind(session, outlet, endpoint)
-        session.detached_until = None
+        if session.detached_until is not None:
+            session.detached_until = None
+            self.held_sessions -= 1
         session.resume_token = _new_token()
         old_outlet.evict(old_endpoint)
         return session

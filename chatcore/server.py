@@ -198,6 +198,12 @@ class Server:
         if self.shutting_down and not self.connections and not self.tls_handshakes:
             self.reactor.stop()
 
+    def full_for_a_new_session(self) -> bool:
+        """Sessions held for a resume count toward ``max_clients`` too: each holds a name
+        and memberships, and dropping connections on purpose must not make room for more.
+        (A Resume adds no session, so it is never refused for this.)"""
+        return len(self.connections) + self.hub.held_sessions > self.config.max_clients
+
     def forget(self, connection: Connection) -> None:
         """Called by a connection once it is closed."""
         self.connections.discard(connection)

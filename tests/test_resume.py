@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from chatcore import events as ev
-from chatcore.client import ChatClient
+from chatcore.client import ChatClient, ConnectionClosed
 from chatcore.errors import ChatError, ErrorCode
 from chatcore.events import Reason
 from chatcore.protocol import PROTOCOL_VERSION, encode_event
@@ -276,3 +276,26 @@ def test_a_slow_reader_cut_off_is_held_and_resumes(start_server, clients):
     slow.sock.close()
     slow.reconnect()
     assert slow.resumed and slow.wait_for(ev.UserJoined).room == "busy"
+
+
+def test_held_sessions_count_toward_the_client_limit(start_server, clients):
+    server = start_server("--max-clients", "2", *LONG_GRACE)
+    alice, bob = clients(server.port), clients(server.port)
+    alice.connect("alice")
+    bob.connect("bob")
+    reset(alice)
+    server.wait_for_log("alice: dropped (DISCONNECTED); session held 60s")
+    # bob and alice's held session fill the server: a new user is refused ...
+    carol = clients(server.port)
+    assert "waiting to resume" in refused(lambda: carol.connect("carol"),
+                                          ErrorCode.SERVER_FULL).message
+    # ... but alice, coming back, is not (once carol's refused connection is gone: until
+    # then it is one of the two connections the server may hold).
+    carol.close()
+    for _ in range(500):
+        try:
+            alice.reconnect()
+            break
+        except ConnectionClosed as exc:
+            assert "server is full (2 clients)" in str(exc)
+    assert alice.resumed and alice.name == "alice"
