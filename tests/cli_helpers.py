@@ -293,3 +293,88 @@ def chatcore_peer(*events_after_welcome):
                         sock.sendall(protocol.send(later))
                 event = protocol.next_event()
     return handle
+
+
+class CuttableProxy:
+    """A TCP relay from 127.0.0.1 to ``port``: ``cut()`` resets every relayed connection on
+    both sides at once, as a network blip does (the server sees a reset, not a goodbye).
+
+    One thread runs every socket through a selector; ``cut`` asks that thread to do it, so
+    that no other thread holds a socket when it is closed (which would delay the reset).
+    """
+
+    def __init__(self, port: int):
+        import selectors
+        import socket
+        import threading
+        self.upstream = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.listener, selectors.EVENT_READ, None)
+        self._peers: dict = {}                  # socket -> the socket it relays to
+        self._cut = threading.Event()
+        self._done = threading.Event()
+        self._stop = False
+        self.down = False               # while True, new connections are closed at once
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        import selectors
+        import socket
+        import struct
+        while not self._stop:
+            for key, _ in self._selector.select(0.05):
+                if key.fileobj is self.listener:
+                    try:
+                        client, _ = self.listener.accept()
+                        if self.down:
+                            client.close()
+                            continue
+                        server = socket.create_connection(("127.0.0.1", self.upstream))
+                    except OSError:
+                        continue
+                    self._peers[client], self._peers[server] = server, client
+                    for sock in (client, server):
+                        self._selector.register(sock, selectors.EVENT_READ, None)
+                    continue
+                sock = key.fileobj
+                try:
+                    data = sock.recv(65536)
+                    if data:
+                        self._peers[sock].sendall(data)
+                        continue
+                except OSError:
+                    pass
+                self._drop(sock, reset=False)
+            if self._cut.is_set():
+                for sock in list(self._peers):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self._drop(sock, reset=True)
+                self._cut.clear()
+                self._done.set()
+
+    def _drop(self, sock, reset: bool) -> None:
+        if sock not in self._peers:
+            return
+        peer = self._peers.pop(sock)
+        self._selector.unregister(sock)
+        sock.close()
+        if peer is not None and not reset:
+            self._drop(peer, reset=False)
+
+    def cut(self, timeout: float = 10.0, *, stay_down: bool = False) -> None:
+        """Reset every relayed connection; ``stay_down``: refuse new ones until ``up()``."""
+        self.down = stay_down
+        self._done.clear()
+        self._cut.set()
+        assert self._done.wait(timeout), "the proxy did not cut its connections"
+
+    def up(self) -> None:
+        self.down = False
+
+    def close(self) -> None:
+        self.cut()
+        self._stop = True
+        self.listener.close()

@@ -82,6 +82,7 @@ class Connection:
         self._fatal: ev.Error | None = None
         self._first_bytes = b""         # the start of what the peer sent, for "not chatcore"
         self._welcomed = False
+        self.resume_token: ev.ResumeToken | None = None     # sent just before the Welcome
         self.closed = False
 
     @classmethod
@@ -195,9 +196,19 @@ class Connection:
         Raises ConnectionLost, saying why, when the peer is not a chatcore server: it closed,
         sent something else, or said nothing within ``timeout`` seconds.
         """
+        return await self._handshake(ev.Hello(PROTOCOL_VERSION, name, CLIENT_SOFTWARE), timeout)
+
+    async def resume(self, name: str, token: str,
+                     timeout: float | None = None) -> ev.Welcome | ev.Error:
+        """Ask for the session the server still holds for ``name`` (after a drop): the
+        Welcome, or Error(RESUME_REFUSED), after which a Hello may follow on this connection."""
+        return await self._handshake(ev.Resume(PROTOCOL_VERSION, name, token,
+                                               CLIENT_SOFTWARE), timeout)
+
+    async def _handshake(self, request, timeout: float | None) -> ev.Welcome | ev.Error:
         try:
             async with asyncio.timeout(timeout):
-                return await self._hello(name)
+                return await self._greet(request)
         except TimeoutError:
             if self._first_bytes:
                 raise self._not_chatcore() from None
@@ -205,11 +216,13 @@ class Connection:
                                  f"the handshake within {timeout:g}s (is it a chatcore "
                                  f"server?)") from None
 
-    async def _hello(self, name: str) -> ev.Welcome | ev.Error:
-        request_id = self.send(ev.Hello(PROTOCOL_VERSION, name, CLIENT_SOFTWARE))
+    async def _greet(self, request) -> ev.Welcome | ev.Error:
+        request_id = self.send(request)
         while True:
             event = await self.next_event()
-            if type(event) is ev.Welcome and event.request_id == request_id:
+            if type(event) is ev.ResumeToken:
+                self.resume_token = event
+            elif type(event) is ev.Welcome and event.request_id == request_id:
                 self._welcomed = True
                 # The server may allow bigger frames than our default; its replies can use them.
                 self._protocol.max_frame_bytes = max(event.max_frame_bytes,

@@ -210,6 +210,10 @@ def _body(rec: dict, multiline: bool) -> str:
         if not rec["count"]:
             return f"-- nothing yet in {where_label(rec)}"
         return f"-- the last {_counted(rec['count'], 'line')} of {where_label(rec)}:"
+    if kind == "resumed":
+        held = [f"#{room}" for room in rec["rooms"]] + list(rec["chats"])
+        return ("-- resumed: your name" + (", " + ", ".join(held) if held else "")
+                + " kept while you were away")
     if kind == "connected":
         return f"-- connected to {rec['server'] or rec['host']} as {rec['name']}"
     if kind == "reconnecting":

@@ -69,6 +69,8 @@ class Session(CommandActions):
         self.max_text_bytes = 0                         # the server's, from Welcome
         self.split_long = False                         # /split on
         self.quit_reason = ""
+        self.resume_token = ""                          # the server's, from the last Welcome
+        self._replayed: dict[str, set[str]] | None = None   # while a resume is replayed
         self.outbox: collections.deque[Outgoing] = collections.deque()
         self.connected = False
         self.quit_requested = False
@@ -171,6 +173,8 @@ class Session(CommandActions):
 
     def _attach(self, conn: Connection, welcome: ev.Welcome) -> None:
         self._conn = conn
+        if conn.resume_token is not None:
+            self.resume_token = conn.resume_token.token
         self.name = welcome.name
         self.server = welcome.server
         self.max_text_bytes = welcome.max_text_bytes
@@ -195,6 +199,7 @@ class Session(CommandActions):
         if conn is not None:
             conn.close()
         self.connected = False
+        self._replayed = None
         if self._closing:
             self._notify()
             return
@@ -233,8 +238,19 @@ class Session(CommandActions):
             except OSError as exc:
                 why = str(exc)
                 continue
+            resumed = False
             try:
-                reply = await conn.hello(self.name, config.handshake_timeout_seconds)
+                if self.resume_token:
+                    # The server holds our name, rooms and chats for a grace period after a
+                    # drop; the token proves they are ours.
+                    reply = await conn.resume(self.name, self.resume_token,
+                                              config.handshake_timeout_seconds)
+                    resumed = type(reply) is ev.Welcome
+                    if not resumed and reply.code == ErrorCode.RESUME_REFUSED:
+                        self.resume_token = ""      # gone: start afresh on this connection
+                        reply = await conn.hello(self.name, config.handshake_timeout_seconds)
+                else:
+                    reply = await conn.hello(self.name, config.handshake_timeout_seconds)
             except ConnectionLost as exc:
                 conn.close()
                 why = str(exc)
@@ -250,8 +266,46 @@ class Session(CommandActions):
                 return
             self._reconnecting = None
             self._attach(conn, reply)
-            self._restore()
+            if resumed:
+                self._resume()
+            else:
+                self._restore()
             return
+
+    def _resume(self) -> None:
+        """The server gave our session back: it replays the rooms and chats it held (as
+        UserJoined and ChatOpened, taken quietly), and a Ping's Pong marks the end of that."""
+        self._replayed = {"rooms": set(), "chats": set()}
+        self._request(ev.Ping(1), lambda pong: self._resumed(), label="resuming")
+
+    def _resumed(self) -> None:
+        """Reconcile what the server held with what changed here while offline, then send
+        what waited."""
+        replayed, self._replayed = self._replayed, None
+        for room in self.rooms:
+            if room.casefold() not in replayed["rooms"]:        # joined while offline
+                self._request(ev.JoinRoom(room), lambda reply: None,
+                              self._rejoin_failed(room), label=f"joining #{room}")
+        for peer in self.chats:
+            if peer.casefold() not in replayed["chats"]:
+                self._request(ev.OpenChat(peer), lambda reply: None,
+                              self._reopen_failed(peer),
+                              label=f"opening the conversation with {peer}")
+        self.emit(record("resumed", rooms=list(self.rooms), chats=list(self.chats)))
+        self._send_outbox()
+
+    def _replay(self, kind: str, name: str) -> bool:
+        """During a resume: note a replayed room (leaving it if it was left here while
+        offline) or chat (kept: it may as well be someone opening one just now); False when
+        no resume is being replayed."""
+        if self._replayed is None:
+            return False
+        self._replayed[kind].add(name.casefold())
+        if kind == "chats":
+            self._remember_chat(name)
+        elif not any(_same(name, room) for room in self.rooms):
+            self._request(ev.LeaveRoom(name), lambda reply: None, lambda error: None)
+        return True
 
     def _restore(self) -> None:
         """After reconnecting: rejoin rooms, reopen conversations, send what waited."""
@@ -261,6 +315,9 @@ class Session(CommandActions):
         for peer in list(self.chats):
             self._request(ev.OpenChat(peer), lambda reply: None, self._reopen_failed(peer),
                           label=f"reopening the conversation with {peer}")
+        self._send_outbox()
+
+    def _send_outbox(self) -> None:
         waiting = list(self.outbox)
         self.outbox.clear()
         for outgoing in waiting:
@@ -373,6 +430,8 @@ class Session(CommandActions):
                    Target("room", event.room), unread=True)
 
     def _on_ChatOpened(self, event: ev.ChatOpened) -> None:
+        if self._replay("chats", event.peer):
+            return
         self._remember_chat(event.peer)
         self._show(record("chat_opened", peer=event.peer), Target("user", event.peer))
 
@@ -382,6 +441,8 @@ class Session(CommandActions):
         self._forget_chat(event.peer)
 
     def _on_UserJoined(self, event: ev.UserJoined) -> None:
+        if _same(event.name, self.name) and self._replay("rooms", event.room):
+            return
         self._seen_user(event.name)
         self._show(record("joined", room=event.room, name=event.name),
                    Target("room", event.room))
