@@ -186,6 +186,8 @@ class CommandActions:
                        "which conversation? usage: /log [WHERE]")
             return
         fields = conversation.target.fields()
+        conversation.unread, conversation.mentioned = 0, False      # now read
+        self._notify()
         self.emit(record("log", count=len(conversation.log), **fields))
         if conversation.log:
             for rec in conversation.log:
