@@ -476,7 +476,7 @@ class Hub:
             if room is None:
                 return Page([], [], 0, True, "")
             members = room.members
-            index = room.member_index or NameIndex(members)
+            index = room.member_index if room.member_index is not None else NameIndex(members)
         else:
             members, index = self.sessions, self._user_index
         keys = self._page(index, after, pattern, limit)
