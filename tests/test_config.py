@@ -95,3 +95,19 @@ def test_tls_settings_from_file_environment_and_flags(tmp_path):
 def test_bad_tls_settings_are_refused(flags, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _load(flags)
+
+
+def test_list_room_and_resume_settings(tmp_path):
+    assert (_load([]).max_rooms, _load([]).resume_grace_seconds,
+            _load([]).max_list_page_entries) == (100_000, 45.0, 200)
+    path = tmp_path / "lists.toml"
+    path.write_text("max_rooms = 10\nmax_list_page_entries = 50\n")
+    config = _load(["--config", str(path), "--resume-grace-seconds", "0"],
+                   {"CHATCORE_MAX_LIST_SCAN_ENTRIES": "300"})
+    assert (config.max_rooms, config.max_list_page_entries, config.max_list_scan_entries,
+            config.resume_grace_seconds) == (10, 50, 300, 0.0)
+    for flags, message in ((["--max-list-page-entries", "70000"], "at most 65535"),
+                           (["--resume-grace-seconds", "-1"], "must not be negative"),
+                           (["--max-rooms", "0"], "must be positive")):
+        with pytest.raises(ValueError, match=message):
+            _load(flags)
