@@ -239,10 +239,20 @@ def test_100000_rooms_are_read_page_by_page_without_stalling_a_bystander(start_s
             started = time.monotonic()
             read = [room.name for room in pager.iter_rooms()]
             paging_seconds = time.monotonic() - started
+            # Issue 8's attack: 20 unpaged ListRooms in one write (once 3.1 s of stall and
+            # 1.3 MB of replies), and 20 sparse-glob pages, each at its scan budget.
+            burst = [ev.ListRooms(request_id=100 + i) for i in range(20)] + [
+                ev.ListRoomsPage(pattern="*x*", request_id=200 + i) for i in range(20)]
+            pager.send_raw(b"".join(encode_event(request) for request in burst))
+            replies = [pager.wait_for(lambda e, i=request.request_id:
+                                      type(e) in (ev.RoomList, ev.RoomPage)
+                                      and e.request_id == i) for request in burst]
         finally:
             done.set()
             thread.join(30)
         assert read == ["chat"] + names
+        assert all(len(reply.rooms) <= 200 and reply.total == 100_001 for reply in replies)
+        assert sum(len(encode_event(reply)) for reply in replies) < 200_000
         # Loose bounds for a shared, noisy machine; docs/benchmarks.md has the figures.
         assert gaps and max(gaps) < 1.0, f"worst delivery gap {max(gaps):.3f}s"
         assert paging_seconds < 60
