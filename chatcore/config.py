@@ -10,6 +10,8 @@ import os
 import tomllib
 from dataclasses import dataclass
 
+from . import limits
+
 ENV_PREFIX = "CHATCORE_"
 
 
@@ -71,6 +73,34 @@ class ServerConfig:
     # A handshake is one or two round trips; a peer that has not finished it by then is stuck
     # or hostile, and holds a socket and its TLS state until dropped.
     tls_handshake_timeout_seconds: float = 10.0
+    # Fair turns: what one connection's input may cost per loop turn, in work units (one per
+    # request, plus one per delivery queued and per list entry built); the rest waits for the
+    # next turn with its reading paused (Redis's per-client budgets). 20 000 units are about
+    # 2 ms of work compiled and 7 ms on the fallback, so no client's turn delays the others'.
+    max_turn_work_units: int = 20_000
+    # Flood control, one token bucket per connection for chat messages and one for other
+    # requests (pings, pongs, Hello and Quit are free). Past the burst, input is delayed, not
+    # dropped ("fake lag", as IRC servers do). IRC servers allow a few lines at once, then
+    # about one a second; a paste of ten lines passes here, and a fast typist sends well under
+    # two messages a second.
+    flood_chat_burst_messages: int = 10
+    flood_chat_messages_per_second: float = 2.0
+    # A client starting up joins its rooms and asks for lists at once; then requests are rare.
+    flood_burst_requests: int = 20
+    flood_requests_per_second: float = 5.0
+    # A client kept behind its allowance this long without catching up is disconnected
+    # (EXCESS_FLOOD): a person's paste catches up in seconds, a flood never does.
+    max_flood_lag_seconds: float = 30.0
+    # Open connections per IPv4 address or IPv6 /64: IRC networks allow a handful of "clones";
+    # a household or an office behind one NAT fits in 16.
+    max_connections_per_address: int = 16
+    # Comma-separated addresses and CIDR networks exempt from flood control and the
+    # per-address limit (bots, bridges, benchmarks), e.g. "127.0.0.1, 10.0.0.0/8, ::1".
+    limit_exempt: str = ""
+    # All connections' received but unhandled input together (partial frames, and requests
+    # waiting for a fair turn or a flood delay); past it, a connection that would hold more is
+    # disconnected (INPUT_BUDGET), so hostile clients cannot grow the server without bound.
+    max_held_input_bytes: int = 64 * 1024 * 1024
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -80,7 +110,11 @@ class ServerConfig:
             raise ValueError("max_frame_bytes must be at least 64")
         if self.max_text_bytes > self.max_frame_bytes - 64:
             raise ValueError("max_text_bytes must leave 64 bytes of a frame for the header")
-        for name in ("ping_interval_seconds", "idle_timeout_seconds",
+        limits.parse_networks(self.limit_exempt)
+        for name in ("max_turn_work_units", "flood_chat_burst_messages",
+                     "flood_chat_messages_per_second", "flood_burst_requests", "flood_requests_per_second",
+                     "max_flood_lag_seconds", "max_connections_per_address",
+                     "max_held_input_bytes", "ping_interval_seconds", "idle_timeout_seconds",
                      "handshake_timeout_seconds", "max_output_bytes", "read_chunk_bytes",
                      "max_name_chars", "max_room_name_chars", "max_clients", "backlog",
                      "node_announce_seconds", "node_silence_seconds", "redis_timeout_seconds",

@@ -1,10 +1,17 @@
 """One client socket joined to one native-protocol stream, one output buffer and the hub.
 
 The connection enforces the per-connection limits (output queue, handshake and idle
-timeouts), answers and sends pings, and turns hub refusals into Error frames. Routing is the
-hub's business; bytes on the wire are the protocol's. A TLS client is the same Connection
-with a ``chatcore.tls.TlsTransport`` in ``tls``: the transport seam is the three places that
-touch the socket's bytes (read, write, shutdown), nothing else differs.
+timeouts, flood control, its share of the server's held-input budget), answers and sends
+pings, and turns hub refusals into Error frames. Routing is the hub's business; bytes on the
+wire are the protocol's. A TLS client is the same Connection with a
+``chatcore.tls.TlsTransport`` in ``tls``: the transport seam is the three places that touch
+the socket's bytes (read, write, shutdown), nothing else differs.
+
+Input is handled in fair turns: ``process_input`` handles buffered requests until their work
+(one unit per request plus the hub's ``work_done``: deliveries, list entries) reaches
+``max_turn_work_units``, then pauses reading and continues on the next loop turn, so one
+client's pipeline never holds up everyone else's deliveries. Flood control delays a client
+past its token bucket the same way, for as long as the bucket needs to refill.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from .codec import OutputBuffer, fanout
 from .errors import ChatError, ErrorCode, ProtocolError
 from .events import Reason
 from .hub import Page
+from .limits import TokenBucket
 from .protocol import (NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role, encode_ack,
                        encode_event)
 
@@ -70,10 +78,15 @@ class Connection:
     # Thousands are held at once: slots keep each one a few hundred bytes smaller.
     __slots__ = ("server", "config", "reactor", "hub", "outlet", "sock", "fd", "address",
                  "protocol", "outbuf", "session", "state", "connected_at", "last_received",
-                 "ping_token", "ping_sent_at", "last_ping_at", "_writing", "_linger_timer",
-                 "_naming", "tls")
+                 "ping_token", "ping_sent_at", "last_ping_at", "address_key", "held_bytes",
+                 "_writing", "_linger_timer", "_reading", "_buckets", "_held_event",
+                 "_resume_timer", "_behind_since", "_naming", "tls")
 
-    def __init__(self, server, sock: socket.socket, address, tls=None):
+    def __init__(self, server, sock: socket.socket, address, address_key: str | None = None,
+                 tls=None):
+        """``address_key`` is what the server counts this connection under for the
+        per-address limit; None for an exempt address, which skips flood control too.
+        ``tls``: a TlsTransport, or None for a plain client."""
         self.server = server
         self.config = server.config
         self.reactor = server.reactor
@@ -96,12 +109,24 @@ class Connection:
         # A random phase, so thousands of clients that connected together are not all
         # pinged in the same turn.
         self.last_ping_at = now - random.random() * self.config.ping_interval_seconds
+        self.address_key = address_key
+        self.held_bytes = 0             # this connection's part of server.held_input_bytes
         self._writing = False
         self._linger_timer = None
         self._naming = False            # or "answering"/"waiting": a Hello's name claim is out
         self.tls = tls                  # a TlsTransport, or None for a plain client
         if tls is not None:
             tls.outbuf = self.outbuf
+        # (chat messages, other requests); None when exempt from flood control.
+        self._buckets = None if address_key is None else (
+            TokenBucket(self.config.flood_chat_burst_messages,
+                        self.config.flood_chat_messages_per_second, now),
+            TokenBucket(self.config.flood_burst_requests,
+                        self.config.flood_requests_per_second, now))
+        self._held_event = None         # decoded, but waiting for a flood delay to end
+        self._resume_timer = None
+        self._behind_since: float | None = None     # flood-delayed since, without catching up
+        self._reading = True
         self.reactor.add_reader(self.fd, self.on_readable)
 
     def __repr__(self) -> str:
@@ -132,13 +157,29 @@ class Connection:
             return
         self.last_received = time.monotonic()
         self.protocol.receive_data(data)
+        self.process_input()
+
+    def process_input(self) -> None:
+        """Handle the requests buffered in the protocol, as far as this turn allows.
+
+        A transport calls this after giving the protocol new bytes. What is left over (the
+        turn's work budget is spent, or flood control delays the client) waits with reading
+        paused; it continues by itself on a later turn.
+        """
         self._handle_input()
+        if self.state is State.OPEN:
+            self._account_held_input()
 
     def _handle_input(self) -> None:
-        """Handle the buffered requests, in order; stops while a Hello waits for its name."""
         protocol = self.protocol
         handlers = _HANDLERS
         limit = self.config.max_output_bytes
+        hub = self.hub
+        # Every request costs one unit, plus what the hub counts for it (deliveries, list
+        # entries): the turn ends once the hub's counter reaches ``turn_ends_at``.
+        turn_ends_at = hub.work_done + self.config.max_turn_work_units
+        buckets = self._buckets
+        now = time.monotonic()
         while self.state is State.OPEN and not self._naming:
             if self.outbuf.pending_bytes > limit:
                 # Requests (or bad frames) pipelined without reading the replies: write what
@@ -147,20 +188,99 @@ class Connection:
                 self.flush()
                 if self.state is not State.OPEN:
                     return
-            try:
-                event = protocol.next_event()
-            except ProtocolError as exc:
-                self.send_error(exc.code, exc.message, exc.fatal, exc.request_id)
-                if exc.fatal:
-                    log.info("%s: closing, %s", self.peer, exc.message)
-                    self.close(Reason.DISCONNECTED, exc.message)
-                continue
-            if event is NEED_DATA:
-                break
+            if hub.work_done >= turn_ends_at:
+                self._pause_reading()
+                self.reactor.call_soon(self._next_turn)
+                return
+            turn_ends_at -= 1
+            event, self._held_event = self._held_event, None
+            if event is None:
+                try:
+                    event = protocol.next_event()
+                except ProtocolError as exc:
+                    self.send_error(exc.code, exc.message, exc.fatal, exc.request_id)
+                    if exc.fatal:
+                        log.info("%s: closing, %s", self.peer, exc.message)
+                        self.close(Reason.DISCONNECTED, exc.message)
+                    continue
+                if event is NEED_DATA:
+                    self._behind_since = None
+                    self._resume_reading()
+                    return
+            if buckets is not None:
+                kind = _FLOOD_KIND.get(type(event), _REQUEST)
+                if kind is not None:
+                    wait_seconds = buckets[kind].take(now)
+                    if wait_seconds:
+                        self._held_event = event
+                        self._delay(now, wait_seconds)
+                        return
             try:
                 handlers[type(event)](self, event)
             except ChatError as exc:
                 self.send_error(exc.code, exc.message, False, event.request_id)
+        if self._naming and self.state is State.OPEN:
+            self._pause_reading()       # what follows the Hello waits for its name's claim
+
+    def _next_turn(self) -> None:
+        if self.state is State.OPEN and self._resume_timer is None:
+            self.process_input()
+
+    def _delay(self, now: float, wait_seconds: float) -> None:
+        """Flood control: handle nothing more for ``wait_seconds`` ("fake lag")."""
+        if self._behind_since is None:
+            self._behind_since = now
+        elif now - self._behind_since > self.config.max_flood_lag_seconds:
+            self._flooded(now - self._behind_since)
+            return
+        self._pause_reading()
+        self._resume_timer = self.reactor.call_later(wait_seconds, self._end_delay)
+
+    def _end_delay(self) -> None:
+        self._resume_timer = None
+        if self.state is State.OPEN:
+            self.process_input()
+
+    def _flooded(self, behind_seconds: float) -> None:
+        log.info("%s: disconnected for flooding (behind its allowance for %.1fs)",
+                 self.session.name if self.session else self.peer, behind_seconds)
+        self.send_error(ErrorCode.EXCESS_FLOOD,
+                        f"excess flood: you sent faster than the server allows for over "
+                        f"{self.config.max_flood_lag_seconds:g}s", fatal=True)
+        self.close(Reason.FLOODED, "excess flood")
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.reactor.remove_reader(self.fd)
+
+    def _resume_reading(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self.reactor.add_reader(self.fd, self.on_readable)
+
+    def _account_held_input(self) -> None:
+        """Keep the server's total of received but unhandled input; past its budget, the
+        connection that would add to it is dropped."""
+        held = self.protocol.buffered_bytes
+        grown = held - self.held_bytes
+        if not grown:
+            return
+        self.held_bytes = held
+        server = self.server
+        server.held_input_bytes += grown
+        if grown > 0 and server.held_input_bytes > self.config.max_held_input_bytes:
+            log.warning("%s: dropped, the server holds %d bytes of unhandled input (limit "
+                        "%d)", self.session.name if self.session else self.peer,
+                        server.held_input_bytes, self.config.max_held_input_bytes)
+            self.send_error(ErrorCode.INPUT_BUDGET,
+                            "the server is holding all the unfinished input it may; "
+                            "try again later", fatal=True)
+            self.close(Reason.OVER_LIMIT, "held-input budget")
+
+    def _release_held_input(self) -> None:
+        self.server.held_input_bytes -= self.held_bytes
+        self.held_bytes = 0
 
     def _on_hello(self, event: ev.Hello) -> None:
         if self.server.full_for_a_new_session():
@@ -198,7 +318,7 @@ class Connection:
         if later:
             # The requests that came after the Hello; had the answer come at once, the loop
             # that took the Hello would still be running and handle them itself.
-            self.reactor.call_soon(self._handle_input)
+            self.reactor.call_soon(self._next_turn)
 
     def _on_resume(self, event: ev.Resume) -> None:
         self.session = self.hub.resume(event.name, event.token, self.outlet, self.outbuf)
@@ -363,7 +483,9 @@ class Connection:
                                 fatal=True)
                 self.close(Reason.TIMED_OUT, "handshake timeout")
             return
-        if enforce_timeouts and now - self.last_received > config.idle_timeout_seconds:
+        # Paused reading (a fair turn or a flood delay) means input is waiting unread.
+        if (enforce_timeouts and self._reading
+                and now - self.last_received > config.idle_timeout_seconds):
             self.send_error(ErrorCode.PING_TIMEOUT,
                             f"nothing received for {config.idle_timeout_seconds:g}s",
                             fatal=True)
@@ -383,7 +505,7 @@ class Connection:
         log.debug("%s: closing (%s)", self.peer, why or reason.name)
         self.state = State.CLOSING
         self._leave_hub(reason, why)
-        self.reactor.remove_reader(self.fd)
+        self._stop_input()
         self._linger_timer = self.reactor.call_later(LINGER_SECONDS, self.abort,
                                                      reason, "close timed out")
         # Non-empty output is always either on the outlet's pending list or waiting for
@@ -419,6 +541,7 @@ class Connection:
         if isinstance(why, OSError) and not isinstance(why, _QUIET_ERRORS):
             log.warning("%s: %s", self.peer, why)
         self._leave_hub(reason, why)
+        self._stop_input()
         self.state = State.CLOSED
         if self._linger_timer is not None:
             self._linger_timer.cancel()
@@ -426,6 +549,15 @@ class Connection:
         self.outbuf.close()
         self.sock.close()
         self.server.forget(self)
+
+    def _stop_input(self) -> None:
+        self._release_held_input()
+        self._held_event = None
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+        self._reading = False
+        self.reactor.remove_reader(self.fd)
 
     def _leave_hub(self, reason: Reason, why: object) -> None:
         session, self.session = self.session, None
@@ -441,6 +573,12 @@ class Connection:
         else:
             self.hub.disconnect(session, reason)
 
+
+# Which token bucket a request takes from: 0 chat messages, 1 other requests (the default
+# for any request type not named here), None free (the handshake and liveness).
+_CHAT, _REQUEST = 0, 1
+_FLOOD_KIND = {ev.SendRoom: _CHAT, ev.SendDirect: _CHAT, ev.Hello: None, ev.Ping: None,
+               ev.Pong: None, ev.Quit: None}
 
 _HANDLERS = {
     ev.Hello: Connection._on_hello,

@@ -39,6 +39,10 @@ class ErrorCode(enum.IntEnum):
     SESSION_RESUMED = 44        # to the old connection: another one resumed its session
     SERVER_ROOM_LIMIT = 45      # a new room, with the server at max_rooms
     LIST_PATTERN_INVALID = 46
+    # Abuse limits.
+    EXCESS_FLOOD = 50               # behind its flood allowance too long: disconnected
+    TOO_MANY_CONNECTIONS = 51       # its address (IPv6: its /64) has too many connections
+    INPUT_BUDGET = 52               # the server holds as much unhandled input as it may
     # The cluster.
     CLUSTER_UNREACHABLE = 70
 

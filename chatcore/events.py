@@ -18,6 +18,8 @@ class Reason(enum.IntEnum):
     TIMED_OUT = 3         # no answer to our pings within the idle timeout
     TOO_SLOW = 4          # stopped reading; its output queue overflowed
     SERVER_SHUTDOWN = 5
+    FLOODED = 6           # sent faster than flood control allows, for too long
+    OVER_LIMIT = 7        # a server-wide limit (the held-input budget) dropped it
 
 
 # Events are never mutated after construction, but they are not frozen: a frozen dataclass

@@ -308,6 +308,11 @@ class NativeProtocol:
         self._serving = False           # a server past its handshake
 
     @property
+    def buffered_bytes(self) -> int:
+        """Bytes received but not yet returned as events (the server's held-input budget)."""
+        return self._decoder.buffered_bytes
+
+    @property
     def max_frame_bytes(self) -> int:
         """The largest frame accepted once the handshake is done."""
         return self._max_frame_bytes

@@ -13,6 +13,7 @@ from .errors import ErrorCode
 from .events import Reason
 from .hub import Hub, HubLimits, NodeInfo
 from .tls import TlsHandshake, server_context
+from .limits import AddressCounter, ExemptList, address_key
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class Server:
         self.hub: Hub | None = None
         self.cluster = None             # chatcore.cluster.Cluster once joined (--redis)
         self.load = LoadMeter()
+        self.exempt = ExemptList(config.limit_exempt)
+        self.per_address = AddressCounter()
+        self.held_input_bytes = 0       # received but unhandled, all connections together
         self._accept_paused = False
         self._accept_failures_logged = False
         self._tick_due = 0.0
@@ -162,14 +166,27 @@ class Server:
             self._watch_listeners()
 
     def _adopt(self, sock: socket.socket, address, tls=None) -> None:
-        connection = Connection(self, sock, address, tls)
+        host = address[0]
+        key = None if host in self.exempt else address_key(host)
+        connection = Connection(self, sock, address, key, tls)
         self.connections.add(connection)
-        if len(self.connections) > self.config.max_clients:
+        if key is not None:
+            self.per_address.add(key)
+        config = self.config
+        if len(self.connections) > config.max_clients:
             log.warning("refusing %s: %d clients is the limit", connection.peer,
-                        self.config.max_clients)
+                        config.max_clients)
             connection.send_error(ErrorCode.SERVER_FULL,
-                                  f"server is full ({self.config.max_clients} clients)",
+                                  f"server is full ({config.max_clients} clients)",
                                   fatal=True)
+            connection.close(Reason.DISCONNECTED)
+        elif (key is not None
+              and self.per_address.count(key) > config.max_connections_per_address):
+            log.info("refusing %s: %d connections from %s is the limit", connection.peer,
+                     config.max_connections_per_address, key)
+            connection.send_error(ErrorCode.TOO_MANY_CONNECTIONS,
+                                  f"too many connections from your address "
+                                  f"({config.max_connections_per_address})", fatal=True)
             connection.close(Reason.DISCONNECTED)
         elif tls is not None and tls.has_early_data:
             connection.on_readable()        # what came with the handshake's last message
@@ -207,6 +224,8 @@ class Server:
     def forget(self, connection: Connection) -> None:
         """Called by a connection once it is closed."""
         self.connections.discard(connection)
+        if connection.address_key is not None:
+            self.per_address.remove(connection.address_key)
         if self.shutting_down and not self.connections:
             self.reactor.stop()
 

@@ -48,9 +48,11 @@ def codec(request):
 from chatcore.client import ChatClient  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402
 
-# Fast pings so RTT values appear within a test's time; generous idle timeout.
+# Fast pings so RTT values appear within a test's time; generous idle timeout; loopback
+# exempt from flood control and the per-address limit (tests of those pass
+# ``--limit-exempt ""``: the last flag wins).
 TEST_SERVER_FLAGS = ("--ping-interval-seconds", "0.2", "--idle-timeout-seconds", "10",
-                     "--log-level", "DEBUG")
+                     "--log-level", "DEBUG", "--limit-exempt", "127.0.0.0/8,::1")
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ def test_both_implementations_agree(messages, cuts):
 
 # Both log "listening on HOST:PORT" once bound, which ServerProcess waits for.
 SERVERS = {
-    "chatcore": dict(flags=("--log-level", "INFO")),
+    "chatcore": dict(flags=("--log-level", "INFO", "--limit-exempt", "127.0.0.1")),
     "reference": dict(flags=("-v",), command=["-m", "benchmarks.reference"]),
 }
 

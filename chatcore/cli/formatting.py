@@ -20,7 +20,8 @@ from ..errors import ErrorCode
 
 REASONS = {ev.Reason.CLOSED: "closed", ev.Reason.QUIT: "quit",
            ev.Reason.DISCONNECTED: "disconnected", ev.Reason.TIMED_OUT: "timed out",
-           ev.Reason.TOO_SLOW: "too slow", ev.Reason.SERVER_SHUTDOWN: "server shutdown"}
+           ev.Reason.TOO_SLOW: "too slow", ev.Reason.SERVER_SHUTDOWN: "server shutdown",
+           ev.Reason.FLOODED: "flooding", ev.Reason.OVER_LIMIT: "over a server limit"}
 
 ERROR_TEXT = {
     ErrorCode.NAME_TAKEN: "name taken",

@@ -1,0 +1,258 @@
+"""One attacker against a real chatcore server while a bystander chats: the bystander's gaps.
+
+    python -m benchmarks.abuse                       # every attack, fair turns on and off
+    python -m benchmarks.abuse --attacks room-burst --repetitions 5
+    python -m benchmarks.abuse --attacks held-input  # server memory per parked partial frame
+
+Attacks (issue 8): ``room-burst`` 3 000 room messages in one write into a room of 1 001;
+``user-lists`` 200 ListUsers in one write with 1 000 users online; ``flood`` 100 000 room
+messages from one connection (flood control on); ``held-input`` 1 000 connections each
+parking a 64 KiB partial frame (server RSS growth per connection).
+
+Each run starts a fresh server; ``on`` and ``off`` (``--max-turn-work-units 1000000000``)
+alternate within one run. The bystander round-trips a message through its own room
+(or a ping where flood control would meter it) and reports its worst and median gap.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from chatcore import events as ev
+from chatcore.client import ChatClient, ConnectionClosed
+from chatcore.protocol import PROTOCOL_VERSION, encode_event
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXEMPT = ["--limit-exempt", "127.0.0.0/8"]
+MODES = {"on": [], "off": ["--max-turn-work-units", "1000000000"]}
+
+
+def start_server(flags: list[str], workdir: pathlib.Path, env: dict) -> tuple:
+    port_file = workdir / "port"
+    port_file.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "server.py", "--port", "0", "--port-file",
+                             str(port_file), "--log-level", "WARNING", *flags],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    return proc, int(port_file.read_text())
+
+
+def stop_server(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+class Bystander(threading.Thread):
+    def __init__(self, port: int, use_ping: bool):
+        super().__init__(daemon=True)
+        self.client = ChatClient("127.0.0.1", port, timeout=30)
+        self.client.connect("bystander")
+        self.client.join("calm")
+        self.use_ping = use_ping
+        self.gaps: list[float] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        client = self.client
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            if self.use_ping:
+                client.ping()
+            else:
+                ack = client.send_room("calm", "still here")
+                client.wait_for(lambda e: type(e) is ev.RoomMessage and e.msg_id == ack.msg_id)
+            self.gaps.append(time.monotonic() - started)
+
+    def stop(self) -> dict:
+        self.stopping.set()
+        self.join(30)
+        self.client.close()
+        gaps = self.gaps or [float("nan")]
+        return {"worst_ms": max(gaps) * 1000, "median_ms": statistics.median(gaps) * 1000,
+                "round_trips": len(self.gaps)}
+
+
+def crowd(port: int, count: int, room: str = "") -> list[socket.socket]:
+    socks = []
+    for i in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        data = encode_event(ev.Hello(PROTOCOL_VERSION, f"m{i}", "crowd", request_id=1))
+        if room:
+            data += encode_event(ev.JoinRoom(room, request_id=2))
+        sock.sendall(data)
+        socks.append(sock)
+    return socks
+
+
+def attack_room_burst(port: int) -> dict:
+    attacker = ChatClient("127.0.0.1", port, timeout=60)
+    attacker.connect("attacker")
+    attacker.join("big")
+    socks = crowd(port, 1000, "big")
+    for _ in range(1000):
+        attacker.wait_for(ev.UserJoined)
+    burst = b"".join(encode_event(ev.SendRoom("big", f"spam {i}", request_id=i + 1))
+                     for i in range(3000))
+    bystander = Bystander(port, use_ping=False)
+    bystander.start()
+    started = time.monotonic()
+    attacker.send_raw(burst)
+    attacker.wait_for(lambda e: type(e) is ev.Ack and e.request_id == 3000)
+    result = {"attack_s": time.monotonic() - started, **bystander.stop()}
+    attacker.close()
+    for sock in socks:
+        sock.close()
+    return result
+
+
+def attack_user_lists(port: int) -> dict:
+    attacker = ChatClient("127.0.0.1", port, timeout=60)
+    attacker.connect("attacker")
+    socks = crowd(port, 1000)
+    while attacker.list_users().total < 1001:
+        pass
+    burst = b"".join(encode_event(ev.ListUsers("", request_id=i + 1)) for i in range(200))
+    bystander = Bystander(port, use_ping=False)
+    bystander.start()
+    started = time.monotonic()
+    attacker.send_raw(burst)
+    attacker.wait_for(lambda e: type(e) is ev.UserList and e.request_id == 200)
+    result = {"attack_s": time.monotonic() - started, **bystander.stop()}
+    attacker.close()
+    for sock in socks:
+        sock.close()
+    return result
+
+
+def attack_flood(port: int) -> dict:
+    flooder = ChatClient("127.0.0.1", port, timeout=60)
+    flooder.connect("flooder")
+    flooder.join("lobby")
+    flood = b"".join(encode_event(ev.SendRoom("lobby", f"flood {i}", request_id=i + 10))
+                     for i in range(100_000))
+    bystander = Bystander(port, use_ping=True)
+    bystander.start()
+
+    def write() -> None:
+        try:
+            flooder.sock.sendall(flood)
+        except OSError:
+            pass
+
+    writer = threading.Thread(target=write, daemon=True)
+    started = time.monotonic()
+    writer.start()
+    acks = 0
+    try:
+        while True:
+            event = flooder.next_event(timeout=60)
+            acks += type(event) is ev.Ack
+    except ConnectionClosed:
+        pass
+    result = {"attack_s": time.monotonic() - started, "acks": acks, **bystander.stop()}
+    flooder.close()
+    return result
+
+
+def attack_held_input(port: int, pid: int, count: int = 1000) -> dict:
+    before = rss_bytes(pid)
+    socks = []
+    header = struct.pack(">IBI", 65536, 0x22, 7)
+    payload = header + b"\0" * (65536 - len(header))       # 4 bytes short of the frame
+    dropped = 0
+    for i in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(encode_event(ev.Hello(PROTOCOL_VERSION, f"p{i}", "park", request_id=1)))
+        client = ChatClient("127.0.0.1", port)
+        client.sock = sock
+        client.wait_for(ev.Welcome)
+        try:
+            sock.sendall(payload)
+        except OSError:
+            dropped += 1
+        socks.append(sock)
+    ping = ChatClient("127.0.0.1", port, timeout=60)
+    ping.connect("probe")
+    ping.ping()                             # every parked byte has been read by now
+    after = rss_bytes(pid)
+    for sock in socks:
+        sock.close()
+    ping.close()
+    return {"connections": count, "rss_growth_mib": (after - before) / 2**20,
+            "per_connection_kib": (after - before) / count / 1024}
+
+
+ATTACKS = {"room-burst": attack_room_burst, "user-lists": attack_user_lists,
+           "flood": attack_flood, "held-input": attack_held_input}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--attacks", nargs="+", choices=list(ATTACKS), default=list(ATTACKS))
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--fallback", action="store_true", help="CHATCORE_NO_EXTENSIONS=1")
+    parser.add_argument("--held-input-budget", type=int,
+                        help="held-input: --max-held-input-bytes for the server")
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    if args.fallback:
+        env["CHATCORE_NO_EXTENSIONS"] = "1"
+    build = "fallback" if args.fallback else "compiled"
+    with tempfile.TemporaryDirectory(prefix="chatcore-abuse-") as tmp:
+        for attack in args.attacks:
+            modes = ["on"] if attack in ("flood", "held-input") else args.modes
+            for repetition in range(args.repetitions):
+                for mode in modes:
+                    flags = list(MODES[mode])
+                    if attack == "flood":
+                        flags += ["--limit-exempt", "", "--max-flood-lag-seconds", "5"]
+                    else:
+                        flags += EXEMPT
+                    if attack == "held-input" and args.held_input_budget:
+                        flags += ["--max-held-input-bytes", str(args.held_input_budget)]
+                    proc, port = start_server(flags, pathlib.Path(tmp), env)
+                    try:
+                        if attack == "held-input":
+                            result = attack_held_input(port, proc.pid)
+                        else:
+                            result = ATTACKS[attack](port)
+                    finally:
+                        stop_server(proc)
+                    shown = " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in result.items())
+                    print(f"{attack} {build} fair-turns={mode} #{repetition + 1}: {shown}",
+                          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
