@@ -10,8 +10,8 @@ messages from one connection (flood control on); ``held-input`` 1 000 connection
 parking a 64 KiB partial frame (server RSS growth per connection).
 
 Each run starts a fresh server; ``on`` and ``off`` (``--max-turn-work-units 1000000000``)
-alternate within one run. The bystander round-trips a message through its own room
-(or a ping where flood control would meter it) and reports its worst and median gap.
+alternate within one run. The bystander (from 127.0.0.2, exempt) round-trips a message
+through its own room and reports its worst and median gap.
 """
 from __future__ import annotations
 
@@ -29,10 +29,12 @@ import time
 
 from chatcore import events as ev
 from chatcore.client import ChatClient, ConnectionClosed
+from chatcore.errors import ErrorCode
 from chatcore.protocol import PROTOCOL_VERSION, encode_event
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXEMPT = ["--limit-exempt", "127.0.0.0/8"]
+BYSTANDER_ADDRESS = "127.0.0.2"        # exempt from flood control where the attacker is not
 MODES = {"on": [], "off": ["--max-turn-work-units", "1000000000"]}
 
 
@@ -70,12 +72,13 @@ def rss_bytes(pid: int) -> int:
 
 
 class Bystander(threading.Thread):
-    def __init__(self, port: int, use_ping: bool):
+    def __init__(self, port: int):
         super().__init__(daemon=True)
         self.client = ChatClient("127.0.0.1", port, timeout=30)
-        self.client.connect("bystander")
+        self.client.sock = socket.create_connection(("127.0.0.1", port), timeout=30,
+                                                    source_address=(BYSTANDER_ADDRESS, 0))
+        self.client.hello("bystander")
         self.client.join("calm")
-        self.use_ping = use_ping
         self.gaps: list[float] = []
         self.stopping = threading.Event()
 
@@ -83,11 +86,8 @@ class Bystander(threading.Thread):
         client = self.client
         while not self.stopping.is_set():
             started = time.monotonic()
-            if self.use_ping:
-                client.ping()
-            else:
-                ack = client.send_room("calm", "still here")
-                client.wait_for(lambda e: type(e) is ev.RoomMessage and e.msg_id == ack.msg_id)
+            ack = client.send_room("calm", "still here")
+            client.wait_for(lambda e: type(e) is ev.RoomMessage and e.msg_id == ack.msg_id)
             self.gaps.append(time.monotonic() - started)
 
     def stop(self) -> dict:
@@ -120,7 +120,7 @@ def attack_room_burst(port: int) -> dict:
         attacker.wait_for(ev.UserJoined)
     burst = b"".join(encode_event(ev.SendRoom("big", f"spam {i}", request_id=i + 1))
                      for i in range(3000))
-    bystander = Bystander(port, use_ping=False)
+    bystander = Bystander(port)
     bystander.start()
     started = time.monotonic()
     attacker.send_raw(burst)
@@ -139,7 +139,7 @@ def attack_user_lists(port: int) -> dict:
     while attacker.list_users().total < 1001:
         pass
     burst = b"".join(encode_event(ev.ListUsers("", request_id=i + 1)) for i in range(200))
-    bystander = Bystander(port, use_ping=False)
+    bystander = Bystander(port)
     bystander.start()
     started = time.monotonic()
     attacker.send_raw(burst)
@@ -157,7 +157,7 @@ def attack_flood(port: int) -> dict:
     flooder.join("lobby")
     flood = b"".join(encode_event(ev.SendRoom("lobby", f"flood {i}", request_id=i + 10))
                      for i in range(100_000))
-    bystander = Bystander(port, use_ping=True)
+    bystander = Bystander(port)
     bystander.start()
 
     def write() -> None:
@@ -190,22 +190,24 @@ def attack_held_input(port: int, pid: int, count: int = 1000) -> dict:
     for i in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         sock.sendall(encode_event(ev.Hello(PROTOCOL_VERSION, f"p{i}", "park", request_id=1)))
-        client = ChatClient("127.0.0.1", port)
+        client = ChatClient("127.0.0.1", port, auto_pong=False)    # a Pong would split it
         client.sock = sock
         client.wait_for(ev.Welcome)
-        try:
-            sock.sendall(payload)
-        except OSError:
-            dropped += 1
-        socks.append(sock)
+        sock.sendall(payload)
+        socks.append((sock, client))
     ping = ChatClient("127.0.0.1", port, timeout=60)
     ping.connect("probe")
     ping.ping()                             # every parked byte has been read by now
     after = rss_bytes(pid)
-    for sock in socks:
+    for sock, client in socks:
+        try:
+            client.drain()
+        except ConnectionClosed as exc:
+            dropped += exc.error is not None and exc.error.code == ErrorCode.INPUT_BUDGET
         sock.close()
     ping.close()
-    return {"connections": count, "rss_growth_mib": (after - before) / 2**20,
+    return {"connections": count, "dropped": dropped,
+            "rss_growth_mib": (after - before) / 2**20,
             "per_connection_kib": (after - before) / count / 1024}
 
 
@@ -234,7 +236,8 @@ def main(argv=None) -> int:
                 for mode in modes:
                     flags = list(MODES[mode])
                     if attack == "flood":
-                        flags += ["--limit-exempt", "", "--max-flood-lag-seconds", "5"]
+                        flags += ["--limit-exempt", BYSTANDER_ADDRESS,
+                                  "--max-flood-lag-seconds", "5"]
                     else:
                         flags += EXEMPT
                     if attack == "held-input" and args.held_input_budget:

@@ -79,7 +79,7 @@ class ServerConfig:
     # 2 ms of work compiled and 7 ms on the fallback, so no client's turn delays the others'.
     max_turn_work_units: int = 20_000
     # Flood control, one token bucket per connection for chat messages and one for other
-    # requests (pings, pongs, Hello and Quit are free). Past the burst, input is delayed, not
+    # requests and malformed frames (pongs and Quit are free). Past the burst, input is delayed, not
     # dropped ("fake lag", as IRC servers do). IRC servers allow a few lines at once, then
     # about one a second; a paste of ten lines passes here, and a fast typist sends well under
     # two messages a second.
@@ -112,7 +112,8 @@ class ServerConfig:
             raise ValueError("max_text_bytes must leave 64 bytes of a frame for the header")
         limits.parse_networks(self.limit_exempt)
         for name in ("max_turn_work_units", "flood_chat_burst_messages",
-                     "flood_chat_messages_per_second", "flood_burst_requests", "flood_requests_per_second",
+                     "flood_chat_messages_per_second", "flood_burst_requests",
+                     "flood_requests_per_second",
                      "max_flood_lag_seconds", "max_connections_per_address",
                      "max_held_input_bytes", "ping_interval_seconds", "idle_timeout_seconds",
                      "handshake_timeout_seconds", "max_output_bytes", "read_chunk_bytes",

@@ -202,6 +202,12 @@ class Connection:
                     if exc.fatal:
                         log.info("%s: closing, %s", self.peer, exc.message)
                         self.close(Reason.DISCONNECTED, exc.message)
+                    elif buckets is not None:
+                        # A bad frame costs a reply like a request does.
+                        wait_seconds = buckets[_REQUEST].take(now)
+                        if wait_seconds:
+                            self._delay(now, wait_seconds)
+                            return
                     continue
                 if event is NEED_DATA:
                     self._behind_since = None
@@ -552,6 +558,7 @@ class Connection:
 
     def _stop_input(self) -> None:
         self._release_held_input()
+        self.protocol.discard_input()
         self._held_event = None
         if self._resume_timer is not None:
             self._resume_timer.cancel()
@@ -575,10 +582,10 @@ class Connection:
 
 
 # Which token bucket a request takes from: 0 chat messages, 1 other requests (the default
-# for any request type not named here), None free (the handshake and liveness).
+# for any request type not named here, and for bad frames), None free (answers to our pings,
+# and goodbye).
 _CHAT, _REQUEST = 0, 1
-_FLOOD_KIND = {ev.SendRoom: _CHAT, ev.SendDirect: _CHAT, ev.Hello: None, ev.Ping: None,
-               ev.Pong: None, ev.Quit: None}
+_FLOOD_KIND = {ev.SendRoom: _CHAT, ev.SendDirect: _CHAT, ev.Pong: None, ev.Quit: None}
 
 _HANDLERS = {
     ev.Hello: Connection._on_hello,

@@ -326,6 +326,10 @@ class NativeProtocol:
     def receive_data(self, data) -> None:
         self._decoder.receive_data(data)
 
+    def discard_input(self) -> None:
+        """Forget every buffered byte (a closing connection frees that memory at once)."""
+        self._decoder = FrameDecoder(self._decoder.max_frame_bytes)
+
     def next_event(self):
         if self._broken is not None:
             raise self._broken

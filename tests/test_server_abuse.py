@@ -20,6 +20,8 @@ from chatcore.events import Reason
 from chatcore.protocol import PROTOCOL_VERSION, encode_event
 
 NOT_EXEMPT = ("--limit-exempt", "")
+# The bystander of a flood connects from here, exempt; the flooder from 127.0.0.1 is not.
+BYSTANDER_ADDRESS = "127.0.0.2"
 # Without fair turns these attacks stall the bystander for the whole attack, 1-3 s here
 # (one turn); with them it is served every turn. The target is 20 ms on a quiet machine
 # (docs/benchmarks.md): the limit leaves room for a machine shared by many test suites.
@@ -30,11 +32,14 @@ MIN_ROUND_TRIPS = 10                    # served again and again during the atta
 class Bystander:
     """A user round-tripping messages through its own room in a thread; records the gaps."""
 
-    def __init__(self, port: int, name: str = "bystander", use_ping: bool = False):
+    def __init__(self, port: int, source: str = "127.0.0.1"):
+        """``source``: the local address to connect from (another loopback address can be
+        exempt from flood control while the attacker's is not)."""
         self.client = ChatClient("127.0.0.1", port, timeout=10)
-        self.client.connect(name)
+        self.client.sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                                    source_address=(source, 0))
+        self.client.hello("bystander")
         self.client.join("calm")
-        self.use_ping = use_ping        # pings are free of flood control
         self.gaps: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -53,12 +58,9 @@ class Bystander:
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
-                if self.use_ping:
-                    self.client.ping()
-                else:
-                    ack = self.client.send_room("calm", "still here")
-                    self.client.wait_for(lambda e: type(e) is ev.RoomMessage
-                                         and e.msg_id == ack.msg_id)
+                ack = self.client.send_room("calm", "still here")
+                self.client.wait_for(lambda e: type(e) is ev.RoomMessage
+                                     and e.msg_id == ack.msg_id)
                 self.gaps.append(time.monotonic() - started)
         except BaseException as exc:     # reported by the test
             self.error = exc
@@ -129,7 +131,7 @@ def test_3000_room_messages_in_one_write_do_not_stall_others(start_server, crowd
     # Every message was delivered (none dropped), and the bystander went on meanwhile.
     attacker.wait_for(lambda e: type(e) is ev.RoomMessage and e.text == "spam 2999")
     attacker.close()
-        assert bystander.worst_gap < GAP_LIMIT_SECONDS, (bystander.worst_gap, attack_seconds)
+    assert bystander.worst_gap < GAP_LIMIT_SECONDS, (bystander.worst_gap, attack_seconds)
     assert len(bystander.gaps) >= MIN_ROUND_TRIPS
 
 
@@ -147,7 +149,7 @@ def test_200_user_lists_in_one_write_do_not_stall_others(start_server, crowd):
     assert [r.request_id for r in replies] == list(range(1, 201))
     assert all(r.total >= 1001 for r in replies)
     attacker.close()
-        assert bystander.worst_gap < GAP_LIMIT_SECONDS
+    assert bystander.worst_gap < GAP_LIMIT_SECONDS
     assert len(bystander.gaps) >= MIN_ROUND_TRIPS
 
 
@@ -167,8 +169,9 @@ def test_a_person_typing_is_not_delayed(start_server):
 
 
 def test_a_flood_is_delayed_then_cut_off(start_server):
-    server = start_server(*NOT_EXEMPT, "--max-flood-lag-seconds", "1.5")
-    with Bystander(server.port, use_ping=True) as bystander:
+    server = start_server("--limit-exempt", BYSTANDER_ADDRESS,
+                          "--max-flood-lag-seconds", "1.5")
+    with Bystander(server.port, BYSTANDER_ADDRESS) as bystander:
         flooder = ChatClient("127.0.0.1", server.port, timeout=10)
         flooder.connect("flooder")
         flooder.join("lobby")
@@ -197,7 +200,7 @@ def test_a_flood_is_delayed_then_cut_off(start_server):
     assert [request_id for _, request_id in acks] == list(range(10, 10 + len(acks)))
     assert 11 <= len(acks) <= 40, acks
     assert acks[-1][0] - acks[0][0] >= 0.4
-        assert bystander.worst_gap < GAP_LIMIT_SECONDS
+    assert bystander.worst_gap < GAP_LIMIT_SECONDS
 
 
 def test_others_see_the_flooder_leave_for_flooding(start_server):
@@ -345,6 +348,6 @@ def test_partial_input_has_a_server_wide_budget(start_server):
         _finish_frame(parked[-1])
         for client in parked[1:3]:
             _finish_frame(client)
-        assert bystander.worst_gap < GAP_LIMIT_SECONDS
+    assert bystander.worst_gap < GAP_LIMIT_SECONDS
     for client in parked:
         client.close()
