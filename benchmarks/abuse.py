@@ -240,6 +240,8 @@ def main(argv=None) -> int:
                                   "--max-flood-lag-seconds", "5"]
                     else:
                         flags += EXEMPT
+                    if attack == "user-lists":      # 8 MB of replies, decoded in Python here
+                        flags += ["--max-output-bytes", str(32 * 1024 * 1024)]
                     if attack == "held-input" and args.held_input_budget:
                         flags += ["--max-held-input-bytes", str(args.held_input_budget)]
                     proc, port = start_server(flags, pathlib.Path(tmp), env)

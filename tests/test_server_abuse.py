@@ -136,7 +136,9 @@ def test_3000_room_messages_in_one_write_do_not_stall_others(start_server, crowd
 
 
 def test_200_user_lists_in_one_write_do_not_stall_others(start_server, crowd):
-    server = start_server(*CROWD_FLAGS)
+    # 8 MB of replies, decoded here in Python: room for the attacker to fall behind without
+    # being dropped as a slow reader (which is the server's answer to one that stops reading).
+    server = start_server(*CROWD_FLAGS, "--max-output-bytes", str(32 * 1024 * 1024))
     attacker = ChatClient("127.0.0.1", server.port, timeout=60)
     attacker.connect("attacker")
     crowd(server.port, 1000)
