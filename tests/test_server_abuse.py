@@ -155,6 +155,35 @@ def test_200_user_lists_in_one_write_do_not_stall_others(start_server, crowd):
     assert len(bystander.gaps) >= MIN_ROUND_TRIPS
 
 
+def test_room_lists_in_one_write_on_100000_rooms_do_not_stall_others(start_server):
+    # 1 000 users in 100 rooms each make 100 000 rooms; each list reply is one page.
+    server = start_server(*CROWD_FLAGS, "--max-rooms", "200000",
+                          "--max-output-bytes", str(32 * 1024 * 1024))
+    socks = []
+    try:
+        for i in range(1000):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(_hello(f"m{i}") + b"".join(
+                encode_event(ev.JoinRoom(f"r{i}-{j}", request_id=j + 2)) for j in range(100)))
+            socks.append(sock)
+        attacker = ChatClient("127.0.0.1", server.port, timeout=60)
+        attacker.connect("attacker")
+        while attacker.list_rooms().total < 100_000:
+            pass                        # the crowd's joins are still on their way
+        burst = _pipeline(attacker, [ev.ListRooms(request_id=i + 1) for i in range(500)])
+        with Bystander(server.port) as bystander:
+            attacker.send_raw(burst)
+            replies = [attacker.wait_for(ev.RoomList, timeout=60) for _ in range(500)]
+        assert [r.request_id for r in replies] == list(range(1, 501))
+        assert all(r.total >= 100_000 and r.rooms for r in replies)
+        attacker.close()
+    finally:
+        for sock in socks:
+            sock.close()
+    assert bystander.worst_gap < GAP_LIMIT_SECONDS
+    assert len(bystander.gaps) >= MIN_ROUND_TRIPS
+
+
 # -- flood control ----------------------------------------------------------------------------
 
 def test_a_person_typing_is_not_delayed(start_server):
