@@ -137,13 +137,15 @@ class ChatClient:
             self.sock = None
 
     def quit(self, reason: str = "") -> None:
-        """Say goodbye and close (nothing to say if it never connected)."""
+        """Say goodbye and close. Before a Welcome (say, the name was refused) there is no
+        session to quit: the server would take a Quit for a broken handshake, so only close."""
         if self.sock is None:
             return
-        try:
-            self.send(ev.Quit(reason))
-        except OSError:
-            pass
+        if self.welcome is not None:
+            try:
+                self.send(ev.Quit(reason))
+            except OSError:
+                pass
         self.close()
 
     def __enter__(self) -> ChatClient:

@@ -1,6 +1,8 @@
 """Server configuration: defaults, then a TOML file, then CHATCORE_* variables, then flags.
 
-Every limit is here with its unit in the name and the reason for its default.
+Every limit is here with its unit in the name and the reason for its default. Each setting is
+declared with ``setting(default, "what it means")``: the meaning is its ``--help`` text (and
+the README table's "meaning" column says the same); the reason for a default is a comment.
 """
 from __future__ import annotations
 
@@ -13,96 +15,135 @@ from dataclasses import dataclass
 from . import limits
 
 ENV_PREFIX = "CHATCORE_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def setting(default, help: str):
+    """A ServerConfig field: its default and a one-line meaning (shown by ``--help``)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 7878                    # 0 picks a free port
-    server_name: str = ""               # shown in server lists; default "chatcore@HOST:PORT"
-    log_level: str = "INFO"
+    host: str = setting("127.0.0.1", "address to listen on (IPv6 literals work: ::1)")
+    port: int = setting(7878, "TCP port to listen on; 0 picks a free one")
+    server_name: str = setting("", "the name shown in server lists; empty: chatcore@HOST:PORT")
+    log_level: str = setting("INFO", "least severe log level shown: " + ", ".join(LOG_LEVELS))
     # Thousands of clients may connect at once; a backlog of 10 dropped 700 of 5000 in a burst.
-    backlog: int = 4096
-    max_clients: int = 100_000          # beyond this, new connections get SERVER_FULL
-    max_frame_bytes: int = 65536        # biggest frame accepted from a client
-    max_text_bytes: int = 8192          # biggest message text, in UTF-8 bytes
-    max_name_chars: int = 32
-    max_room_name_chars: int = 64
-    max_rooms_per_user: int = 100
+    backlog: int = setting(4096, "listen backlog: connections the kernel queues before accept")
+    max_clients: int = setting(100_000, "open connections; more get SERVER_FULL")
+    max_frame_bytes: int = setting(65536, "largest frame a client may send, in bytes")
+    max_text_bytes: int = setting(8192, "largest message text, in UTF-8 bytes")
+    max_name_chars: int = setting(32, "longest user name, in characters")
+    max_room_name_chars: int = setting(64, "longest room name, in characters")
+    max_rooms_per_user: int = setting(100, "rooms one user may be in at once")
     # Rooms on the whole server: each costs about 1 KiB, so the default bounds them near
     # 100 MiB (a thousand users at max_rooms_per_user could otherwise make 100 000 more).
-    max_rooms: int = 100_000
+    max_rooms: int = setting(100_000, "rooms on the server; a new room beyond it gets "
+                                      "SERVER_ROOM_LIMIT")
     # How long the name, rooms and chats of a user whose connection dropped uncleanly
     # (reset, timeout, slow reader) wait for it to come back with its resume token: covers
     # a client's reconnect backoff of 1+2+4+8+16 s with room to spare, while others see a
     # gone user linger less than a minute. 0 turns resuming after a drop off.
-    resume_grace_seconds: float = 45.0
+    resume_grace_seconds: float = setting(45.0, "after an unclean drop, how long a user's "
+                                                "name, rooms and chats wait for a Resume "
+                                                "with its token; 0: off")
     # One list reply (users, rooms, members): 200 entries are about 10 KiB and cost well
     # under a millisecond to build; a client pages for more.
-    max_list_page_entries: int = 200
+    max_list_page_entries: int = setting(200, "entries in one user, member or room list "
+                                              "reply; clients page for more")
     # Names one list request may examine while filtering by a pattern (a glob match costs
     # about 0.7 us a name, so about 1 ms); a sparse pattern returns a short page and a
     # cursor instead of scanning 100 000 names in one turn.
-    max_list_scan_entries: int = 1000
-    max_list_pattern_chars: int = 100   # longest list filter pattern (glob), in characters
+    max_list_scan_entries: int = setting(1000, "names one list request examines while "
+                                               "filtering by a pattern")
+    max_list_pattern_chars: int = setting(100, "longest list filter pattern (glob), in "
+                                               "characters")
     # Output queued for a client that stops reading; past it the client is disconnected so
     # it cannot hold the server's memory hostage (Redis's client-output-buffer-limit).
-    max_output_bytes: int = 1024 * 1024
-    read_chunk_bytes: int = 65536       # one recv per readable socket per turn
-    ping_interval_seconds: float = 5.0  # how often each client is pinged (RTT samples)
-    idle_timeout_seconds: float = 30.0  # a client silent this long (no pong either) is dropped
-    handshake_timeout_seconds: float = 10.0   # to send a valid Hello after connecting
-    shutdown_grace_seconds: float = 2.0       # to flush goodbyes on SIGINT/SIGTERM
+    max_output_bytes: int = setting(1024 * 1024, "output queued for one client before it is "
+                                                 "disconnected as a slow reader, in bytes")
+    # One recv per readable socket per turn.
+    read_chunk_bytes: int = setting(65536, "bytes read from one socket per loop turn")
+    ping_interval_seconds: float = setting(5.0, "how often each client is pinged (RTT samples)")
+    idle_timeout_seconds: float = setting(30.0, "a client that sends nothing (not even a pong) "
+                                                "this long is dropped")
+    handshake_timeout_seconds: float = setting(10.0, "time to send a valid Hello after "
+                                                     "connecting")
+    shutdown_grace_seconds: float = setting(2.0, "time to flush goodbyes on SIGINT/SIGTERM")
     # -- the cluster (docs/cluster.md); all unused without ``redis`` --
-    redis: str = ""                     # redis://HOST:PORT/DB joins that cluster; "": alone
-    advertise: str = ""                 # HOST:PORT clients should use; default: the bound one
-    cluster_name: str = "chatcore"      # prefix of every Redis key and channel of the cluster
+    redis: str = setting("", "redis://HOST:PORT/DB: join the cluster on that Redis; "
+                             "empty: run alone")
+    advertise: str = setting("", "HOST:PORT that server lists tell clients to use; "
+                                 "empty: the bound address")
+    cluster_name: str = setting("chatcore", "prefix of the cluster's Redis keys and channels")
     # Announcements every 2 s; 3 missed ones (6 s) drop a node, so a dead node's users are
     # gone within the issue's 10 s with time to spare.
-    node_announce_seconds: float = 2.0
-    node_silence_seconds: float = 6.0
-    redis_timeout_seconds: float = 5.0  # a Redis request unanswered this long: reconnect
+    node_announce_seconds: float = setting(2.0, "how often a node announces itself and "
+                                                "samples its RTT to the others")
+    node_silence_seconds: float = setting(6.0, "a node not heard from this long is dropped")
+    redis_timeout_seconds: float = setting(5.0, "a Redis request unanswered this long "
+                                                "rebuilds the link")
     # Commands queued for a Redis that does not read; past it the link is rebuilt, like an
     # outage, instead of the node's memory growing without end.
-    redis_max_output_bytes: int = 64 * 1024 * 1024
+    redis_max_output_bytes: int = setting(64 * 1024 * 1024, "commands queued for a Redis "
+                                                            "that does not read, in bytes, "
+                                                            "before the link is rebuilt")
     # TLS: a second listener beside the plain one (README, "TLS").
-    tls_port: int = -1                  # -1: no TLS listener; 0 picks a free port
-    tls_cert: str = ""                  # PEM file: the server's certificate chain, its own first
-    tls_key: str = ""                   # PEM file: the certificate's private key, unencrypted
-    tls_only: bool = False              # no plain listener: `port` is not opened
+    tls_port: int = setting(-1, "TCP port of the TLS listener, beside the plain one; "
+                                "-1: off, 0: a free one")
+    tls_cert: str = setting("", "PEM file: the server's certificate chain, its own first")
+    tls_key: str = setting("", "PEM file: the certificate's private key, unencrypted")
+    tls_only: bool = setting(False, "no plain listener: port is not opened, only tls_port")
     # A handshake is one or two round trips; a peer that has not finished it by then is stuck
     # or hostile, and holds a socket and its TLS state until dropped.
-    tls_handshake_timeout_seconds: float = 10.0
+    tls_handshake_timeout_seconds: float = setting(10.0, "time to finish the TLS handshake "
+                                                         "after connecting")
     # Fair turns: what one connection's input may cost per loop turn, in work units (one per
     # request, plus one per delivery queued and per list entry built); the rest waits for the
     # next turn with its reading paused (Redis's per-client budgets). 20 000 units are about
     # 2 ms of work compiled and 7 ms on the fallback, so no client's turn delays the others'.
-    max_turn_work_units: int = 20_000
+    max_turn_work_units: int = setting(20_000, "work one connection's input may cause per loop "
+                                                 "turn (1 per request, 1 per delivery, 20 per "
+                                                 "list entry); the rest waits a turn")
     # Flood control, one token bucket per connection for chat messages and one for other
     # requests and malformed frames (pongs and Quit are free). Past the burst, input is delayed, not
     # dropped ("fake lag", as IRC servers do). IRC servers allow a few lines at once, then
     # about one a second; a paste of ten lines passes here, and a fast typist sends well under
     # two messages a second.
-    flood_chat_burst_messages: int = 10
-    flood_chat_messages_per_second: float = 2.0
+    flood_chat_burst_messages: int = setting(10, "chat messages a client may send at once "
+                                                  "before flood control delays it")
+    flood_chat_messages_per_second: float = setting(2.0, "sustained chat rate; faster input "
+                                                         "is delayed, not dropped")
     # A client starting up joins its rooms and asks for lists at once; then requests are rare.
-    flood_burst_requests: int = 20
-    flood_requests_per_second: float = 5.0
+    flood_burst_requests: int = setting(20, "other requests (joins, lists, chat opens) a "
+                                            "client may send at once")
+    flood_requests_per_second: float = setting(5.0, "sustained rate of other requests and "
+                                                    "malformed frames")
     # A client kept behind its allowance this long without catching up is disconnected
     # (EXCESS_FLOOD): a person's paste catches up in seconds, a flood never does.
-    max_flood_lag_seconds: float = 30.0
+    max_flood_lag_seconds: float = setting(30.0, "a client kept behind its allowance this "
+                                                  "long is disconnected (EXCESS_FLOOD)")
     # Open connections per IPv4 address or IPv6 /64: IRC networks allow a handful of "clones";
     # a household or an office behind one NAT fits in 16.
-    max_connections_per_address: int = 16
+    max_connections_per_address: int = setting(16, "connections from one IPv4 address or "
+                                                    "IPv6 /64 (TOO_MANY_CONNECTIONS)")
     # Comma-separated addresses and CIDR networks exempt from flood control and the
     # per-address limit (bots, bridges, benchmarks), e.g. "127.0.0.1, 10.0.0.0/8, ::1".
-    limit_exempt: str = ""
+    limit_exempt: str = setting("", "comma-separated addresses and CIDRs exempt from flood "
+                                   "control and the per-address limit")
     # All connections' received but unhandled input together (partial frames, and requests
     # waiting for a fair turn or a flood delay); past it, a connection that would hold more is
     # disconnected (INPUT_BUDGET), so hostile clients cannot grow the server without bound.
-    max_held_input_bytes: int = 64 * 1024 * 1024
+    max_held_input_bytes: int = setting(64 * 1024 * 1024, "received but unhandled input of "
+                                                          "all clients together, in bytes; "
+                                                          "past it, a read drops that "
+                                                          "client (INPUT_BUDGET)")
 
     def validate(self) -> None:
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, "
+                             f"not {self.log_level!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not in 0..65535")
         self._validate_tls()
@@ -177,61 +218,93 @@ def parse_host_port(value: str, what: str) -> tuple[str, int]:
 
 FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
 
-
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
-def _convert(name: str, value):
+def _convert(name: str, value, *, from_text: bool):
+    """``value`` as the setting's type. TOML values must have it already; environment and
+    flag values are text to parse. Raises ValueError naming the setting."""
     kind = type(FIELDS[name].default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ValueError(f"{name} must be true or false, not {value!r}")
-    if kind is float and isinstance(value, int | float | str):
+    if from_text and isinstance(value, str):
+        text = value.strip()
+        try:
+            if kind is bool:
+                if text.lower() in _TRUE + _FALSE:
+                    return text.lower() in _TRUE
+            elif kind in (int, float):
+                return kind(text)
+            else:
+                return value
+        except ValueError:
+            pass
+    elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if kind is int and isinstance(value, int | str) and not isinstance(value, bool):
-        return int(value)
-    if kind is str and isinstance(value, str):
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise ValueError(f"{name} must be a {kind.__name__}, not {value!r}")
+    elif kind in (str, bool) and type(value) is kind:
+        return value
+    raise ValueError(f"{name} must be {_KIND_NAMES[kind]}, not {value!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per config field (``max_output_bytes`` -> ``--max-output-bytes``)."""
-    parser.add_argument("--config", metavar="FILE", help="TOML file with these settings")
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"TOML file with these settings (env {ENV_PREFIX}CONFIG)")
     for name, spec in FIELDS.items():
-        # A switch (`--tls-only`) may stand alone or take a value (`--tls-only false`).
-        switch = {"nargs": "?", "const": "true"} if type(spec.default) is bool else {}
+        kind = type(spec.default)
+        # A switch (``--foo``) may stand alone or take a value (``--foo false``).
+        switch = {"nargs": "?", "const": "true"} if kind is bool else {}
+        meaning = spec.metadata.get("help", "").replace("%", "%%")   # argparse formats help
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                            metavar=type(spec.default).__name__.upper(),
-                            help=f"default {spec.default!r}; env {ENV_PREFIX}{name.upper()}",
-                            **switch)
+                            metavar=kind.__name__.upper(), **switch,
+                            help=f"{meaning} (default {spec.default!r}; "
+                                 f"env {ENV_PREFIX}{name.upper()})")
 
 
 def load(args: argparse.Namespace | None = None, environ=os.environ) -> ServerConfig:
-    """Defaults < TOML file (``--config`` or CHATCORE_CONFIG) < environment < flags."""
+    """Defaults < TOML file (``--config`` or CHATCORE_CONFIG) < environment < flags.
+
+    Raises ValueError (or OSError for an unreadable file) with a one-line message that
+    names the setting and where its value came from.
+    """
     values: dict = {}
     path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
     if path:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-        table = table.get("server", table)
-        for name, value in table.items():
-            if name not in FIELDS:
-                raise ValueError(f"{path}: unknown setting {name!r}")
-            values[name] = _convert(name, value)
+        values.update(_read_toml(path))
     for name in FIELDS:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None:
-            values[name] = _convert(name, raw)
+            values[name] = _from(ENV_PREFIX + name.upper(), name, raw, from_text=True)
     if args is not None:
         for name in FIELDS:
             raw = getattr(args, name, None)
             if raw is not None:
-                values[name] = _convert(name, raw)
+                flag = "--" + name.replace("_", "-")
+                values[name] = _from(flag, name, raw, from_text=True)
     config = ServerConfig(**values)
     config.validate()
     return config
+
+
+def _read_toml(path: str) -> dict:
+    with open(path, "rb") as f:
+        try:
+            table = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    table = table.get("server", table)
+    values = {}
+    for name, value in table.items():
+        if name not in FIELDS:
+            raise ValueError(f"{path}: unknown setting {name!r}")
+        values[name] = _from(path, name, value, from_text=False)
+    return values
+
+
+def _from(source: str, name: str, value, *, from_text: bool):
+    try:
+        return _convert(name, value, from_text=from_text)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None

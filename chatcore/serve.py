@@ -19,7 +19,7 @@ log = logging.getLogger("chatcore")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="chatcore-server",
+        prog="chatcore-server", usage="%(prog)s [--config FILE] [--SETTING VALUE ...]",
         description="Run a chatcore chat server. Every setting can also come from a TOML "
                     "file (--config) or a CHATCORE_<SETTING> environment variable; flags win.")
     parser.add_argument("--version", action="version", version=version_string())

@@ -1,6 +1,8 @@
-"""Settings precedence and validation; the entry point's --version."""
+"""Settings precedence and validation; the entry point's --help, --version and errors."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
@@ -8,7 +10,7 @@ import pytest
 
 from chatcore import config as config_module
 from chatcore.serve import build_parser
-from tests.serverproc import SERVER_PY
+from tests.serverproc import ROOT, SERVER_PY
 
 
 def _load(argv, environ=None):
@@ -32,7 +34,13 @@ def test_file_then_environment_then_flags(tmp_path):
 
 @pytest.mark.parametrize("toml, message", [
     ("nonsense = 1\n", "unknown setting"),
-    ('port = "x"\n', "invalid literal"),
+    ('port = "x"\n', "bad.toml: port must be an integer, not 'x'"),
+    ('port = "7878"\n', "port must be an integer"),     # TOML has types: no quoting numbers
+    ("max_output_bytes = 1.5\n", "max_output_bytes must be an integer, not 1.5"),
+    ("ping_interval_seconds = true\n", "ping_interval_seconds must be a number"),
+    ("host = 7\n", "host must be a string, not 7"),
+    ('log_level = "loud"\n', "log_level must be one of DEBUG, INFO"),
+    ("port = \n", "bad.toml: not valid TOML"),
     ("port = 70000\n", "not in 0..65535"),
     ("max_output_bytes = 0\n", "must be positive"),
 ])
@@ -41,6 +49,57 @@ def test_bad_settings_are_refused(tmp_path, toml, message):
     path.write_text(toml)
     with pytest.raises(ValueError, match=message):
         _load(["--config", str(path)])
+
+
+def test_environment_and_flag_values_are_parsed_and_named_when_wrong():
+    assert _load([], {"CHATCORE_PING_INTERVAL_SECONDS": "2"}).ping_interval_seconds == 2.0
+    with pytest.raises(ValueError, match="CHATCORE_PORT: port must be an integer, not 'abc'"):
+        _load([], {"CHATCORE_PORT": "abc"})
+    with pytest.raises(ValueError, match="--max-clients: max_clients must be an integer"):
+        _load(["--max-clients", "many"])
+
+
+def _run_server(*argv, **kwargs):
+    return subprocess.run([sys.executable, SERVER_PY, *argv], capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL, **kwargs)
+
+
+def test_a_bogus_log_level_is_one_line_and_exit_2():
+    result = _run_server("--port", "0", "--log-level", "bogus")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "chatcore-server: bad configuration: log_level must be one of DEBUG, INFO, WARNING, "
+        "ERROR, CRITICAL, not 'bogus'"]
+
+
+def test_a_wrongly_typed_toml_value_names_the_setting_and_the_file(tmp_path):
+    path = tmp_path / "chatcore.toml"
+    path.write_text('[server]\nmax_output_bytes = "lots"\n')
+    result = _run_server("--config", str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"chatcore-server: bad configuration: {path}: "
+                                     f"max_output_bytes must be an integer, not 'lots'")
+
+
+def test_help_gives_every_setting_its_meaning():
+    result = _run_server("--help", env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for name, field in config_module.FIELDS.items():
+        meaning = field.metadata.get("help")
+        assert meaning, (f"setting {name} has no help: declare it as "
+                         f"`{name}: ... = setting(default, \"what it means\")`")
+        flag = "--" + name.replace("_", "-")
+        assert re.search(rf"{flag} \[?[A-Z]+\]? {re.escape(meaning)}", text), flag
+
+
+def test_every_setting_has_a_readme_row():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        rows = set(re.findall(r"^\| `([a-z_]+)` \|", f.read(), re.MULTILINE))
+    missing = [name for name in config_module.FIELDS if name not in rows]
+    assert not missing, f"README's configuration table lacks {missing}"
 
 
 def test_bad_configuration_exits_2_with_a_message(tmp_path):

@@ -46,6 +46,18 @@ def test_taken_name_is_refused_case_insensitively_and_retry_works(connect, serve
     bob.close()
 
 
+def test_a_client_refused_its_name_closes_without_a_quit(connect, server):
+    connect("alice")
+    bob = ChatClient("127.0.0.1", server.port)
+    with pytest.raises(ChatError):
+        bob.connect("alice")
+    peer = "127.0.0.1:%d" % bob.sock.getsockname()[1]
+    bob.quit("giving up")
+    closing = server.wait_for_log(f"{peer}: closing")
+    assert "peer closed its side" in closing      # a plain close, not a broken handshake
+    assert "expected Hello" not in server.log
+
+
 @pytest.mark.parametrize("name, why", [
     ("1abc", "must start with a letter"),
     ("a b", "may only contain"),
