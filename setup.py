@@ -41,6 +41,7 @@ class OptionalBuildExt(build_ext):
 
 
 def extensions():
+    os.chdir(os.path.dirname(os.path.abspath(__file__)))   # paths below are the tree's
     if NO_EXTENSIONS:
         _say("CHATCORE_NO_EXTENSIONS is set: building pure Python only")
         return []
@@ -52,10 +53,18 @@ def extensions():
         _say("Cython is not installed: building pure Python only")
         return []
     from setuptools import Extension
+    sources = sorted(glob.glob("ext/*.pyx"))
+    if not sources:
+        # An sdist made without MANIFEST.in's "graft ext" would silently install the fallback.
+        if REQUIRE_EXTENSIONS:
+            raise SystemExit("chatcore setup: no ext/*.pyx to build, and "
+                             "CHATCORE_REQUIRE_EXTENSIONS is set")
+        _say("no ext/*.pyx in this source tree: building pure Python only")
+        return []
     modules = [
         Extension(f"chatcore.{os.path.splitext(os.path.basename(path))[0]}", [path],
                   extra_compile_args=["-O2"])
-        for path in sorted(glob.glob("ext/*.pyx"))
+        for path in sources
     ]
     return cythonize(modules, language_level=3, quiet=True,
                      compiler_directives={"boundscheck": False, "wraparound": False,
