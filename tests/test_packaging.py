@@ -15,13 +15,17 @@ from tests.serverproc import ROOT
 
 pytest.importorskip("build")
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.slow, pytest.mark.timeout(600),
+    pytest.mark.skipif(bool(os.environ.get("CHATCORE_NO_EXTENSIONS")),
+                       reason="packaging is the same for both hot paths: checked once, in "
+                              "the compiled pass"),
+]
 
 
-@pytest.fixture(scope="module")
-def dists(tmp_path_factory):
-    """The sdist, and a wheel built from it (pure Python: the extension is not the point)."""
-    out = tmp_path_factory.mktemp("dist")
+def build_dists(out):
+    """The sdist, and a wheel built from it (pure Python: the extension is not the point).
+    One build at a time: two in the same tree would share its egg-info."""
     env = {**os.environ, "CHATCORE_NO_EXTENSIONS": "1"}
     env.pop("CHATCORE_REQUIRE_EXTENSIONS", None)
     result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), ROOT],
@@ -33,8 +37,14 @@ def dists(tmp_path_factory):
     return sdist, wheel
 
 
-def test_the_sdist_holds_the_sources_the_tests_and_the_docs(dists):
-    with tarfile.open(dists[0]) as archive:
+def test_the_sdist_is_a_source_tree_and_the_wheel_holds_only_chatcore(tmp_path):
+    sdist, wheel = build_dists(tmp_path)
+    check_sdist(sdist)
+    check_wheel(wheel)
+
+
+def check_sdist(sdist):
+    with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     expected = {"ext/_speedups.pyx", "tests/conftest.py", "docs/protocol.md",
                 "scripts/test.sh", "benchmarks/loadgen.py", "server.py", "LICENSE"}
@@ -49,8 +59,9 @@ def test_the_sdist_holds_the_sources_the_tests_and_the_docs(dists):
     assert not [name for name in names if name.startswith("ext/") and name.endswith(".c")]
 
 
-def test_the_wheel_installs_no_generic_top_level_package(dists):
-    with zipfile.ZipFile(dists[1]) as wheel:
+def check_wheel(path):
+    """No generic top-level package (a "benchmarks" would clash with other projects')."""
+    with zipfile.ZipFile(path) as wheel:
         names = wheel.namelist()
         metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
