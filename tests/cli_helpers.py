@@ -31,7 +31,10 @@ def strip_escapes(raw: str) -> str:
 
 
 def client_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")}
+    # Not COLUMNS and LINES either: the client's terminal is the pty's size, but
+    # shutil.get_terminal_size prefers these, and pytest-xdist workers set them to 80x24.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHATCORE_") and k not in ("COLUMNS", "LINES")}
     # A terminal prompt_toolkit knows. Its cursor-position requests are answered by the
     # emulator in Terminal, as a real terminal does: without the answer prompt_toolkit does
     # not know the rows below the prompt and draws no status line there.
