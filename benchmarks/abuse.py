@@ -222,6 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--fallback", action="store_true", help="CHATCORE_NO_EXTENSIONS=1")
+    parser.add_argument("--turn-work-units", type=int,
+                        help="fair-turns=on: this --max-turn-work-units instead of the default")
     parser.add_argument("--held-input-budget", type=int,
                         help="held-input: --max-held-input-bytes for the server")
     args = parser.parse_args(argv)
@@ -235,6 +237,8 @@ def main(argv=None) -> int:
             for repetition in range(args.repetitions):
                 for mode in modes:
                     flags = list(MODES[mode])
+                    if mode == "on" and args.turn_work_units:
+                        flags += ["--max-turn-work-units", str(args.turn_work_units)]
                     if attack == "flood":
                         flags += ["--limit-exempt", BYSTANDER_ADDRESS,
                                   "--max-flood-lag-seconds", "5"]

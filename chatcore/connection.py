@@ -180,6 +180,7 @@ class Connection:
         turn_ends_at = hub.work_done + self.config.max_turn_work_units
         buckets = self._buckets
         now = time.monotonic()
+        held, self._held_event = self._held_event, None
         while self.state is State.OPEN and not self._naming:
             if self.outbuf.pending_bytes > limit:
                 # Requests (or bad frames) pipelined without reading the replies: write what
@@ -189,12 +190,14 @@ class Connection:
                 if self.state is not State.OPEN:
                     return
             if hub.work_done >= turn_ends_at:
+                self._held_event = held
                 self._pause_reading()
                 self.reactor.call_soon(self._next_turn)
                 return
             turn_ends_at -= 1
-            event, self._held_event = self._held_event, None
-            if event is None:
+            if held is not None:
+                event, held = held, None
+            else:
                 try:
                     event = protocol.next_event()
                 except ProtocolError as exc:
