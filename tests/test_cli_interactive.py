@@ -157,3 +157,24 @@ def test_reconnects_after_the_server_restarts(server, terminals, tmp_path):
     bob.expect(r"1 user in #lobby:\s+alice")
     alice.sendline("/quit")
     assert alice.wait_exit() == 0
+
+
+def test_long_lists_come_a_page_at_a_time(start_server, terminals):
+    server = start_server("--max-list-page-entries", "3")
+    owner = terminals(login(server.port, "owner"))
+    for room in ("a", "b", "c", "d", "dev2", "devops", "e"):
+        owner.sendline(f"/join {room}")
+        owner.expect_literal(f"owner joined #{room}")
+    alice = terminals(login(server.port, "alice"))
+    alice.sendline("/rooms")
+    alice.expect(r"7 rooms \(1-3\):\s+#a \(1\)\s+#b \(1\)\s+#c \(1\)\s+\.\.\. more: /more")
+    alice.sendline("/more")
+    alice.expect(r"7 rooms \(4-6\):\s+#d \(1\)\s+#dev2 \(1\)\s+#devops \(1\)\s+\.\.\. more")
+    alice.sendline("/more")
+    alice.expect(r"7 rooms \(7-7\):\s+#e \(1\)\n")
+    alice.sendline("/more")
+    alice.expect_literal("no more to show")
+    alice.sendline("/rooms dev")                            # a name start, as in irssi
+    alice.expect(r"2 rooms matching dev\*:\s+#dev2 \(1\)\s+#devops \(1\)\n")
+    alice.sendline("/rooms *v*")                            # a glob as typed
+    alice.expect(r"at most 7 rooms matching \*v\*:\s+#dev2 \(1\)\s+#devops \(1\)\n")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from chatcore.cli.actions import split_text
+from chatcore.cli.actions import list_glob, split_text
 from chatcore.cli.completion import ChatCompleter
 from chatcore.cli.conversations import Conversations, Target, mentions
 from chatcore.cli.display import Display, colour_wanted, nick_colour, to_ansi, wrap
@@ -167,3 +167,9 @@ def test_long_lines_wrap_into_continuation_lines():
     rows = text.split("\n")
     assert all(len(row) <= 40 for row in rows)
     assert all(row.startswith(CONTINUATION) for row in rows[1:])
+
+
+def test_list_patterns():
+    assert list_glob(None) == "" and list_glob("") == ""
+    assert list_glob("dev") == "dev*" and list_glob("#dev") == "dev*"
+    assert list_glob("*ops*") == "*ops*" and list_glob("a?c") == "a?c"

@@ -236,3 +236,19 @@ def test_local_port_is_the_source_port(server, connect):
                         "alice", "--send", "bob", "from a fixed port")
     assert (result.returncode, result.stderr) == (0, "")
     server.wait_for_log(f"127.0.0.1:{port} is alice")
+
+
+def test_a_script_reads_every_page_of_a_list(start_server, scripts):
+    server = start_server("--max-list-page-entries", "2")
+    owner = scripts("--port", str(server.port), "--name", "owner")
+    for room in ("a", "b", "c", "d", "e"):
+        owner.write(f"/join {room}")
+        owner.expect(rf"owner joined #{room}$")
+    result = run_client("--port", str(server.port), "--name", "alice", "--json",
+                        input="/rooms\n")
+    assert result.returncode == 0, result.stderr
+    pages = [r for r in map(json.loads, result.stdout.splitlines()) if r["type"] == "rooms"]
+    assert [[room["name"] for room in page["rooms"]] for page in pages] == [
+        ["a", "b"], ["c", "d"], ["e"]]
+    assert [page["start"] for page in pages] == [1, 3, 5]
+    assert [page["more"] for page in pages] == [True, True, False]

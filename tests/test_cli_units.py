@@ -57,7 +57,7 @@ def test_commands_parse(line, expected):
     ("/msg bob", "missing TEXT; usage: /msg USER TEXT"),
     ("/msg", "missing USER; usage: /msg USER TEXT"),
     ("/chat bob carol", "too many arguments; usage: /chat USER"),
-    ("/rooms now", "too many arguments; usage: /rooms"),
+    ("/rooms a b", "too many arguments; usage: /rooms [PATTERN]"),
     ("/chat 1bob", "not a user name: '1bob'"),
     ("/chat " + "a" * 33, "not a user name"),
     ("/join #", "not a room name: '#'"),

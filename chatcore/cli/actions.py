@@ -48,6 +48,15 @@ def split_text(text: str, limit_bytes: int) -> list[str]:
     return parts
 
 
+def list_glob(pattern: str | None) -> str:
+    """The server's list pattern for what was typed: a name start as irssi users expect
+    ("dev" lists dev, devops, ...), a glob (``*ops*``) as typed; "" for everything."""
+    if not pattern:
+        return ""
+    pattern = pattern.lstrip("#")
+    return pattern if any(c in pattern for c in "*?[") else pattern + "*"
+
+
 CURRENT = object()      # handle_line's default target: the current conversation
 
 
@@ -204,17 +213,18 @@ class CommandActions:
 
     # -- lists -------------------------------------------------------------------------------
 
-    def _cmd_rooms(self) -> None:
+    def _cmd_rooms(self, pattern: str | None = None) -> None:
         if self._offline_hint("/rooms"):
             return
+        glob = list_glob(pattern)
 
-        def listed(reply: ev.RoomList) -> None:
-            for room in reply.rooms:
+        def shown(page: ev.RoomPage, start: int) -> dict:
+            for room in page.rooms:
                 self.known_rooms[room.name.casefold()] = room.name
-            self.emit(record("rooms", total=reply.total,
-                             rooms=[{"name": r.name, "members": r.members}
-                                    for r in reply.rooms]))
-        self._request(ev.ListRooms(), listed, label="/rooms")
+            return record("rooms", total=page.total, exact=page.total_exact, start=start,
+                          pattern=glob, more=bool(page.next_after),
+                          rooms=[{"name": r.name, "members": r.members} for r in page.rooms])
+        self._page(lambda after: ev.ListRoomsPage(after=after, pattern=glob), shown, "/rooms")
 
     def _cmd_who(self, room: str | None = None) -> None:
         if self._offline_hint("/who"):
@@ -222,13 +232,42 @@ class CommandActions:
         if room is None and self.target is not None and self.target.kind == "room":
             room = self.target.name
 
-        def listed(reply: ev.UserList) -> None:
-            for user in reply.users:
+        def shown(page: ev.UserPage, start: int) -> dict:
+            for user in page.users:
                 self._seen_user(user.name)
-            self.emit(record("users", room=room or None, total=reply.total, users=[
-                {"name": u.name, "rtt_ms": rtt_ms(u.rtt_us), "idle_seconds": u.idle_seconds,
-                 "server": u.server} for u in reply.users]))
-        self._request(ev.ListUsers(room or ""), listed, label="/who")
+            return record("users", room=room or None, total=page.total, start=start,
+                          more=bool(page.next_after), users=[
+                              {"name": u.name, "rtt_ms": rtt_ms(u.rtt_us),
+                               "idle_seconds": u.idle_seconds, "server": u.server}
+                              for u in page.users])
+        self._page(lambda after: ev.ListUsersPage(room=room or "", after=after), shown,
+                   "/who")
+
+    def _page(self, request: Callable[[str], object], shown: Callable, label: str,
+              after: str = "", start: int = 1) -> None:
+        """One page of a list, then (scripts) the next, one request at a time, which is what
+        keeps a long list fair to everyone else; a person asks for the next with /more."""
+        def listed(page) -> None:
+            rec = shown(page, start)
+            if page.next_after and self.page_all:
+                rec["continues"] = True             # the next page follows by itself
+            self.emit(rec)
+            count = len(page.rooms if hasattr(page, "rooms") else page.users)
+            self._more = None
+            if page.next_after:
+                if self.page_all:
+                    self._page(request, shown, label, page.next_after, start + count)
+                else:
+                    self._more = (request, shown, label, page.next_after, start + count)
+        self._request(request(after), listed, label=label)
+
+    def _cmd_more(self) -> None:
+        if self._more is None:
+            self._hint("no more to show: /more follows a /rooms or /who that said so")
+            return
+        if self._offline_hint("/more"):
+            return
+        self._page(*self._more)
 
     def _cmd_servers(self) -> None:
         if self._offline_hint("/servers"):

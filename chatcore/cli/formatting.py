@@ -224,12 +224,14 @@ def _body(rec: dict, multiline: bool) -> str:
         where = f"#{rec['room']}" if rec.get("room") else "the server"
         users = [f"{u['name']} ({_ms(u['rtt_ms'])}, idle {_idle(u['idle_seconds'])})"
                  for u in rec["users"]]
-        head = f"-- {_counted(rec['total'], 'user')} in {where}"
-        return _listing(head, users, multiline)
+        head = f"-- {_counted(rec['total'], 'user')} in {where}{_from(rec)}"
+        return _listing(head, users + _more(rec), multiline)
     if kind == "rooms":
         rooms = [f"#{r['name']} ({r['members']})" for r in rec["rooms"]]
-        head = f"-- {_counted(rec['total'], 'room')}"
-        return _listing(head, rooms, multiline)
+        about = "" if rec.get("exact", True) else "at most "
+        matching = f" matching {rec['pattern']}" if rec.get("pattern") else ""
+        head = f"-- {about}{_counted(rec['total'], 'room')}{matching}{_from(rec)}"
+        return _listing(head, rooms + _more(rec), multiline)
     if kind == "servers":
         servers = []
         for s in rec["servers"]:
@@ -242,6 +244,19 @@ def _body(rec: dict, multiline: bool) -> str:
         return _listing("-- commands", rec["lines"], multiline)
     return f"-- {kind}: " + ", ".join(f"{k}={v}" for k, v in rec.items()
                                      if k not in ("type", "ts"))
+
+
+def _from(rec: dict) -> str:
+    """Which part of a paged list this is, when it is not all of it: " (201-400)"."""
+    start = rec.get("start", 1)
+    if start == 1 and not rec.get("more"):
+        return ""
+    count = len(rec.get("rooms") or rec.get("users") or ())
+    return f" ({start}-{start + count - 1})"
+
+
+def _more(rec: dict) -> list[str]:
+    return ["... more: /more"] if rec.get("more") and not rec.get("continues") else []
 
 
 def _listing(head: str, items: list[str], multiline: bool) -> str:

@@ -44,7 +44,7 @@ async def run(config: ClientConfig, stdin=None, stdout=None, stderr=None) -> int
             return
         print(format_json(rec) if config.json else format_text(rec), file=stdout, flush=True)
 
-    session = Session(config, emit)
+    session = Session(config, emit, page_all=True)
     status = await session.start()
     if status is not None:
         return status

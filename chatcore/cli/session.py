@@ -35,7 +35,8 @@ SILENT_PING_INTERVALS = 3
 # Names seen (senders, members, /who) offered by Tab completion; the oldest are forgotten.
 MAX_KNOWN_NAMES = 5000
 
-REPLY_TYPES = (ev.Ok, ev.Ack, ev.Error, ev.UserList, ev.RoomList, ev.ServerList, ev.Pong)
+REPLY_TYPES = (ev.Ok, ev.Ack, ev.Error, ev.UserList, ev.RoomList, ev.ServerList, ev.Pong,
+               ev.UserPage, ev.RoomPage)
 NAME_ERRORS = (ErrorCode.NAME_TAKEN, ErrorCode.NAME_INVALID)
 
 
@@ -55,7 +56,7 @@ def _same(a: str, b: str) -> bool:
 class Session(CommandActions):
     def __init__(self, config: ClientConfig, emit: Callable[[dict], None], *,
                  ask_name: Callable[[], Awaitable[str]] | None = None,
-                 on_change: Callable[[], None] = lambda: None):
+                 on_change: Callable[[], None] = lambda: None, page_all: bool = False):
         self.config = config
         self.emit = emit
         self.ask_name = ask_name
@@ -68,6 +69,8 @@ class Session(CommandActions):
         self.last_direct: str | None = None             # who /reply answers
         self.max_text_bytes = 0                         # the server's, from Welcome
         self.split_long = False                         # /split on
+        self.page_all = page_all                        # lists: every page (scripts)
+        self._more = None                               # the next page /more asks for
         self.quit_reason = ""
         self.resume_token = ""                          # the server's, from the last Welcome
         self._replayed: dict[str, set[str]] | None = None   # while a resume is replayed
