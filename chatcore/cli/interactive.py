@@ -132,7 +132,10 @@ async def run(config: ClientConfig) -> int:
 
     def emit(rec: dict) -> None:
         width = shutil.get_terminal_size().columns
-        print(to_ansi(wrap(display.fragments(rec), width), escapes), flush=True)
+        # One write per record: patch_stdout flushes at line ends, and a record split across
+        # two flushes would have the prompt redrawn in the middle of it.
+        sys.stdout.write(to_ansi(wrap(display.fragments(rec), width), escapes) + "\n")
+        sys.stdout.flush()
 
     with patch_stdout(raw=True):
         try:
