@@ -12,6 +12,7 @@ from .connection import Connection, NativeOutlet
 from .errors import ErrorCode
 from .events import Reason
 from .hub import Hub, HubLimits, NodeInfo
+from .protocol import room_joined_capacity
 from .tls import TlsHandshake, server_context
 from .limits import AddressCounter, ExemptList, address_key
 
@@ -80,7 +81,13 @@ class Server:
                            resume_grace_seconds=config.resume_grace_seconds,
                            max_list_page_entries=config.max_list_page_entries,
                            max_list_scan_entries=config.max_list_scan_entries,
-                           max_list_pattern_chars=config.max_list_pattern_chars)
+                           max_list_pattern_chars=config.max_list_pattern_chars,
+                           max_topic_bytes=config.max_topic_bytes,
+                           max_away_bytes=config.max_away_bytes,
+                           max_quit_bytes=config.max_quit_bytes,
+                           max_join_members=min(config.max_join_members, room_joined_capacity(
+                               config.max_frame_bytes, config.max_name_chars,
+                               config.max_room_name_chars, config.max_topic_bytes)))
         self.hub = Hub(NodeInfo(name, host, port), limits, load_permille=self.load.permille)
         self._watch_listeners()
         self.reactor.add_before_sleep(self.flush_pending)
