@@ -43,7 +43,6 @@ def test_file_then_environment_then_flags(tmp_path):
     ("port = \n", "bad.toml: not valid TOML"),
     ("port = 70000\n", "not in 0..65535"),
     ("max_output_bytes = 0\n", "must be positive"),
-    ("max_topic_bytes = 9000\n", "max_topic_bytes must not exceed max_text_bytes"),
     ("max_away_bytes = 0\n", "max_away_bytes must be positive"),
     ("max_join_members = -1\n", "max_join_members must not be negative"),
 ])

@@ -241,8 +241,7 @@ def test_client_ping_measures_rtt(connect):
 
 
 def test_user_list_is_truncated_to_one_frame(start_server):
-    server = start_server("--max-frame-bytes", "512", "--max-text-bytes", "256",
-                          "--max-topic-bytes", "200")
+    server = start_server("--max-frame-bytes", "512", "--max-text-bytes", "256")
     clients = []
     try:
         for i in range(40):
