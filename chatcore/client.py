@@ -171,15 +171,17 @@ class ChatClient:
         """Send a request and wait for its reply; raises ChatError if the reply is an Error."""
         request_id = self.send(event)
         reply = self.wait_for(lambda e: getattr(e, "request_id", 0) == request_id
-                              and type(e) not in (ev.Ping, ev.Pong, ev.UserJoined,
-                                                  ev.UserLeft),
+                              and type(e) not in _NOTIFICATIONS,
                               timeout)
         if isinstance(reply, ev.Error):
             raise ChatError(ErrorCode(reply.code), reply.message)
         return reply
 
-    def join(self, room: str) -> ev.Ok:
-        return self.call(ev.JoinRoom(room))
+    def join(self, room: str) -> ev.RoomJoined:
+        """Join ``room``; returns its topic and members (the RoomJoined after the Ok)."""
+        self.call(ev.JoinRoom(room))
+        key = room.casefold()
+        return self.wait_for(lambda e: type(e) is ev.RoomJoined and e.room.casefold() == key)
 
     def leave(self, room: str) -> ev.Ok:
         return self.call(ev.LeaveRoom(room))
@@ -189,6 +191,39 @@ class ChatClient:
 
     def send_direct(self, peer: str, text: str) -> ev.Ack:
         return self.call(ev.SendDirect(peer, text))
+
+    def send_room_action(self, room: str, text: str) -> ev.Ack:
+        return self.call(ev.SendRoomAction(room, text))
+
+    def send_direct_action(self, peer: str, text: str) -> ev.Ack:
+        return self.call(ev.SendDirectAction(peer, text))
+
+    def set_topic(self, room: str, topic: str) -> ev.TopicChanged:
+        """Set (or, empty, clear) a room's topic; returns the TopicChanged every member got."""
+        self.call(ev.SetTopic(room, topic))
+        key = room.casefold()
+        return self.wait_for(lambda e: type(e) is ev.TopicChanged and e.room.casefold() == key
+                             and e.name == self.name and e.topic == topic)
+
+    def set_name(self, name: str) -> ev.NameChanged:
+        """Change this user's name; returns the NameChanged the others were told."""
+        old_name = self.name
+        self.call(ev.SetName(name))
+        if name == old_name:
+            return ev.NameChanged(old_name, name)
+        changed = self.wait_for(lambda e: type(e) is ev.NameChanged and e.old == old_name)
+        self.name = changed.new
+        return changed
+
+    def set_away(self, message: str) -> ev.Ok:
+        """Away, with ``message`` answered to those who message this user."""
+        return self.call(ev.SetAway(message))
+
+    def back(self) -> ev.Ok:
+        return self.call(ev.SetAway(""))
+
+    def whois(self, name: str) -> ev.UserDetails:
+        return self.call(ev.Whois(name))
 
     def open_chat(self, peer: str) -> ev.Ok:
         return self.call(ev.OpenChat(peer))
@@ -322,6 +357,11 @@ class ChatClient:
             raise closed
         self._protocol.receive_data(data)
         return True
+
+
+# Events that are never replies, whatever their request id.
+_NOTIFICATIONS = (ev.Ping, ev.Pong, ev.UserJoined, ev.UserLeft, ev.RoomJoined, ev.NameChanged,
+                  ev.TopicChanged, ev.AwayReply)
 
 
 def _deadline(timeout: float | None, default: float) -> float:

@@ -59,6 +59,16 @@ class ServerConfig:
                                                "filtering by a pattern")
     max_list_pattern_chars: int = setting(100, "longest list filter pattern (glob), in "
                                                "characters")
+    # Texts other than messages; each is also bounded by max_text_bytes.
+    # IRC servers' TOPICLEN is 300-390: a topic fits one screen line.
+    max_topic_bytes: int = setting(390, "longest room topic, in UTF-8 bytes")
+    # IRC servers' AWAYLEN is 160-390.
+    max_away_bytes: int = setting(200, "longest away message, in UTF-8 bytes")
+    # A goodbye, not a message (IRC's QUITLEN is about 300).
+    max_quit_bytes: int = setting(200, "longest quit message, in UTF-8 bytes")
+    # Like IRC's NAMES on join; fewer when max_frame_bytes cannot hold them.
+    max_join_members: int = setting(1000, "room members listed to a joiner; bigger rooms "
+                                          "are paged with ListUsersPage")
     # Output queued for a client that stops reading; past it the client is disconnected so
     # it cannot hold the server's memory hostage (Redis's client-output-buffer-limit).
     max_output_bytes: int = setting(1024 * 1024, "output queued for one client before it is "
@@ -151,6 +161,8 @@ class ServerConfig:
             raise ValueError("max_frame_bytes must be at least 64")
         if self.max_text_bytes > self.max_frame_bytes - 64:
             raise ValueError("max_text_bytes must leave 64 bytes of a frame for the header")
+        if self.max_join_members < 0:
+            raise ValueError("max_join_members must not be negative")
         limits.parse_networks(self.limit_exempt)
         for name in ("max_turn_work_units", "flood_chat_burst_messages",
                      "flood_chat_messages_per_second", "flood_burst_requests",
@@ -161,7 +173,8 @@ class ServerConfig:
                      "max_name_chars", "max_room_name_chars", "max_clients", "backlog",
                      "node_announce_seconds", "node_silence_seconds", "redis_timeout_seconds",
                      "redis_max_output_bytes", "max_rooms", "max_list_page_entries",
-                     "max_list_scan_entries", "max_list_pattern_chars"):
+                     "max_list_scan_entries", "max_list_pattern_chars", "max_topic_bytes",
+                     "max_away_bytes", "max_quit_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_list_page_entries > 0xFFFF:

@@ -113,7 +113,7 @@ class Connection:
         self.held_bytes = 0             # this connection's part of server.held_input_bytes
         self._writing = False
         self._linger_timer = None
-        self._naming = False            # or "answering"/"waiting": a Hello's name claim is out
+        self._naming = False            # or "answering"/"waiting": a name claim is out
         self.tls = tls                  # a TlsTransport, or None for a plain client
         if tls is not None:
             tls.outbuf = self.outbuf
@@ -354,7 +354,15 @@ class Connection:
             self.ping_sent_at = None
 
     def _on_quit(self, event: ev.Quit) -> None:
-        self.close(Reason.QUIT, event.reason or "quit")
+        message = event.reason
+        try:
+            self.hub.check_quit_message(message)
+        except ChatError as exc:
+            # Refused as a goodbye, the quit itself still happens.
+            self.send_error(exc.code, exc.message, False, event.request_id)
+            message = ""
+        self._leave_hub(Reason.QUIT, "quit", message)
+        self.close(Reason.QUIT, "quit")
 
     def _on_open_chat(self, event: ev.OpenChat) -> None:
         self.hub.open_chat(self.session, event.peer)
@@ -367,6 +375,59 @@ class Connection:
     def _on_send_direct(self, event: ev.SendDirect) -> None:
         msg_id, timestamp_ms = self.hub.send_direct(self.session, event.peer, event.text)
         self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
+
+    def _on_send_direct_action(self, event: ev.SendDirectAction) -> None:
+        msg_id, timestamp_ms = self.hub.send_direct_action(self.session, event.peer,
+                                                           event.text)
+        self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
+
+    def _on_send_room_action(self, event: ev.SendRoomAction) -> None:
+        msg_id, timestamp_ms = self.hub.send_room_action(self.session, event.room, event.text)
+        self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
+
+    def _on_set_topic(self, event: ev.SetTopic) -> None:
+        self.hub.set_topic(self.session, event.room, event.topic)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_set_name(self, event: ev.SetName) -> None:
+        # Like a Hello, a new name is claimed cluster-wide first: later requests wait.
+        self._naming = "answering"
+        old_name = self.session.name
+        try:
+            self.hub.set_name(self.session, event.name,
+                              lambda error: self._on_renamed(event, old_name, error))
+        except ChatError:
+            self._naming = False
+            raise
+        if self._naming:
+            self._naming = "waiting"
+
+    def _on_renamed(self, event: ev.SetName, old_name: str, error) -> None:
+        later = self._naming == "waiting"
+        self._naming = False
+        if self.state is not State.OPEN:
+            return
+        if error is not None:
+            self.send_error(error.code, error.message, False, event.request_id)
+        else:
+            self.send_event(ev.Ok(event.request_id))
+            log.debug("%s: %s is now %s", self.peer, old_name, self.session.name)
+        if later:
+            self.reactor.call_soon(self._handle_input)
+
+    def _on_set_away(self, event: ev.SetAway) -> None:
+        self.hub.set_away(self.session, event.message)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_whois(self, event: ev.Whois) -> None:
+        details = self.hub.whois(self.session, event.name)
+        details.request_id = event.request_id
+        frame = encode_event(details)
+        while len(frame) - 4 > self.config.max_frame_bytes and details.rooms:
+            # Only a server with a tiny max_frame_bytes gets here: fewer rooms, still a reply.
+            details.rooms = details.rooms[:len(details.rooms) // 2]
+            frame = encode_event(details)
+        self.send(frame)
 
     def _on_join(self, event: ev.JoinRoom) -> None:
         self.hub.join(self.session, event.room)
@@ -569,7 +630,7 @@ class Connection:
         self._reading = False
         self.reactor.remove_reader(self.fd)
 
-    def _leave_hub(self, reason: Reason, why: object) -> None:
+    def _leave_hub(self, reason: Reason, why: object, message: str = "") -> None:
         session, self.session = self.session, None
         if session is None or self.server.shutting_down:
             return
@@ -581,14 +642,15 @@ class Connection:
                          reason.name, self.config.resume_grace_seconds)
             self.hub.detach(session, reason)
         else:
-            self.hub.disconnect(session, reason)
+            self.hub.disconnect(session, reason, message)
 
 
 # Which token bucket a request takes from: 0 chat messages, 1 other requests (the default
 # for any request type not named here, and for bad frames), None free (answers to our pings,
 # and goodbye).
 _CHAT, _REQUEST = 0, 1
-_FLOOD_KIND = {ev.SendRoom: _CHAT, ev.SendDirect: _CHAT, ev.Pong: None, ev.Quit: None}
+_FLOOD_KIND = {ev.SendRoom: _CHAT, ev.SendDirect: _CHAT, ev.SendRoomAction: _CHAT,
+               ev.SendDirectAction: _CHAT, ev.Pong: None, ev.Quit: None}
 
 _HANDLERS = {
     ev.Hello: Connection._on_hello,
@@ -602,6 +664,12 @@ _HANDLERS = {
     ev.JoinRoom: Connection._on_join,
     ev.LeaveRoom: Connection._on_leave,
     ev.SendRoom: Connection._on_send_room,
+    ev.SendRoomAction: Connection._on_send_room_action,
+    ev.SendDirectAction: Connection._on_send_direct_action,
+    ev.SetTopic: Connection._on_set_topic,
+    ev.SetName: Connection._on_set_name,
+    ev.SetAway: Connection._on_set_away,
+    ev.Whois: Connection._on_whois,
     ev.ListUsers: Connection._on_list_users,
     ev.ListRooms: Connection._on_list_rooms,
     ev.ListServers: Connection._on_list_servers,

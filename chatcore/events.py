@@ -127,6 +127,46 @@ class SendRoom:
 
 
 @_event
+class SendRoomAction:
+    """An action ("/me waves") in a room: a message kind of its own, not a text convention."""
+    room: str
+    text: str
+    request_id: int = 0
+
+
+@_event
+class SendDirectAction:
+    peer: str
+    text: str
+    request_id: int = 0
+
+
+@_event
+class SetTopic:
+    room: str
+    topic: str              # empty: clear the topic
+    request_id: int = 0
+
+
+@_event
+class SetName:
+    name: str
+    request_id: int = 0
+
+
+@_event
+class SetAway:
+    message: str            # empty: back
+    request_id: int = 0
+
+
+@_event
+class Whois:
+    name: str
+    request_id: int = 0
+
+
+@_event
 class ListUsers:
     room: str = ""          # empty: every user on the server
     request_id: int = 0
@@ -190,6 +230,7 @@ class UserInfo:
     rtt_us: int             # smoothed RTT in microseconds; UNKNOWN_RTT before the first pong
     idle_seconds: int       # since the user last sent a chat message or request
     server: str
+    away: str = ""          # the away message; empty when the user is not away
 
 
 UNKNOWN_RTT = 0xFFFFFFFF
@@ -199,6 +240,13 @@ UNKNOWN_RTT = 0xFFFFFFFF
 class RoomInfo:
     name: str
     members: int
+
+
+@_event
+class Member:
+    """One member of a room, as listed in ``RoomJoined``."""
+    name: str
+    away: bool
 
 
 @_event
@@ -250,6 +298,19 @@ class RoomPage:
     request_id: int = 0
 
 
+@_event
+class UserDetails:
+    """The reply to ``Whois``."""
+    name: str
+    server: str
+    connected_at_ms: int    # wall clock, ms since the epoch
+    idle_seconds: int
+    rtt_us: int
+    away: str               # the away message; empty when not away
+    rooms: tuple[RoomInfo, ...]     # the rooms the user shares with the asker
+    request_id: int = 0
+
+
 # -- notifications (server to client) ------------------------------------------------------------
 
 @_event
@@ -258,6 +319,30 @@ class DirectMessage:
     msg_id: int
     timestamp_ms: int
     text: str
+    request_id: int = 0
+
+
+@_event
+class DirectAction:
+    sender: str
+    msg_id: int
+    timestamp_ms: int
+    text: str
+    request_id: int = 0
+
+
+@_event
+class AwayReply:
+    """Sent to whoever messages an away user: once per sender per away period."""
+    name: str
+    message: str
+    request_id: int = 0
+
+
+@_event
+class NameChanged:
+    old: str
+    new: str
     request_id: int = 0
 
 
@@ -271,6 +356,7 @@ class ChatOpened:
 class ChatClosed:
     peer: str
     reason: int
+    message: str = ""       # the peer's quit message, when reason is QUIT
     request_id: int = 0
 
 
@@ -296,4 +382,36 @@ class UserLeft:
     room: str
     name: str
     reason: int
+    message: str = ""       # the user's quit message, when reason is QUIT
+    request_id: int = 0
+
+
+@_event
+class RoomAction:
+    room: str
+    sender: str
+    msg_id: int
+    timestamp_ms: int
+    text: str
+    request_id: int = 0
+
+
+@_event
+class TopicChanged:
+    room: str
+    name: str               # who set it
+    timestamp_ms: int
+    topic: str              # empty: the topic was cleared
+    request_id: int = 0
+
+
+@_event
+class RoomJoined:
+    """Told to the joiner after each JoinRoom: the room's topic and (some of) its members."""
+    room: str
+    topic: str
+    topic_by: str
+    topic_at_ms: int        # 0: no topic
+    total: int              # members in the room; ``members`` may hold fewer
+    members: tuple[Member, ...]
     request_id: int = 0

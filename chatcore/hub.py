@@ -36,6 +36,10 @@ from .events import Reason
 from .listing import MEMBER_INDEX_MIN_MEMBERS, KeyPage, NameIndex
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]+\Z")
+# Characters no text may hold: a terminal acts on them (CR rewrites a line, ESC starts a
+# control sequence, BEL rings), so a message could forge another line. LF and TAB are text.
+# Lone surrogates cannot come from UTF-8 but can from another front end's decoder.
+_FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 QUOTE_MAX_CHARS = 40            # client text echoed in an error is cut to this
 RTT_SMOOTHING = 1 / 8           # TCP's SRTT gain (RFC 6298)
 GUEST_PREFIX = "guest-"
@@ -60,6 +64,10 @@ class HubLimits:
     max_list_page_entries: int = 200    # entries in one list reply
     max_list_scan_entries: int = 1000   # names one list request may examine
     max_list_pattern_chars: int = 100
+    max_topic_bytes: int = 390          # IRC servers' TOPICLEN is 300-390
+    max_away_bytes: int = 200           # IRC servers' AWAYLEN is 160-390
+    max_quit_bytes: int = 200
+    max_join_members: int = 1000        # members listed in RoomJoined
 
 
 @dataclass(slots=True)
@@ -114,6 +122,9 @@ class Session:
     resume_token: str = ""
     detached_until: float | None = None     # monotonic; set while the connection is gone
     detach_reason: Reason = Reason.DISCONNECTED
+    connected_at_ms: int = 0            # wall clock, for user details
+    away: str = ""                      # the away message; empty when not away
+    away_replied: set = field(default_factory=set)     # keys told the away message already
 
     def record_rtt(self, sample_seconds: float) -> None:
         """Fold one RTT sample into the smoothed estimate."""
@@ -130,6 +141,9 @@ class Room:
     members: dict = field(default_factory=dict)        # session key -> Session
     endpoints: dict = field(default_factory=dict)      # outlet -> [endpoint, ...]
     member_index: NameIndex | None = None   # kept once the room is big enough to need it
+    topic: str = ""
+    topic_by: str = ""
+    topic_at_ms: int = 0
 
 
 class _DetachedOutlet:
@@ -216,7 +230,8 @@ class Hub:
             if answer is True:
                 now = self._clock()
                 session = Session(name, key, outlet, endpoint, now, now,
-                                  resume_token=_new_token())
+                                  resume_token=_new_token(),
+                                  connected_at_ms=int(self._wallclock() * 1000))
                 self.sessions[key] = session
                 self._user_index.add(key)
                 done(session)
@@ -242,14 +257,112 @@ class Hub:
         return (f"name {_quote(name)} is reserved for its user to reconnect "
                 f"(for up to {seconds} s more)")
 
+    def set_name(self, session: Session, new_name: str, done=None) -> None:
+        """Rename a user; it and everyone sharing a room or a chat with it are told once.
+
+        A new name is claimed from the backplane first (cluster-wide in a cluster), so the
+        outcome, None or a ChatError, goes to ``done(outcome)`` once known, as for
+        ``connect``. Without ``done`` a refusal is raised (a single server answers at once).
+        """
+        self._touch(session)
+        if new_name != session.name:
+            self.check_name(new_name)
+        outcome: list = []
+        self._rename(session, new_name, done or outcome.append)
+        if done is not None:
+            return
+        if not outcome:
+            raise RuntimeError("this backplane answers later: pass done")
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def _rename(self, session: Session, new_name: str, done) -> None:
+        old_key, new_key = session.key, new_name.casefold()
+        if new_name == session.name or new_key == old_key:      # nothing, or only the case
+            if new_name != session.name:
+                self._renamed(session, new_name)
+            done(None)
+            return
+        holder = self.sessions.get(new_key)
+        if holder is not None or new_key in self._claiming:
+            message = (self._taken_message(holder, new_name) if holder is not None
+                       else f"name {_quote(new_name)} is taken")
+            done(ChatError(ErrorCode.NAME_TAKEN, message))
+            return
+        self._claiming.add(new_key)
+
+        def answered(answer) -> None:
+            self._claiming.discard(new_key)
+            if answer is not True:
+                done(answer if isinstance(answer, ChatError) else
+                     ChatError(ErrorCode.NAME_TAKEN, f"name {_quote(new_name)} is taken"))
+            elif self.sessions.get(session.key) is not session:    # gone meanwhile
+                self.backplane.release_name(new_key)
+                done(ChatError(ErrorCode.NO_SUCH_USER, "the session ended"))
+            else:
+                self._rekey(session, new_key)
+                self.backplane.release_name(old_key)
+                self._renamed(session, new_name)
+                done(None)
+
+        self.backplane.claim_name(new_key, answered)
+
+    def _rekey(self, session: Session, new_key: str) -> None:
+        old_key = session.key
+        del self.sessions[old_key]
+        self.sessions[new_key] = session
+        self._user_index.discard(old_key)
+        self._user_index.add(new_key)
+        for room in session.rooms.values():
+            del room.members[old_key]
+            room.members[new_key] = session
+            if room.member_index is not None:
+                room.member_index.discard(old_key)
+                room.member_index.add(new_key)
+        for peer_key in session.conversations:
+            peer = self.sessions[peer_key]
+            peer.conversations.discard(old_key)
+            peer.conversations.add(new_key)
+            if old_key in peer.away_replied:
+                peer.away_replied.discard(old_key)
+                peer.away_replied.add(new_key)
+        session.key = new_key
+
+    def _renamed(self, session: Session, new_name: str) -> None:
+        old_name, session.name = session.name, new_name
+        self._tell_once(self._neighbours(session), ev.NameChanged(old_name, new_name))
+
+    def _neighbours(self, session: Session) -> dict:
+        """The user and everyone sharing a room or a conversation with it, by key."""
+        known = {session.key: session}
+        for room in session.rooms.values():
+            known.update(room.members)
+        for peer_key in session.conversations:
+            known[peer_key] = self.sessions[peer_key]
+        return known
+
+    def _tell_once(self, sessions: dict, event) -> None:
+        """``event`` to each session once, encoded once per outlet."""
+        by_outlet: dict = {}
+        for each in sessions.values():
+            by_outlet.setdefault(each.outlet, []).append(each.endpoint)
+        for outlet, endpoints in by_outlet.items():
+            outlet.broadcast(endpoints, event)
+        self.work_done += len(sessions)
+
     def _guest_name(self) -> str:
         while True:
             name = f"{GUEST_PREFIX}{next(self._guest_numbers)}"
             if name.casefold() not in self.sessions and name.casefold() not in self._claiming:
                 return name
 
-    def disconnect(self, session: Session, reason: Reason) -> None:
-        """A user is gone: its rooms and conversation peers are told why."""
+    def check_quit_message(self, message: str) -> None:
+        """Raise TEXT_INVALID saying why ``message`` cannot be shown as a goodbye."""
+        _check_text("quit message", message, self.limits.max_quit_bytes, empty_ok=True)
+
+    def disconnect(self, session: Session, reason: Reason, message: str = "") -> None:
+        """A user is gone: its rooms and conversation peers are told why (and its goodbye,
+        already checked with ``check_quit_message``)."""
         if self.sessions.get(session.key) is not session:
             return
         del self.sessions[session.key]
@@ -259,12 +372,13 @@ class Hub:
             self.held_sessions -= 1
         self.backplane.release_name(session.key)
         for room in list(session.rooms.values()):
-            self._remove_member(room, session, reason)
+            self._remove_member(room, session, reason, message)
         for peer_key in session.conversations:
             peer = self.sessions.get(peer_key)
             if peer is not None:
                 peer.conversations.discard(session.key)
-                peer.outlet.deliver(peer.endpoint, ev.ChatClosed(session.name, reason))
+                peer.outlet.deliver(peer.endpoint,
+                                    ev.ChatClosed(session.name, reason, message))
         session.conversations.clear()
 
     # -- resuming --------------------------------------------------------------------------
@@ -376,16 +490,43 @@ class Hub:
         self._touch(session)
         peer = self._peer(session, peer_name)
         self._check_text(text)
-        if peer.outlet is DETACHED:
-            raise ChatError(ErrorCode.USER_RECONNECTING,
-                            f"{peer.name}'s connection dropped; they may be back within "
-                            f"{self.limits.resume_grace_seconds:g} s. Message not delivered")
+        self._check_attached(peer)
         self._open(session, peer)
         msg_id, timestamp_ms = self._stamp()
         peer.outlet.deliver(peer.endpoint,
                             ev.DirectMessage(session.name, msg_id, timestamp_ms, text))
         self.work_done += 1
+        if peer.away:
+            self._away_reply(session, peer)
         return msg_id, timestamp_ms
+
+    def send_direct_action(self, session: Session, peer_name: str,
+                           text: str) -> tuple[int, int]:
+        """An action ("/me waves") to one user, like ``send_direct``."""
+        self._touch(session)
+        peer = self._peer(session, peer_name)
+        self._check_text(text)
+        self._check_attached(peer)
+        self._open(session, peer)
+        msg_id, timestamp_ms = self._stamp()
+        peer.outlet.deliver(peer.endpoint,
+                            ev.DirectAction(session.name, msg_id, timestamp_ms, text))
+        self.work_done += 1
+        if peer.away:
+            self._away_reply(session, peer)
+        return msg_id, timestamp_ms
+
+    def _check_attached(self, peer: Session) -> None:
+        if peer.outlet is DETACHED:
+            raise ChatError(ErrorCode.USER_RECONNECTING,
+                            f"{peer.name}'s connection dropped; they may be back within "
+                            f"{self.limits.resume_grace_seconds:g} s. Message not delivered")
+
+    def _away_reply(self, sender: Session, peer: Session) -> None:
+        if sender.key not in peer.away_replied:
+            peer.away_replied.add(sender.key)
+            sender.outlet.deliver(sender.endpoint, ev.AwayReply(peer.name, peer.away))
+            self.work_done += 1
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -395,10 +536,16 @@ class Hub:
                           ErrorCode.ROOM_INVALID)
 
     def join(self, session: Session, room_name: str) -> bool:
-        """Join (creating the room on first join); False if already a member."""
+        """Join (creating the room on first join); False if already a member.
+
+        Members are told ``UserJoined``; the joiner is also told the room's topic and
+        members (``RoomJoined``), every time, whether or not it was a member already.
+        """
         self._touch(session)
         key = room_name.casefold()
-        if key in session.rooms:
+        room = session.rooms.get(key)
+        if room is not None:
+            self._tell_room_state(session, room)
             return False
         self.check_room_name(room_name)
         if len(session.rooms) >= self.limits.max_rooms_per_user:
@@ -421,7 +568,26 @@ class Hub:
         room.endpoints.setdefault(session.outlet, []).append(session.endpoint)
         session.rooms[key] = room
         self._broadcast(room, ev.UserJoined(room.name, session.name))
+        self._tell_room_state(session, room)
         return True
+
+    def _tell_room_state(self, session: Session, room: Room) -> None:
+        members = tuple(ev.Member(member.name, bool(member.away)) for member in
+                        itertools.islice(room.members.values(), self.limits.max_join_members))
+        session.outlet.deliver(session.endpoint, ev.RoomJoined(
+            room.name, room.topic, room.topic_by, room.topic_at_ms, len(room.members), members))
+        self.work_done += 1 + len(members) * LIST_ENTRY_WORK_UNITS
+
+    def set_topic(self, session: Session, room_name: str, topic: str) -> None:
+        """Any member sets (or, with an empty topic, clears) the topic; members are told."""
+        self._touch(session)
+        room = self._membership(session, room_name)
+        _check_text("topic", topic, self.limits.max_topic_bytes, empty_ok=True)
+        timestamp_ms = int(self._wallclock() * 1000)
+        room.topic, room.topic_by = topic, (session.name if topic else "")
+        room.topic_at_ms = timestamp_ms if topic else 0
+        self._broadcast(room, ev.TopicChanged(room.name, session.name, timestamp_ms, topic))
+
 
     def leave(self, session: Session, room_name: str) -> None:
         self._touch(session)
@@ -433,9 +599,10 @@ class Hub:
             raise ChatError(ErrorCode.NOT_IN_ROOM, f"you are not in room {_quote(room_name)}")
         return room
 
-    def _remove_member(self, room: Room, session: Session, reason: Reason) -> None:
+    def _remove_member(self, room: Room, session: Session, reason: Reason,
+                       message: str = "") -> None:
         # The leaver hears its own departure too, like its own join.
-        self._broadcast(room, ev.UserLeft(room.name, session.name, reason))
+        self._broadcast(room, ev.UserLeft(room.name, session.name, reason, message))
         del room.members[session.key]
         if room.member_index is not None:
             room.member_index.discard(session.key)
@@ -455,7 +622,8 @@ class Hub:
         room = session.rooms.get(room_name.casefold())
         if room is None:
             room = self._membership(session, room_name)
-        if not text or len(text) * 4 > self.limits.max_text_bytes:
+        if (not text or len(text) * 4 > self.limits.max_text_bytes
+                or _FORBIDDEN_CHARS.search(text) is not None):
             self._check_text(text)
         msg_id, timestamp_ms = self._stamp()
         event = ev.RoomMessage(room.name, session.name, msg_id, timestamp_ms, text)
@@ -464,12 +632,42 @@ class Hub:
         self.work_done += len(room.members)
         return msg_id, timestamp_ms
 
+    def send_room_action(self, session: Session, room_name: str,
+                         text: str) -> tuple[int, int]:
+        """An action ("/me waves") to every member, like ``send_room``."""
+        self._touch(session)
+        room = self._membership(session, room_name)
+        self._check_text(text)
+        msg_id, timestamp_ms = self._stamp()
+        self._broadcast(room, ev.RoomAction(room.name, session.name, msg_id, timestamp_ms,
+                                            text))
+        return msg_id, timestamp_ms
+
     def _broadcast(self, room: Room, event) -> None:
         for outlet, endpoints in room.endpoints.items():
             outlet.broadcast(endpoints, event)
         self.work_done += len(room.members)
 
     # -- presence --------------------------------------------------------------------------
+
+    def set_away(self, session: Session, message: str) -> None:
+        """Away with ``message`` (each time a new away period), or back when it is empty."""
+        _check_text("away message", message, self.limits.max_away_bytes, empty_ok=True)
+        session.away = message
+        session.away_replied = set()
+
+    def whois(self, session: Session, name: str) -> ev.UserDetails:
+        """A user's details, with the rooms it shares with ``session``."""
+        user = self.sessions.get(name.casefold())
+        if user is None:
+            raise ChatError(ErrorCode.NO_SUCH_USER, f"no user named {_quote(name)} is online")
+        common = sorted((ev.RoomInfo(room.name, len(room.members))
+                         for key, room in user.rooms.items() if key in session.rooms),
+                        key=lambda info: info.name.casefold())
+        self.work_done += 1 + len(common) * LIST_ENTRY_WORK_UNITS
+        return ev.UserDetails(user.name, self.node.name, user.connected_at_ms,
+                              int(self._clock() - user.last_active), _rtt_us(user.rtt_seconds),
+                              user.away, tuple(common))
 
     def list_users(self, room_name: str = "") -> list[ev.UserInfo]:
         """The first page of users (of one room), sorted by name."""
@@ -495,7 +693,7 @@ class Hub:
         now = self._clock()
         server = self.node.name
         entries = [ev.UserInfo(s.name, _rtt_us(s.rtt_seconds), int(now - s.last_active),
-                               server)
+                               server, s.away)
                    for s in map(members.__getitem__, keys.keys)]
         self.work_done += len(entries) * LIST_ENTRY_WORK_UNITS
         return Page(entries, keys.keys, keys.total, keys.total_exact, keys.next_after)
@@ -536,18 +734,33 @@ class Hub:
         session.last_active = self._clock()
 
     def _check_text(self, text: str) -> None:
-        if not text:
-            raise ChatError(ErrorCode.TEXT_INVALID, "message text is empty")
-        # UTF-8 is at most 4 bytes a character: skip the encode for all short messages.
-        if len(text) * 4 > self.limits.max_text_bytes:
-            size = len(text.encode("utf-8"))
-            if size > self.limits.max_text_bytes:
-                raise ChatError(ErrorCode.TEXT_INVALID,
-                                f"message is {size} bytes; the limit is "
-                                f"{self.limits.max_text_bytes}")
+        _check_text("message", text, self.limits.max_text_bytes)
 
     def _stamp(self) -> tuple[int, int]:
         return next(self._msg_ids), int(self._wallclock() * 1000)
+
+
+def _check_text(what: str, text: str, limit_bytes: int, *, empty_ok: bool = False) -> None:
+    """Raise TEXT_INVALID when ``text`` is empty (unless allowed), longer than
+    ``limit_bytes`` in UTF-8, or holds a character that is not text."""
+    if not text:
+        if empty_ok:
+            return
+        raise ChatError(ErrorCode.TEXT_INVALID, f"{what} text is empty")
+    # UTF-8 is at most 4 bytes a character: skip the encode for all short texts.
+    if len(text) * 4 > limit_bytes:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > limit_bytes:
+            raise ChatError(ErrorCode.TEXT_INVALID,
+                            f"{what} is {size} bytes; the limit is {limit_bytes}")
+    found = _FORBIDDEN_CHARS.search(text)
+    if found is not None:
+        code_point = ord(found.group())
+        kind = "a lone surrogate" if 0xD800 <= code_point <= 0xDFFF else "a control character"
+        raise ChatError(ErrorCode.TEXT_INVALID,
+                        f"{what} holds U+{code_point:04X} ({kind}) at position "
+                        f"{found.start()}; of the control characters only LF and TAB "
+                        f"are allowed")
 
 
 def _check_identifier(what: str, name: str, limit: int, code: ErrorCode) -> None:

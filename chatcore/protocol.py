@@ -52,15 +52,21 @@ SCHEMA = (
     (0x10, C2S, ev.OpenChat, (("peer", "str"),)),
     (0x11, C2S, ev.CloseChat, (("peer", "str"),)),
     (0x12, C2S, ev.SendDirect, (("peer", "str"), ("text", "text"))),
+    (0x13, C2S, ev.SendDirectAction, (("peer", "str"), ("text", "text"))),
     (0x20, C2S, ev.JoinRoom, (("room", "str"),)),
     (0x21, C2S, ev.LeaveRoom, (("room", "str"),)),
     (0x22, C2S, ev.SendRoom, (("room", "str"), ("text", "text"))),
+    (0x23, C2S, ev.SendRoomAction, (("room", "str"), ("text", "text"))),
+    (0x24, C2S, ev.SetTopic, (("room", "str"), ("topic", "text"))),
     (0x30, C2S, ev.ListUsers, (("room", "str"),)),
     (0x31, C2S, ev.ListRooms, ()),
     (0x32, C2S, ev.ListServers, ()),
     (0x33, C2S, ev.ListUsersPage, (("room", "str"), ("after", "str"), ("pattern", "str"),
                                    ("limit", "u16"))),
     (0x34, C2S, ev.ListRoomsPage, (("after", "str"), ("pattern", "str"), ("limit", "u16"))),
+    (0x40, C2S, ev.SetName, (("name", "str"),)),
+    (0x41, C2S, ev.SetAway, (("message", "text"),)),
+    (0x42, C2S, ev.Whois, (("name", "str"),)),
     (0x80, S2C, ev.Ok, ()),
     (0x81, S2C, ev.Welcome, (("version", "u16"), ("name", "str"), ("server", "str"),
                              ("ping_interval_ms", "u32"), ("max_frame_bytes", "u32"),
@@ -71,11 +77,22 @@ SCHEMA = (
     (0x90, S2C, ev.DirectMessage, (("sender", "str"), ("msg_id", "u64"),
                                    ("timestamp_ms", "u64"), ("text", "text"))),
     (0x91, S2C, ev.ChatOpened, (("peer", "str"),)),
-    (0x92, S2C, ev.ChatClosed, (("peer", "str"), ("reason", "u8"))),
+    (0x92, S2C, ev.ChatClosed, (("peer", "str"), ("reason", "u8"), ("message", "text"))),
+    (0x93, S2C, ev.DirectAction, (("sender", "str"), ("msg_id", "u64"),
+                                  ("timestamp_ms", "u64"), ("text", "text"))),
+    (0x94, S2C, ev.AwayReply, (("name", "str"), ("message", "text"))),
     (0xA0, S2C, ev.RoomMessage, (("room", "str"), ("sender", "str"), ("msg_id", "u64"),
                                  ("timestamp_ms", "u64"), ("text", "text"))),
     (0xA1, S2C, ev.UserJoined, (("room", "str"), ("name", "str"))),
-    (0xA2, S2C, ev.UserLeft, (("room", "str"), ("name", "str"), ("reason", "u8"))),
+    (0xA2, S2C, ev.UserLeft, (("room", "str"), ("name", "str"), ("reason", "u8"),
+                              ("message", "text"))),
+    (0xA3, S2C, ev.RoomAction, (("room", "str"), ("sender", "str"), ("msg_id", "u64"),
+                                ("timestamp_ms", "u64"), ("text", "text"))),
+    (0xA4, S2C, ev.TopicChanged, (("room", "str"), ("name", "str"), ("timestamp_ms", "u64"),
+                                  ("topic", "text"))),
+    (0xA5, S2C, ev.RoomJoined, (("room", "str"), ("topic", "str"), ("topic_by", "str"),
+                                ("topic_at_ms", "u64"), ("total", "u32"),
+                                ("members", "member[]"))),
     (0xB0, S2C, ev.UserList, (("total", "u32"), ("users", "userinfo[]"))),
     (0xB1, S2C, ev.RoomList, (("total", "u32"), ("rooms", "roominfo[]"))),
     (0xB2, S2C, ev.ServerList, (("total", "u32"), ("servers", "serverinfo[]"))),
@@ -83,12 +100,17 @@ SCHEMA = (
                               ("users", "userinfo[]"))),
     (0xB4, S2C, ev.RoomPage, (("total", "u32"), ("total_exact", "bool"), ("next_after", "str"),
                               ("rooms", "roominfo[]"))),
+    (0xC0, S2C, ev.UserDetails, (("name", "str"), ("server", "str"),
+                                 ("connected_at_ms", "u64"), ("idle_seconds", "u32"),
+                                 ("rtt_us", "u32"), ("away", "str"), ("rooms", "roominfo[]"))),
+    (0xC1, S2C, ev.NameChanged, (("old", "str"), ("new", "str"))),
 )
 
 LIST_ENTRIES = {
     "userinfo[]": (ev.UserInfo, (("name", "str"), ("rtt_us", "u32"), ("idle_seconds", "u32"),
-                                 ("server", "str"))),
+                                 ("server", "str"), ("away", "str"))),
     "roominfo[]": (ev.RoomInfo, (("name", "str"), ("members", "u32"))),
+    "member[]": (ev.Member, (("name", "str"), ("away", "bool"))),
     "serverinfo[]": (ev.ServerInfo, (("name", "str"), ("host", "str"), ("port", "u16"),
                                      ("users", "u32"), ("load_permille", "u16"),
                                      ("rtt_us", "u32"))),
@@ -99,6 +121,17 @@ _BY_CODE = {code: (direction, cls, fields) for code, direction, cls, fields in S
 _INTS = {"u8": struct.Struct(">B"), "u16": struct.Struct(">H"), "u32": struct.Struct(">I"),
          "u64": struct.Struct(">Q"), "bool": struct.Struct(">B")}
 _U16 = _INTS["u16"]
+
+
+def room_joined_capacity(max_frame_bytes: int, max_name_chars: int, max_room_name_chars: int,
+                         max_topic_bytes: int) -> int:
+    """How many members a RoomJoined can always carry within ``max_frame_bytes``.
+
+    Names and room names are ASCII, so a member entry is its name + 3 bytes.
+    """
+    fixed = (9 + 2 + max_room_name_chars + 2 + max_topic_bytes + 2 + max_name_chars
+             + 8 + 4 + 2)
+    return max(0, (max_frame_bytes + 4 - fixed) // (max_name_chars + 3))
 
 
 class _Truncated(Exception):

@@ -12,6 +12,7 @@ from .connection import Connection, NativeOutlet
 from .errors import ErrorCode
 from .events import Reason
 from .hub import Hub, HubLimits, NodeInfo
+from .protocol import room_joined_capacity
 from .tls import TlsHandshake, server_context
 from .limits import AddressCounter, ExemptList, address_key
 
@@ -74,13 +75,20 @@ class Server:
             self.tls_address = self.tls_listener.getsockname()[:2]
         host, port = advertised_address(config, self.address or self.tls_address)
         name = config.server_name or f"chatcore@{format_address(host, port)}"
+        topic_bytes = min(config.max_topic_bytes, config.max_text_bytes)
         limits = HubLimits(config.max_name_chars, config.max_room_name_chars,
                            config.max_text_bytes, config.max_rooms_per_user,
                            max_rooms=config.max_rooms,
                            resume_grace_seconds=config.resume_grace_seconds,
                            max_list_page_entries=config.max_list_page_entries,
                            max_list_scan_entries=config.max_list_scan_entries,
-                           max_list_pattern_chars=config.max_list_pattern_chars)
+                           max_list_pattern_chars=config.max_list_pattern_chars,
+                           max_topic_bytes=topic_bytes,
+                           max_away_bytes=min(config.max_away_bytes, config.max_text_bytes),
+                           max_quit_bytes=min(config.max_quit_bytes, config.max_text_bytes),
+                           max_join_members=min(config.max_join_members, room_joined_capacity(
+                               config.max_frame_bytes, config.max_name_chars,
+                               config.max_room_name_chars, topic_bytes)))
         self.hub = Hub(NodeInfo(name, host, port), limits, load_permille=self.load.permille)
         self._watch_listeners()
         self.reactor.add_before_sleep(self.flush_pending)

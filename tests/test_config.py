@@ -43,6 +43,8 @@ def test_file_then_environment_then_flags(tmp_path):
     ("port = \n", "bad.toml: not valid TOML"),
     ("port = 70000\n", "not in 0..65535"),
     ("max_output_bytes = 0\n", "must be positive"),
+    ("max_away_bytes = 0\n", "max_away_bytes must be positive"),
+    ("max_join_members = -1\n", "max_join_members must not be negative"),
 ])
 def test_bad_settings_are_refused(tmp_path, toml, message):
     path = tmp_path / "bad.toml"

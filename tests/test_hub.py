@@ -101,12 +101,15 @@ def test_empty_rooms_disappear(hub, outlet):
     assert hub.rooms == {}
 
 
-def test_rejoin_is_idempotent(hub, outlet):
+def test_rejoin_is_idempotent_but_tells_the_room_state_again(hub, outlet):
     alice = hub.connect("alice", outlet, "alice")
+    bob = hub.connect("bob", outlet, "bob")
     assert hub.join(alice, "r") is True
+    hub.join(bob, "r")
     outlet.received.clear()
     assert hub.join(alice, "R") is False
-    assert outlet.received == {}
+    assert outlet.received == {"alice": [ev.RoomJoined("r", "", "", 0, 2, (
+        ev.Member("alice", False), ev.Member("bob", False)))]}
 
 
 def test_room_limit(hub, outlet):
