@@ -48,6 +48,7 @@ class Server:
         self.exempt = ExemptList(config.limit_exempt)
         self.per_address = AddressCounter()
         self.held_input_bytes = 0       # received but unhandled, all connections together
+        self._handshake_keys: dict = {}   # TlsHandshake -> the address key it counts under
         self._accept_paused = False
         self._accept_failures_logged = False
         self._tick_due = 0.0
@@ -174,8 +175,7 @@ class Server:
             self._watch_listeners()
 
     def _adopt(self, sock: socket.socket, address, tls=None) -> None:
-        host = address[0]
-        key = None if host in self.exempt else address_key(host)
+        key = self._address_key(address)
         connection = Connection(self, sock, address, key, tls)
         self.connections.add(connection)
         if key is not None:
@@ -209,17 +209,37 @@ class Server:
                         format_address(*address[:2]), self.config.max_clients)
             sock.close()
             return
-        self.tls_handshakes.add(TlsHandshake(self, sock, address, self.tls_context,
-                                             self.config.tls_handshake_timeout_seconds))
+        # A handshake counts toward its address's connections: past the limit, the socket
+        # is closed the same way (there is no channel for TOO_MANY_CONNECTIONS yet).
+        key = self._address_key(address)
+        if key is not None:
+            if self.per_address.count(key) >= self.config.max_connections_per_address:
+                log.info("refusing TLS from %s: %d connections from %s is the limit",
+                         format_address(*address[:2]),
+                         self.config.max_connections_per_address, key)
+                sock.close()
+                return
+            self.per_address.add(key)
+        handshake = TlsHandshake(self, sock, address, self.tls_context,
+                                 self.config.tls_handshake_timeout_seconds)
+        self.tls_handshakes.add(handshake)
+        if key is not None:
+            self._handshake_keys[handshake] = key
+
+    def _release_handshake(self, handshake: TlsHandshake) -> None:
+        self.tls_handshakes.discard(handshake)
+        key = self._handshake_keys.pop(handshake, None)
+        if key is not None:
+            self.per_address.remove(key)
 
     def tls_established(self, handshake: TlsHandshake, transport) -> None:
         """Called by a handshake that completed: the client is a Connection from now on."""
-        self.tls_handshakes.discard(handshake)
+        self._release_handshake(handshake)
         self._adopt(handshake.sock, handshake.address, transport)
 
     def tls_failed(self, handshake: TlsHandshake) -> None:
         """Called by a handshake that failed or timed out, once its socket is closed."""
-        self.tls_handshakes.discard(handshake)
+        self._release_handshake(handshake)
         if self.shutting_down and not self.connections and not self.tls_handshakes:
             self.reactor.stop()
 
@@ -228,6 +248,11 @@ class Server:
         and memberships, and dropping connections on purpose must not make room for more.
         (A Resume adds no session, so it is never refused for this.)"""
         return len(self.connections) + self.hub.held_sessions > self.config.max_clients
+
+    def _address_key(self, address) -> str | None:
+        """What the per-address limit counts ``address`` under; None when it is exempt."""
+        host = address[0]
+        return None if host in self.exempt else address_key(host)
 
     def forget(self, connection: Connection) -> None:
         """Called by a connection once it is closed."""

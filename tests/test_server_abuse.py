@@ -382,3 +382,28 @@ def test_partial_input_has_a_server_wide_budget(start_server):
     assert bystander.worst_gap < GAP_LIMIT_SECONDS
     for client in parked:
         client.close()
+
+
+def test_tls_handshakes_count_toward_the_per_address_limit(start_server, tls_files):
+    server = start_server(*tls_files.server_flags, *NOT_EXEMPT,
+                          "--max-connections-per-address", "2")
+    silent = [socket.create_connection(("127.0.0.1", server.tls_port), timeout=10)
+              for _ in range(2)]               # two handshakes that never start
+    try:
+        with pytest.raises(OSError):            # the third is closed before its handshake
+            ChatClient("127.0.0.1", server.tls_port, tls_ca=tls_files.ca).connect("third")
+        server.wait_for_log("refusing TLS from 127.0.0.1")
+        silent.pop().close()                    # a finished handshake frees its place
+        deadline = time.monotonic() + 10
+        while True:
+            client = ChatClient("127.0.0.1", server.tls_port, tls_ca=tls_files.ca)
+            try:
+                client.connect("fourth")
+                break
+            except OSError:
+                client.close()
+                assert time.monotonic() < deadline, "the place was never freed"
+        client.quit()
+    finally:
+        for sock in silent:
+            sock.close()
