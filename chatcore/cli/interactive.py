@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
 import signal
 import sys
 
@@ -131,7 +130,8 @@ async def run(config: ClientConfig) -> int:
     display = Display(lambda: holder["session"].name if "session" in holder else "", colour)
 
     def emit(rec: dict) -> None:
-        width = shutil.get_terminal_size().columns
+        # The terminal's own size, not $COLUMNS (stale after a resize, or set by a parent).
+        width = prompt.app.output.get_size().columns
         # One write per record: patch_stdout flushes at line ends, and a record split across
         # two flushes would have the prompt redrawn in the middle of it.
         sys.stdout.write(to_ansi(wrap(display.fragments(rec), width), escapes) + "\n")
