@@ -149,6 +149,20 @@ class ServerConfig:
                                                           "all clients together, in bytes; "
                                                           "past it, a read drops that "
                                                           "client (INPUT_BUDGET)")
+    # -- the Prometheus metrics page (docs/metrics.md), off unless metrics_port is set --
+    metrics_port: int = setting(-1, "port of the Prometheus page http://HOST:PORT/metrics; "
+                                    "-1: off, 0: a free one")
+    metrics_host: str = setting("", "address of the metrics page; empty: the same as host")
+    # Prometheus scrapes every few seconds over one kept-alive connection; one that sends
+    # no request for this long is idle or stuck, and holds a socket.
+    metrics_timeout_seconds: float = setting(30.0, "a metrics page connection idle this long "
+                                                   "is closed")
+    # Scrapers are few (Prometheus, an operator's curl); a stray client cannot hold more.
+    max_metrics_connections: int = setting(16, "metrics page connections open at once; "
+                                               "more are closed on arrival")
+    # h11's default: a GET with its headers is a few hundred bytes.
+    max_metrics_request_bytes: int = setting(16384, "largest HTTP request head the metrics "
+                                                    "page reads, in bytes (larger: 431)")
 
     def validate(self) -> None:
         if self.log_level.upper() not in LOG_LEVELS:
@@ -157,6 +171,11 @@ class ServerConfig:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not in 0..65535")
         self._validate_tls()
+        if not -1 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port {self.metrics_port} is not in 0..65535 "
+                             f"(or -1: off)")
+        if self.metrics_port == self.port != 0 and self.metrics_host in ("", self.host):
+            raise ValueError(f"metrics_port and port are both {self.port}: use two ports")
         if self.max_frame_bytes < 64:
             raise ValueError("max_frame_bytes must be at least 64")
         if self.max_text_bytes > self.max_frame_bytes - 64:
@@ -174,7 +193,8 @@ class ServerConfig:
                      "node_announce_seconds", "node_silence_seconds", "redis_timeout_seconds",
                      "redis_max_output_bytes", "max_rooms", "max_list_page_entries",
                      "max_list_scan_entries", "max_list_pattern_chars", "max_topic_bytes",
-                     "max_away_bytes", "max_quit_bytes"):
+                     "max_away_bytes", "max_quit_bytes", "metrics_timeout_seconds",
+                     "max_metrics_connections", "max_metrics_request_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_list_page_entries > 0xFFFF:

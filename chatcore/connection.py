@@ -49,12 +49,15 @@ class NativeOutlet:
 
     def __init__(self):
         self.pending: list = []
+        self.deliveries = 0             # events queued for a client, one per recipient
 
     def deliver(self, endpoint: OutputBuffer, event) -> None:
+        self.deliveries += 1
         if endpoint.append(encode_event(event)):
             self.pending.append(endpoint)
 
     def broadcast(self, endpoints: list, event) -> None:
+        self.deliveries += len(endpoints)
         self.pending.extend(fanout(encode_event(event), endpoints))
 
     def evict(self, endpoint: OutputBuffer) -> None:
@@ -76,8 +79,8 @@ class Connection:
     """A client of the native protocol, from accept to close."""
 
     # Thousands are held at once: slots keep each one a few hundred bytes smaller.
-    __slots__ = ("server", "config", "reactor", "hub", "outlet", "sock", "fd", "address",
-                 "protocol", "outbuf", "session", "state", "connected_at", "last_received",
+    __slots__ = ("server", "config", "reactor", "hub", "outlet", "stats", "sock", "fd",
+                 "address", "protocol", "outbuf", "session", "state", "connected_at", "last_received",
                  "ping_token", "ping_sent_at", "last_ping_at", "address_key", "held_bytes",
                  "_writing", "_linger_timer", "_reading", "_buckets", "_held_event",
                  "_resume_timer", "_behind_since", "_naming", "tls")
@@ -92,6 +95,7 @@ class Connection:
         self.reactor = server.reactor
         self.hub = server.hub
         self.outlet: NativeOutlet = server.outlet
+        self.stats = server.stats
         self.sock = sock
         self.fd = sock.fileno()
         self.address = address
@@ -156,6 +160,7 @@ class Connection:
             self.close(Reason.DISCONNECTED, "peer closed its side")
             return
         self.last_received = time.monotonic()
+        self.stats.bytes_received += len(data)     # TLS: after decryption
         self.protocol.receive_data(data)
         self.process_input()
 
@@ -204,6 +209,7 @@ class Connection:
                     self.send_error(exc.code, exc.message, exc.fatal, exc.request_id)
                     if exc.fatal:
                         log.info("%s: closing, %s", self.peer, exc.message)
+                        self.stats.drop("protocol_error")
                         self.close(Reason.DISCONNECTED, exc.message)
                     elif buckets is not None:
                         # A bad frame costs a reply like a request does.
@@ -256,6 +262,7 @@ class Connection:
         self.send_error(ErrorCode.EXCESS_FLOOD,
                         f"excess flood: you sent faster than the server allows for over "
                         f"{self.config.max_flood_lag_seconds:g}s", fatal=True)
+        self.stats.drop("flood")
         self.close(Reason.FLOODED, "excess flood")
 
     def _pause_reading(self) -> None:
@@ -285,6 +292,7 @@ class Connection:
             self.send_error(ErrorCode.INPUT_BUDGET,
                             "the server is holding all the unfinished input it may; "
                             "try again later", fatal=True)
+            self.stats.drop("input_budget")
             self.close(Reason.OVER_LIMIT, "held-input budget")
 
     def _release_held_input(self) -> None:
@@ -350,7 +358,9 @@ class Connection:
 
     def _on_pong(self, event: ev.Pong) -> None:
         if self.ping_sent_at is not None and event.token == self.ping_token:
-            self.session.record_rtt(time.monotonic() - self.ping_sent_at)
+            rtt = time.monotonic() - self.ping_sent_at
+            self.session.record_rtt(rtt)
+            self.stats.rtt_seconds.observe(rtt)
             self.ping_sent_at = None
 
     def _on_quit(self, event: ev.Quit) -> None:
@@ -374,6 +384,7 @@ class Connection:
 
     def _on_send_direct(self, event: ev.SendDirect) -> None:
         msg_id, timestamp_ms = self.hub.send_direct(self.session, event.peer, event.text)
+        self.stats.direct_messages += 1
         self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
 
     def _on_send_direct_action(self, event: ev.SendDirectAction) -> None:
@@ -439,6 +450,7 @@ class Connection:
 
     def _on_send_room(self, event: ev.SendRoom) -> None:
         msg_id, timestamp_ms = self.hub.send_room(self.session, event.room, event.text)
+        self.stats.room_messages += 1
         self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
 
     def _on_list_users(self, event: ev.ListUsers) -> None:
@@ -502,9 +514,9 @@ class Connection:
         outbuf = self.outbuf
         try:
             if self.tls is None:
-                outbuf.write_to(self.fd)
+                self.stats.bytes_sent += outbuf.write_to(self.fd)
             else:
-                self.tls.write_to(self.fd)
+                self.stats.bytes_sent += self.tls.write_to(self.fd)
         except OSError as exc:
             self.abort(Reason.DISCONNECTED, exc)
             return
@@ -513,10 +525,12 @@ class Connection:
                 self._overflow()
             elif not self._writing:
                 self._writing = True
+                self.stats.backlogged.add(self)
                 self.reactor.add_writer(self.fd, self.flush)
             return
         if self._writing:
             self._writing = False
+            self.stats.backlogged.discard(self)
             self.reactor.remove_writer(self.fd)
         if self.state is State.CLOSING:
             self._linger()
@@ -524,6 +538,7 @@ class Connection:
     def supersede(self) -> None:
         """Another connection resumed this one's session: go, without telling the hub."""
         self.session = None
+        self.stats.drop("resumed_elsewhere")
         self.send_error(ErrorCode.SESSION_RESUMED,
                         "your session was resumed by a newer connection", fatal=True)
         self.close(Reason.DISCONNECTED, "session resumed elsewhere")
@@ -533,6 +548,7 @@ class Connection:
         log.warning("%s: output queue passed %d bytes; dropping the slow reader",
                     self.session.name if self.session else self.peer,
                     self.config.max_output_bytes)
+        self.stats.drop("slow_reader")
         self.abort(Reason.TOO_SLOW, "output queue overflow")
 
     # -- liveness --------------------------------------------------------------------------
@@ -551,6 +567,7 @@ class Connection:
                 self.send_error(ErrorCode.HANDSHAKE_TIMEOUT,
                                 f"no Hello within {config.handshake_timeout_seconds:g}s",
                                 fatal=True)
+                self.stats.drop("handshake_timeout")
                 self.close(Reason.TIMED_OUT, "handshake timeout")
             return
         # Paused reading (a fair turn or a flood delay) means input is waiting unread.
@@ -560,6 +577,7 @@ class Connection:
                             f"nothing received for {config.idle_timeout_seconds:g}s",
                             fatal=True)
             log.info("%s: idle timeout", self.session.name)
+            self.stats.drop("idle")
             self.close(Reason.TIMED_OUT, "idle timeout")
         elif now - self.last_ping_at >= config.ping_interval_seconds:
             self.ping_token = (self.ping_token + 1) & 0xFFFFFFFFFFFFFFFF

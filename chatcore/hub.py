@@ -430,6 +430,11 @@ class Hub:
             if peer is not None:
                 session.outlet.deliver(session.endpoint, ev.ChatOpened(peer.name))
 
+    def held_count(self) -> int:
+        """Sessions detached now and waiting for a resume (a pass over those only)."""
+        return sum(1 for deadline, session in self._detached
+                   if session.outlet is DETACHED and session.detached_until == deadline)
+
     def expire_detached(self, limit: int) -> bool:
         """Disconnect up to ``limit`` sessions whose grace period is over, each with the
         reason it dropped for; True if more are already due."""

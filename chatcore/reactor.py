@@ -15,6 +15,8 @@ import signal
 import socket
 import time
 
+from .stats import TURN_BUCKETS_SECONDS, Histogram
+
 log = logging.getLogger(__name__)
 
 _READ = selectors.EVENT_READ
@@ -45,6 +47,8 @@ class Reactor:
     """
 
     def __init__(self):
+        # How long each turn's work took, from the wake-up to the next wait (hooks included).
+        self.turn_seconds = Histogram(TURN_BUCKETS_SECONDS)
         self._selector = selectors.DefaultSelector()
         self._timers: list = []
         self._timer_seq = itertools.count()
@@ -162,8 +166,13 @@ class Reactor:
         select = self._selector.select
         timers = self._timers
         priority = self._priority_fds
+        turn_seconds = self.turn_seconds
+        monotonic = time.monotonic
+        woke_at = None
         while self._running:
             self._run_hooks()
+            if woke_at is not None:
+                turn_seconds.observe(monotonic() - woke_at)
             if self._soon or not self._running:
                 timeout = 0
             elif timers:
@@ -171,6 +180,7 @@ class Reactor:
             else:
                 timeout = None
             ready = select(timeout)
+            woke_at = monotonic()
             if priority and len(ready) > 1:
                 first = [item for item in ready if item[0].fd in priority]
                 if first:

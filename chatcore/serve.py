@@ -63,6 +63,21 @@ def _listening(server: Server) -> str:
     return f"{format_address(*server.address)} and {tls} (TLS)"
 
 
+def start_metrics(config, reactor, server):
+    """The Prometheus page on the reactor (docs/metrics.md), or None if it cannot listen."""
+    from .metrics import registry_for
+    from .metrics_http import MetricsEndpoint
+    endpoint = MetricsEndpoint(config, reactor, registry_for(server))
+    try:
+        endpoint.start()
+    except OSError as exc:
+        log.error("cannot serve metrics on %s:%s: %s", config.metrics_host or config.host,
+                  config.metrics_port, exc.strerror or exc)
+        return None
+    log.info("metrics on %s", endpoint.url)
+    return endpoint
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -74,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     files = raise_open_file_limit()
     reactor = Reactor()
     server = Server(config, reactor)
+    metrics = None
+    if config.metrics_port >= 0:
+        # Before the server starts its timers: importing prometheus_client takes a while.
+        metrics = start_metrics(config, reactor, server)
+        if metrics is None:
+            return 1
     try:
         host, port = server.start()
     except ValueError as exc:          # TlsConfigError: the certificate or key file
@@ -108,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server.cluster is not None:
             server.cluster.close()
+        if metrics is not None:
+            metrics.close()
         reactor.close()
     log.info("stopped")
     return 0

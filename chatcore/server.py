@@ -15,6 +15,7 @@ from .hub import Hub, HubLimits, NodeInfo
 from .protocol import room_joined_capacity
 from .tls import TlsHandshake, server_context
 from .limits import AddressCounter, ExemptList, address_key
+from .stats import ServerStats
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Server:
         self.config = config
         self.reactor = reactor
         self.outlet = NativeOutlet()
+        self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self.shutting_down = False
         self.listener: socket.socket | None = None       # plain; None with tls_only
@@ -64,11 +66,11 @@ class Server:
         if config.tls_port >= 0:
             self.tls_context = server_context(config.tls_cert, config.tls_key)
         if not config.tls_only:
-            self.listener = _listen(config.host, config.port, config.backlog)
+            self.listener = listen_socket(config.host, config.port, config.backlog)
             self.address = self.listener.getsockname()[:2]
         if self.tls_context is not None:
             try:
-                self.tls_listener = _listen(config.host, config.tls_port, config.backlog)
+                self.tls_listener = listen_socket(config.host, config.tls_port, config.backlog)
             except OSError:
                 if self.listener is not None:
                     self.listener.close()
@@ -178,6 +180,9 @@ class Server:
         key = self._address_key(address)
         connection = Connection(self, sock, address, key, tls)
         self.connections.add(connection)
+        self.stats.connections_accepted += 1
+        if tls is not None:
+            self.stats.tls_connections += 1
         if key is not None:
             self.per_address.add(key)
         config = self.config
@@ -187,6 +192,7 @@ class Server:
             connection.send_error(ErrorCode.SERVER_FULL,
                                   f"server is full ({config.max_clients} clients)",
                                   fatal=True)
+            self.stats.drop("server_full")
             connection.close(Reason.DISCONNECTED)
         elif (key is not None
               and self.per_address.count(key) > config.max_connections_per_address):
@@ -195,6 +201,7 @@ class Server:
             connection.send_error(ErrorCode.TOO_MANY_CONNECTIONS,
                                   f"too many connections from your address "
                                   f"({config.max_connections_per_address})", fatal=True)
+            self.stats.drop("per_address_limit")
             connection.close(Reason.DISCONNECTED)
         elif tls is not None and tls.has_early_data:
             connection.on_readable()        # what came with the handshake's last message
@@ -207,6 +214,7 @@ class Server:
         if len(self.tls_handshakes) >= self.config.max_clients:
             log.warning("refusing %s: %d TLS handshakes in progress is the limit",
                         format_address(*address[:2]), self.config.max_clients)
+            self.stats.drop("server_full")
             sock.close()
             return
         # A handshake counts toward its address's connections: past the limit, the socket
@@ -257,6 +265,9 @@ class Server:
     def forget(self, connection: Connection) -> None:
         """Called by a connection once it is closed."""
         self.connections.discard(connection)
+        self.stats.backlogged.discard(connection)
+        if connection.tls is not None:
+            self.stats.tls_connections -= 1
         if connection.address_key is not None:
             self.per_address.remove(connection.address_key)
         if self.shutting_down and not self.connections:
@@ -374,7 +385,7 @@ def _outward_address(family: int) -> str:
         return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
-def _listen(host: str, port: int, backlog: int) -> socket.socket:
+def listen_socket(host: str, port: int, backlog: int) -> socket.socket:
     """A listening socket for ``host`` (a name, an IPv4 or IPv6 address, brackets allowed);
     ``::`` listens on IPv4 too where the system allows it."""
     host = host.strip("[]")

@@ -254,6 +254,7 @@ class TlsHandshake:
         except ssl.SSLError as exc:
             self._send_output()             # the alert that tells the client why
             hint = _HANDSHAKE_HINTS.get(exc.reason, "")
+            self.server.stats.drop("tls_handshake_failed")
             self.fail(f"TLS handshake failed: {exc.reason or exc}{hint}", logging.INFO)
             return
         self._done = True
@@ -298,6 +299,7 @@ class TlsHandshake:
         self.server.tls_established(self, transport)
 
     def _timed_out(self, timeout_seconds: float) -> None:
+        self.server.stats.drop("tls_handshake_timeout")
         self.fail(f"no TLS handshake within {timeout_seconds:g}s", logging.INFO)
 
     def fail(self, why: str, level: int = logging.INFO) -> None:
