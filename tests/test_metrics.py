@@ -13,7 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatcore import events as ev
-from chatcore.client import ChatClient
+from chatcore.client import ChatClient, ConnectionClosed
+from chatcore.errors import ChatError, ErrorCode
+from chatcore.protocol import encode_event
 from chatcore.stats import Histogram
 from tests.serverproc import SERVER_PY
 from tests.test_resume import reset, wait_until_held
@@ -137,6 +139,33 @@ def test_tls_connections_and_handshake_drops(start_server, tls_files):
     assert page[("chatcore_drops_total", (("reason", "tls_handshake_timeout"),))] == 1
     assert page[("chatcore_drops_total", (("reason", "tls_handshake_failed"),))] == 1
     assert page[("chatcore_tls_handshakes", ())] == 0
+
+
+def test_flood_and_per_address_drops_are_counted(start_server):
+    server = start_server(*METRICS_FLAGS, "--limit-exempt", "", "--max-flood-lag-seconds",
+                          "0.5", "--flood-chat-burst-messages", "2",
+                          "--max-connections-per-address", "2")
+    with ChatClient("127.0.0.1", server.port) as flooder:
+        flooder.connect("flooder")
+        flooder.join("lobby")
+        flooder.send_raw(b"".join(encode_event(ev.SendRoom("lobby", f"flood {i}", i + 10))
+                                  for i in range(200)))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                flooder.next_event(timeout=20)
+        assert closed.value.error.code == ErrorCode.EXCESS_FLOOD
+    server.wait_for_log("disconnected for flooding")
+    with ChatClient("127.0.0.1", server.port) as alice, \
+            ChatClient("127.0.0.1", server.port) as bob, \
+            ChatClient("127.0.0.1", server.port) as carol:
+        alice.connect("alice")
+        bob.connect("bob")
+        with pytest.raises((ChatError, ConnectionClosed)):
+            carol.connect("carol")          # a third from 127.0.0.1
+        page = scrape(server)
+    assert page[("chatcore_drops_total", (("reason", "flood"),))] == 1
+    assert page[("chatcore_drops_total", (("reason", "per_address_limit"),))] == 1
+    assert page[("chatcore_drops_total", (("reason", "input_budget"),))] == 0
 
 
 def _read_until_closed(sock: socket.socket) -> bytes:
