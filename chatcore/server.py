@@ -225,6 +225,7 @@ class Server:
                 log.info("refusing TLS from %s: %d connections from %s is the limit",
                          format_address(*address[:2]),
                          self.config.max_connections_per_address, key)
+                self.stats.drop("per_address_limit")
                 sock.close()
                 return
             self.per_address.add(key)
