@@ -390,10 +390,12 @@ class Connection:
     def _on_send_direct_action(self, event: ev.SendDirectAction) -> None:
         msg_id, timestamp_ms = self.hub.send_direct_action(self.session, event.peer,
                                                            event.text)
+        self.stats.direct_messages += 1
         self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
 
     def _on_send_room_action(self, event: ev.SendRoomAction) -> None:
         msg_id, timestamp_ms = self.hub.send_room_action(self.session, event.room, event.text)
+        self.stats.room_messages += 1
         self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
 
     def _on_set_topic(self, event: ev.SetTopic) -> None:

@@ -63,8 +63,8 @@ class ServerStats:
     def __init__(self):
         self.connections_accepted = 0
         self.tls_connections = 0        # open ones, of the server's connections
-        self.room_messages = 0          # accepted SendRoom requests
-        self.direct_messages = 0        # accepted SendDirect requests
+        self.room_messages = 0          # accepted SendRoom and SendRoomAction requests
+        self.direct_messages = 0        # accepted SendDirect and SendDirectAction requests
         self.bytes_received = 0         # from clients, as read from their sockets
         self.bytes_sent = 0             # to clients, as the kernel took them
         # Connections the server closed, by DROP_REASONS (a client's own quit or disconnect

@@ -69,6 +69,8 @@ def test_chat_traffic_moves_the_counters(start_server):
         bob.wait_for(ev.RoomMessage)
         alice.send_direct("bob", "hello, bob")
         bob.wait_for(ev.DirectMessage)
+        alice.call(ev.SendRoomAction("lobby", "waves"))     # /me: a message too
+        bob.wait_for(ev.RoomAction)
         answer_one_ping(alice)
         during = scrape(server)
 
@@ -77,7 +79,7 @@ def test_chat_traffic_moves_the_counters(start_server):
     assert during[("chatcore_connections_accepted_total", ())] == 2
     assert during[("chatcore_users", ())] == 2
     assert during[("chatcore_rooms", ())] == 1
-    assert during[("chatcore_messages_total", (("kind", "room"),))] == 1
+    assert during[("chatcore_messages_total", (("kind", "room"),))] == 2
     assert during[("chatcore_messages_total", (("kind", "direct"),))] == 1
     # the room message to both members, the direct one to bob, and the join notices
     assert during[("chatcore_deliveries_total", ())] >= 3
