@@ -29,6 +29,13 @@ GAP_LIMIT_SECONDS = 1.0
 MIN_ROUND_TRIPS = 10                    # served again and again during the attack
 
 
+def gap_limit(attack_seconds: float) -> float:
+    """Without fair turns the bystander waits out the whole attack (one turn); on a machine
+    so loaded that the attack takes many seconds, a gap of a quarter of it still proves the
+    attack was spread over many turns."""
+    return max(GAP_LIMIT_SECONDS, attack_seconds / 4)
+
+
 class Bystander:
     """A user round-tripping messages through its own room in a thread; records the gaps."""
 
@@ -131,7 +138,8 @@ def test_3000_room_messages_in_one_write_do_not_stall_others(start_server, crowd
     # Every message was delivered (none dropped), and the bystander went on meanwhile.
     attacker.wait_for(lambda e: type(e) is ev.RoomMessage and e.text == "spam 2999")
     attacker.close()
-    assert bystander.worst_gap < GAP_LIMIT_SECONDS, (bystander.worst_gap, attack_seconds)
+    assert bystander.worst_gap < gap_limit(attack_seconds), (bystander.worst_gap,
+                                                             attack_seconds)
     assert len(bystander.gaps) >= MIN_ROUND_TRIPS
 
 
@@ -146,12 +154,14 @@ def test_200_user_lists_in_one_write_do_not_stall_others(start_server, crowd):
         pass                            # the crowd's Hellos are still on their way
     burst = _pipeline(attacker, [ev.ListUsers("", request_id=i + 1) for i in range(200)])
     with Bystander(server.port) as bystander:
+        started = time.monotonic()
         attacker.send_raw(burst)
         replies = [attacker.wait_for(ev.UserList, timeout=60) for _ in range(200)]
+        attack_seconds = time.monotonic() - started
     assert [r.request_id for r in replies] == list(range(1, 201))
     assert all(r.total >= 1001 for r in replies)
     attacker.close()
-    assert bystander.worst_gap < GAP_LIMIT_SECONDS
+    assert bystander.worst_gap < gap_limit(attack_seconds)
     assert len(bystander.gaps) >= MIN_ROUND_TRIPS
 
 
@@ -172,15 +182,17 @@ def test_room_lists_in_one_write_on_100000_rooms_do_not_stall_others(start_serve
             pass                        # the crowd's joins are still on their way
         burst = _pipeline(attacker, [ev.ListRooms(request_id=i + 1) for i in range(500)])
         with Bystander(server.port) as bystander:
+            started = time.monotonic()
             attacker.send_raw(burst)
             replies = [attacker.wait_for(ev.RoomList, timeout=60) for _ in range(500)]
+            attack_seconds = time.monotonic() - started
         assert [r.request_id for r in replies] == list(range(1, 501))
         assert all(r.total >= 100_000 and r.rooms for r in replies)
         attacker.close()
     finally:
         for sock in socks:
             sock.close()
-    assert bystander.worst_gap < GAP_LIMIT_SECONDS
+    assert bystander.worst_gap < gap_limit(attack_seconds)
     assert len(bystander.gaps) >= MIN_ROUND_TRIPS
 
 
