@@ -352,11 +352,22 @@ class SubscriberLink(_Link):
         super().__init__(broker, "subscriber")
         self.handlers: dict[bytes, object] = {}
         self._pings: collections.deque = collections.deque()
+        self._confirming: dict[bytes, list] = {}   # channel -> on_subscribed callbacks
 
-    def subscribe(self, channel: str | bytes, handler) -> None:
+    def subscribe(self, channel: str | bytes, handler, on_subscribed=None) -> None:
+        """``on_subscribed(True)`` once Redis confirms (publishes from then on arrive), or
+        ``on_subscribed(False)`` if the connection is lost first."""
         key = channel.encode() if isinstance(channel, str) else channel
         new = key not in self.handlers
         self.handlers[key] = handler
+        if on_subscribed is not None:
+            if not self.connected:
+                on_subscribed(False)
+                return
+            if not new and key not in self._confirming:
+                on_subscribed(True)
+                return
+            self._confirming.setdefault(key, []).append(on_subscribed)
         if new and self.connected:
             self._queue(("SUBSCRIBE", key))
 
@@ -384,6 +395,10 @@ class SubscriberLink(_Link):
 
     def _on_lost(self) -> None:
         self._pings.clear()
+        confirming, self._confirming = self._confirming, {}
+        for callbacks in confirming.values():
+            for callback in callbacks:
+                callback(False)
 
     def _on_reply(self, reply) -> None:
         if isinstance(reply, ReplyError):
@@ -399,6 +414,9 @@ class SubscriberLink(_Link):
                     handler(reply[1], reply[2])
                 except Exception:
                     log.exception("handler of channel %r failed", reply[1])
+        elif kind == b"subscribe":
+            for callback in self._confirming.pop(reply[1], ()):
+                callback(True)
         elif kind == b"pong":
             if self._pings:
                 self._pings.popleft()
@@ -459,8 +477,8 @@ class Broker:
     def publish(self, channel: str | bytes, data: bytes, callback=None) -> None:
         self.commands.call("PUBLISH", channel, data, callback=callback)
 
-    def subscribe(self, channel: str | bytes, handler) -> None:
-        self.subscriber.subscribe(channel, handler)
+    def subscribe(self, channel: str | bytes, handler, on_subscribed=None) -> None:
+        self.subscriber.subscribe(channel, handler, on_subscribed)
 
     def unsubscribe(self, channel: str | bytes) -> None:
         self.subscriber.unsubscribe(channel)

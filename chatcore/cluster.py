@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from . import events as ev
 from .broker import Broker, BrokerUnavailable, RedisAddress, ReplyError, run_blocking
 from .errors import ChatError, ErrorCode
+from .events import Reason
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,9 @@ class Cluster:
         self.alive_prefix = f"{prefix}:alive:"
         self.alive_key = self.alive_prefix + instance
         self.name_prefix = f"{prefix}:name:"
+        self.user_prefix = f"{prefix}:user:"
         self.name_conflicts = 0
+        self.remote_nodes: dict[str, str] = {}      # user key on another node -> its node
         self.node_key = f"{prefix}:node:{node.name}"
         self.nodes_key = f"{prefix}:nodes"
         self.control_channel = f"{prefix}:control"
@@ -255,10 +258,7 @@ class Cluster:
             log.warning("cluster: ignoring a malformed message: %.80r", data)
             return
         if version != ENVELOPE_VERSION:
-            if version not in self._unknown_versions:
-                self._unknown_versions.add(version)
-                log.warning("cluster: ignoring messages of envelope version %r from %r "
-                            "(this node speaks %d)", version, name, ENVELOPE_VERSION)
+            self._unknown_version(version, name)
             return
         if name == self.node.name:
             if message.get("instance") != self.instance and kind == "announce":
@@ -273,6 +273,13 @@ class Cluster:
             peer = self.peers.pop(name, None)
             if peer is not None:
                 log.info("cluster: node %r left", name)
+                self._lost_users_of(name, Reason.SERVER_SHUTDOWN)
+
+    def _unknown_version(self, version, origin) -> None:
+        if version not in self._unknown_versions:
+            self._unknown_versions.add(version)
+            log.warning("cluster: ignoring messages of envelope version %r from %r "
+                        "(this node speaks %d)", version, origin, ENVELOPE_VERSION)
 
     def _on_announce(self, name: str, message: dict, from_discovery: bool) -> None:
         now = time.monotonic()
@@ -318,6 +325,13 @@ class Cluster:
                 del self.peers[name]
                 log.warning("cluster: node %r silent for %gs: dropped", name,
                             self.config.node_silence_seconds)
+                self._lost_users_of(name, Reason.SERVER_LOST)
+
+    def _lost_users_of(self, node_name: str, reason: Reason) -> None:
+        keys = [key for key, node in self.remote_nodes.items() if node == node_name]
+        for key in keys:
+            del self.remote_nodes[key]
+        self.hub.remote_users_lost(keys, reason)
 
     # -- names -----------------------------------------------------------------------------
 
@@ -333,15 +347,74 @@ class Cluster:
             elif isinstance(reply, ReplyError):
                 log.error("cluster: Redis refused a name claim: %s", reply)
                 done(self._unreachable())
+            elif reply == 1:
+                # Welcome only once this node hears the user's channel, so a message sent
+                # to the user right after cannot find it missing.
+                self._subscribe_user(key, lambda ok: subscribed(ok))
             else:
-                done(reply == 1)
+                done(False)
+
+        def subscribed(ok: bool) -> None:
+            if ok:
+                done(True)
+            else:
+                self.release_name(key)
+                done(self._unreachable())
 
         self.broker.call("EVAL", CLAIM_NAME_SCRIPT, 1, self.name_prefix + key, self.instance,
                          self.alive_prefix, callback=answered)
 
     def release_name(self, key: str) -> None:
+        self.broker.unsubscribe(self.user_prefix + key)
         self.broker.call("EVAL", RELEASE_NAME_SCRIPT, 1, self.name_prefix + key,
                          self.instance)
+
+    # -- users of other nodes --------------------------------------------------------------
+
+    def _subscribe_user(self, key: str, on_subscribed) -> None:
+        self.broker.subscribe(self.user_prefix + key,
+                              lambda channel, data: self._on_user_message(key, data),
+                              on_subscribed)
+
+    def send_to_user(self, key: str, message: dict, done=None) -> None:
+        """The hub's backplane: one PUBLISH on the user's channel; its subscriber count says
+        whether any node has that user."""
+        if not self.broker.up:
+            if done is not None:
+                done(self._unreachable())
+            return
+
+        def answered(reply) -> None:
+            if isinstance(reply, int):
+                done(reply > 0)
+            else:
+                done(self._unreachable())
+
+        self.broker.publish(self.user_prefix + key, self._envelope(message),
+                            callback=answered if done is not None else None)
+
+    def _on_user_message(self, key: str, data: bytes) -> None:
+        try:
+            message = json.loads(data)
+            version, origin, sender = message["v"], message["node"], message["from"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("cluster: ignoring a malformed user message: %.80r", data)
+            return
+        if version != ENVELOPE_VERSION:
+            self._unknown_version(version, origin)
+            return
+        sender_key = str(sender).casefold()
+        if origin != self.node.name:
+            self.remote_nodes[sender_key] = origin
+        if message.get("kind") in ("peer", "probe"):     # where a user is; does it exist
+            return
+        recipient = self.hub.sessions.get(key)
+        new = recipient is not None and sender_key not in recipient.conversations
+        self.hub.receive_from_user(key, message)
+        if new and message.get("kind") in ("open", "direct"):
+            # Tell the sender's node where this user is, so it can end the conversation
+            # with SERVER_LOST if this node dies.
+            self.send_to_user(sender_key, {"kind": "peer", "from": recipient.name})
 
     def _unreachable(self) -> ChatError:
         return ChatError(ErrorCode.CLUSTER_UNREACHABLE,

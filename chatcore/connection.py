@@ -83,7 +83,7 @@ class Connection:
                  "address", "protocol", "outbuf", "session", "state", "connected_at", "last_received",
                  "ping_token", "ping_sent_at", "last_ping_at", "address_key", "held_bytes",
                  "_writing", "_linger_timer", "_reading", "_buckets", "_held_event",
-                 "_resume_timer", "_behind_since", "_naming", "tls")
+                 "_resume_timer", "_behind_since", "_awaiting", "tls")
 
     def __init__(self, server, sock: socket.socket, address, address_key: str | None = None,
                  tls=None):
@@ -117,7 +117,7 @@ class Connection:
         self.held_bytes = 0             # this connection's part of server.held_input_bytes
         self._writing = False
         self._linger_timer = None
-        self._naming = False            # or "answering"/"waiting": a name claim is out
+        self._awaiting = False          # or "answering"/"waiting": see _ask_hub
         self.tls = tls                  # a TlsTransport, or None for a plain client
         if tls is not None:
             tls.outbuf = self.outbuf
@@ -186,7 +186,7 @@ class Connection:
         buckets = self._buckets
         now = time.monotonic()
         held, self._held_event = self._held_event, None
-        while self.state is State.OPEN and not self._naming:
+        while self.state is State.OPEN and not self._awaiting:
             if self.outbuf.pending_bytes > limit:
                 # Requests (or bad frames) pipelined without reading the replies: write what
                 # the kernel takes now, and stop if that does not bring the queue under the
@@ -234,8 +234,8 @@ class Connection:
                 handlers[type(event)](self, event)
             except ChatError as exc:
                 self.send_error(exc.code, exc.message, False, event.request_id)
-        if self._naming and self.state is State.OPEN:
-            self._pause_reading()       # what follows the Hello waits for its name's claim
+        if self._awaiting and self.state is State.OPEN:
+            self._pause_reading()       # what follows waits for the backplane's answer
 
     def _next_turn(self) -> None:
         if self.state is State.OPEN and self._resume_timer is None:
@@ -299,6 +299,28 @@ class Connection:
         self.server.held_input_bytes -= self.held_bytes
         self.held_bytes = 0
 
+    def _ask_hub(self, request, on_outcome) -> None:
+        """``request(done)`` asks the hub something its backplane may answer later (a name
+        claim, a user on another node): the requests after it wait, unread, until
+        ``on_outcome(outcome)`` has run, so replies keep the order of their requests."""
+        self._awaiting = "answering"            # an answer now comes back inside request()
+        try:
+            request(lambda outcome: self._answered(outcome, on_outcome))
+        except ChatError:
+            self._awaiting = False
+            raise
+        if self._awaiting:
+            self._awaiting = "waiting"
+
+    def _answered(self, outcome, on_outcome) -> None:
+        later = self._awaiting == "waiting"
+        self._awaiting = False
+        on_outcome(outcome)
+        if later and self.state is State.OPEN:
+            # Had the answer come at once, the loop that took the request would still be
+            # running and handle what follows it itself.
+            self.reactor.call_soon(self._next_turn)
+
     def _on_hello(self, event: ev.Hello) -> None:
         if self.server.full_for_a_new_session():
             self.send_error(ErrorCode.SERVER_FULL,
@@ -307,21 +329,11 @@ class Connection:
                             request_id=event.request_id)
             self.close(Reason.DISCONNECTED, "server full")
             return
-        # A cluster claims the name in Redis first: what follows the Hello waits (unread by
-        # the protocol, which would refuse it before Welcome) until the answer comes.
-        self._naming = "answering"             # an answer now comes back inside connect()
-        try:
-            self.hub.connect(event.name, self.outlet, self.outbuf,
-                             lambda outcome: self._on_named(event, outcome))
-        except ChatError:
-            self._naming = False
-            raise
-        if self._naming:
-            self._naming = "waiting"
+        # A cluster claims the name in Redis first (see _ask_hub).
+        self._ask_hub(lambda done: self.hub.connect(event.name, self.outlet, self.outbuf, done),
+                      lambda outcome: self._on_named(event, outcome))
 
     def _on_named(self, event: ev.Hello, outcome) -> None:
-        later = self._naming == "waiting"
-        self._naming = False
         if self.state is not State.OPEN:            # gone while the claim was out
             if not isinstance(outcome, ChatError):
                 self.hub.disconnect(outcome, Reason.DISCONNECTED)
@@ -332,10 +344,17 @@ class Connection:
             self.session = outcome
             self._welcome(event.request_id)
             log.debug("%s is %s (%s)", self.peer, outcome.name, event.client or "?")
-        if later:
-            # The requests that came after the Hello; had the answer come at once, the loop
-            # that took the Hello would still be running and handle them itself.
-            self.reactor.call_soon(self._next_turn)
+
+    def _reply(self, request_id: int, reply):
+        """``on_outcome`` for a request answered by Ok (or Ack, given ``encode_ack``)."""
+        def on_outcome(outcome) -> None:
+            if self.state is not State.OPEN:
+                return
+            if isinstance(outcome, ChatError):
+                self.send_error(outcome.code, outcome.message, False, request_id)
+            else:
+                self.send(reply(outcome))
+        return on_outcome
 
     def _on_resume(self, event: ev.Resume) -> None:
         self.session = self.hub.resume(event.name, event.token, self.outlet, self.outbuf)
@@ -375,17 +394,23 @@ class Connection:
         self.close(Reason.QUIT, "quit")
 
     def _on_open_chat(self, event: ev.OpenChat) -> None:
-        self.hub.open_chat(self.session, event.peer)
-        self.send_event(ev.Ok(event.request_id))
+        self._ask_hub(lambda done: self.hub.open_chat(self.session, event.peer, done),
+                      self._reply(event.request_id, lambda _: encode_event(ev.Ok(
+                          event.request_id))))
 
     def _on_close_chat(self, event: ev.CloseChat) -> None:
-        self.hub.close_chat(self.session, event.peer)
-        self.send_event(ev.Ok(event.request_id))
+        self._ask_hub(lambda done: self.hub.close_chat(self.session, event.peer, done),
+                      self._reply(event.request_id, lambda _: encode_event(ev.Ok(
+                          event.request_id))))
 
     def _on_send_direct(self, event: ev.SendDirect) -> None:
-        msg_id, timestamp_ms = self.hub.send_direct(self.session, event.peer, event.text)
-        self.stats.direct_messages += 1
-        self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
+        def acked(stamp):
+            self.stats.direct_messages += 1
+            return encode_ack(*stamp, event.request_id)
+
+        self._ask_hub(
+            lambda done: self.hub.send_direct(self.session, event.peer, event.text, done),
+            self._reply(event.request_id, acked))
 
     def _on_send_direct_action(self, event: ev.SendDirectAction) -> None:
         msg_id, timestamp_ms = self.hub.send_direct_action(self.session, event.peer,
@@ -403,21 +428,12 @@ class Connection:
         self.send_event(ev.Ok(event.request_id))
 
     def _on_set_name(self, event: ev.SetName) -> None:
-        # Like a Hello, a new name is claimed cluster-wide first: later requests wait.
-        self._naming = "answering"
+        # Like a Hello, a new name is claimed cluster-wide first (see _ask_hub).
         old_name = self.session.name
-        try:
-            self.hub.set_name(self.session, event.name,
-                              lambda error: self._on_renamed(event, old_name, error))
-        except ChatError:
-            self._naming = False
-            raise
-        if self._naming:
-            self._naming = "waiting"
+        self._ask_hub(lambda done: self.hub.set_name(self.session, event.name, done),
+                      lambda error: self._on_renamed(event, old_name, error))
 
     def _on_renamed(self, event: ev.SetName, old_name: str, error) -> None:
-        later = self._naming == "waiting"
-        self._naming = False
         if self.state is not State.OPEN:
             return
         if error is not None:
@@ -425,8 +441,6 @@ class Connection:
         else:
             self.send_event(ev.Ok(event.request_id))
             log.debug("%s: %s is now %s", self.peer, old_name, self.session.name)
-        if later:
-            self.reactor.call_soon(self._handle_input)
 
     def _on_set_away(self, event: ev.SetAway) -> None:
         self.hub.set_away(self.session, event.message)

@@ -20,6 +20,7 @@ class Reason(enum.IntEnum):
     SERVER_SHUTDOWN = 5
     FLOODED = 6           # sent faster than flood control allows, for too long
     OVER_LIMIT = 7        # a server-wide limit (the held-input budget) dropped it
+    SERVER_LOST = 8       # the user's cluster node died (or is out of reach)
 
 
 # Events are never mutated after construction, but they are not frozen: a frozen dataclass

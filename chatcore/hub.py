@@ -103,6 +103,12 @@ class LocalBackplane:
     def release_name(self, key: str) -> None:
         pass
 
+    def send_to_user(self, key: str, message: dict, done=None) -> None:
+        """Hand ``message`` to the node of the user ``key``: ``done(True)`` if it has one,
+        ``done(False)`` if no node does, ``done(ChatError)`` if that cannot be known now."""
+        if done is not None:
+            done(False)
+
     def peer_servers(self) -> list[ev.ServerInfo]:
         return []
 
@@ -184,6 +190,8 @@ class Hub:
         self._msg_ids = itertools.count(1)
         self._guest_numbers = itertools.count(1)
         self._claiming: set[str] = set()        # names waiting for the backplane's answer
+        # Users of other nodes that local users have a conversation with: key -> name.
+        self.remote_peers: dict[str, str] = {}
 
     # -- identity --------------------------------------------------------------------------
 
@@ -379,6 +387,10 @@ class Hub:
                 peer.conversations.discard(session.key)
                 peer.outlet.deliver(peer.endpoint,
                                     ev.ChatClosed(session.name, reason, message))
+            elif peer_key in self.remote_peers:
+                self.backplane.send_to_user(peer_key, {"kind": "close", "from": session.name,
+                                                       "reason": int(reason),
+                                                       "message": message})
         session.conversations.clear()
 
     # -- resuming --------------------------------------------------------------------------
@@ -427,8 +439,9 @@ class Hub:
             session.outlet.deliver(session.endpoint, ev.UserJoined(room.name, session.name))
         for peer_key in session.conversations:
             peer = self.sessions.get(peer_key)
-            if peer is not None:
-                session.outlet.deliver(session.endpoint, ev.ChatOpened(peer.name))
+            name = peer.name if peer is not None else self.remote_peers.get(peer_key)
+            if name is not None:
+                session.outlet.deliver(session.endpoint, ev.ChatOpened(name))
 
     def held_count(self) -> int:
         """Sessions detached now and waiting for a resume (a pass over those only)."""
@@ -461,11 +474,9 @@ class Hub:
 
     # -- conversations ---------------------------------------------------------------------
 
-    def _peer(self, session: Session, peer_name: str) -> Session:
+    def _peer(self, session: Session, peer_name: str) -> Session | None:
+        """The local user ``peer_name``, or None for one that may be on another node."""
         peer = self.sessions.get(peer_name.casefold())
-        if peer is None:
-            raise ChatError(ErrorCode.NO_SUCH_USER,
-                            f"no user named {_quote(peer_name)} is online")
         if peer is session:
             raise ChatError(ErrorCode.CANNOT_CHAT_SELF, "you cannot chat with yourself")
         return peer
@@ -476,40 +487,140 @@ class Hub:
             peer.conversations.add(session.key)
             peer.outlet.deliver(peer.endpoint, ev.ChatOpened(session.name))
 
-    def open_chat(self, session: Session, peer_name: str) -> None:
-        self._touch(session)
-        self._open(session, self._peer(session, peer_name))
-
-    def close_chat(self, session: Session, peer_name: str) -> None:
+    def open_chat(self, session: Session, peer_name: str, done=None):
+        """Open a conversation; ``done(None)`` or ``done(ChatError)`` (see ``connect``)."""
         self._touch(session)
         peer = self._peer(session, peer_name)
-        if peer.key not in session.conversations:
-            raise ChatError(ErrorCode.NO_CONVERSATION,
-                            f"no conversation with {peer.name!r} is open")
-        session.conversations.discard(peer.key)
-        peer.conversations.discard(session.key)
-        peer.outlet.deliver(peer.endpoint, ev.ChatClosed(session.name, Reason.CLOSED))
+        if peer is not None:
+            self._open(session, peer)
+            return _answer(done, None)
+        return self._to_remote(session, peer_name, {"kind": "open"}, None, done)
 
-    def send_direct(self, session: Session, peer_name: str, text: str) -> tuple[int, int]:
-        """Deliver ``text`` to one user; returns (msg_id, timestamp_ms) for the Ack."""
+    def close_chat(self, session: Session, peer_name: str, done=None):
+        self._touch(session)
+        peer = self._peer(session, peer_name)
+        key = peer_name.casefold()
+        if key not in session.conversations:
+            no_conversation = ChatError(ErrorCode.NO_CONVERSATION,
+                                        f"no conversation with {_quote(peer_name)} is open")
+            if peer is not None:
+                raise no_conversation
+            # NO_CONVERSATION if the user is on another node, else NO_SUCH_USER.
+            return self._to_remote(session, peer_name, {"kind": "probe"}, no_conversation,
+                                   done, opens=False)
+        session.conversations.discard(key)
+        if peer is not None:
+            peer.conversations.discard(session.key)
+            peer.outlet.deliver(peer.endpoint, ev.ChatClosed(session.name, Reason.CLOSED))
+            return _answer(done, None)
+        self._forget_remote(key)
+        return self._to_remote(session, peer_name,
+                               {"kind": "close", "reason": int(Reason.CLOSED)}, None, done,
+                               opens=False)
+
+    def send_direct(self, session: Session, peer_name: str, text: str, done=None):
+        """Deliver ``text`` to one user; (msg_id, timestamp_ms) for the Ack, returned or
+        given to ``done`` (see ``connect``: a user of another node takes a round trip)."""
         self._touch(session)
         peer = self._peer(session, peer_name)
         self._check_text(text)
+        msg_id, timestamp_ms = self._stamp()
+        if peer is None:
+            return self._to_remote(session, peer_name, {
+                "kind": "direct", "msg_id": msg_id, "ts": timestamp_ms, "text": text},
+                (msg_id, timestamp_ms), done)
         self._check_attached(peer)
         self._open(session, peer)
-        msg_id, timestamp_ms = self._stamp()
         peer.outlet.deliver(peer.endpoint,
                             ev.DirectMessage(session.name, msg_id, timestamp_ms, text))
         self.work_done += 1
         if peer.away:
             self._away_reply(session, peer)
-        return msg_id, timestamp_ms
+        return _answer(done, (msg_id, timestamp_ms))
+
+    # -- users of other nodes --------------------------------------------------------------
+
+    def _to_remote(self, session: Session, peer_name: str, message: dict, result, done,
+                   opens: bool = True):
+        """Send a conversation message to a user who is not on this node, via the backplane;
+        NO_SUCH_USER if no node has them. ``result`` is the outcome otherwise (a ChatError
+        result is raised or given like any refusal); ``opens``: the conversation is open
+        from then on."""
+        key = peer_name.casefold()
+        outcome: list = []
+        finish = done or outcome.append
+
+        def answered(answer) -> None:
+            if isinstance(answer, ChatError):
+                finish(answer)
+            elif not answer:
+                self._forget_remote(key)
+                session.conversations.discard(key)
+                finish(ChatError(ErrorCode.NO_SUCH_USER,
+                                 f"no user named {_quote(peer_name)} is online"))
+            else:
+                if opens and self.sessions.get(session.key) is session:
+                    session.conversations.add(key)
+                    self.remote_peers.setdefault(key, peer_name)
+                finish(result)
+
+        self.backplane.send_to_user(key, {"from": session.name, **message}, answered)
+        if done is not None:
+            return None
+        if not outcome:
+            raise RuntimeError("this backplane answers later: pass done")
+        if isinstance(outcome[0], ChatError):
+            raise outcome[0]
+        return outcome[0]
+
+    def _forget_remote(self, key: str) -> None:
+        if not any(key in s.conversations for s in self.sessions.values()):
+            self.remote_peers.pop(key, None)
+
+    def receive_from_user(self, recipient_key: str, message: dict) -> None:
+        """The backplane delivers what a user of another node sent to a local user."""
+        recipient = self.sessions.get(recipient_key)
+        sender = message.get("from", "")
+        if recipient is None or not sender:
+            return
+        sender_key = sender.casefold()
+        kind = message.get("kind")
+        if kind == "close":
+            if sender_key in recipient.conversations:
+                recipient.conversations.discard(sender_key)
+                self._forget_remote(sender_key)
+                recipient.outlet.deliver(recipient.endpoint, ev.ChatClosed(
+                    sender, int(message.get("reason", Reason.CLOSED)),
+                    str(message.get("message", ""))))
+            return
+        if sender_key not in recipient.conversations:
+            recipient.conversations.add(sender_key)
+            self.remote_peers[sender_key] = sender
+            recipient.outlet.deliver(recipient.endpoint, ev.ChatOpened(sender))
+        if kind == "direct":
+            recipient.outlet.deliver(recipient.endpoint, ev.DirectMessage(
+                sender, int(message["msg_id"]), int(message["ts"]), str(message["text"])))
+
+    def remote_users_lost(self, keys, reason: Reason = Reason.SERVER_LOST) -> None:
+        """Users of a node that is gone: their conversations end, with ``reason``."""
+        for key in keys:
+            name = self.remote_peers.pop(key, None)
+            if name is None:
+                continue
+            for session in self.sessions.values():
+                if key in session.conversations:
+                    session.conversations.discard(key)
+                    session.outlet.deliver(session.endpoint, ev.ChatClosed(name, reason))
 
     def send_direct_action(self, session: Session, peer_name: str,
                            text: str) -> tuple[int, int]:
-        """An action ("/me waves") to one user, like ``send_direct``."""
+        """An action ("/me waves") to one user, like ``send_direct`` (this node's users only:
+        actions to users of other cluster nodes are not carried yet)."""
         self._touch(session)
         peer = self._peer(session, peer_name)
+        if peer is None:
+            raise ChatError(ErrorCode.NO_SUCH_USER,
+                            f"no user named {_quote(peer_name)} is online")
         self._check_text(text)
         self._check_attached(peer)
         self._open(session, peer)
@@ -766,6 +877,14 @@ def _check_text(what: str, text: str, limit_bytes: int, *, empty_ok: bool = Fals
                         f"{what} holds U+{code_point:04X} ({kind}) at position "
                         f"{found.start()}; of the control characters only LF and TAB "
                         f"are allowed")
+
+
+def _answer(done, result):
+    """A request's result for a caller that passed ``done`` (given) or not (returned)."""
+    if done is None:
+        return result
+    done(result)
+    return None
 
 
 def _check_identifier(what: str, name: str, limit: int, code: ErrorCode) -> None:

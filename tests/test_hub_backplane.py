@@ -97,3 +97,55 @@ def test_a_departure_releases_the_name(hub, backplane):
 def test_without_a_callback_a_later_backplane_is_an_error(hub):
     with pytest.raises(RuntimeError, match="pass done"):
         hub.connect("bob", Outlet(), "bob")
+
+
+class RemoteBackplane(LaterBackplane):
+    """Users in ``remote`` are on another node; messages to them are recorded."""
+
+    def __init__(self, remote=()):
+        super().__init__()
+        self.remote = set(remote)
+        self.sent = []
+
+    def send_to_user(self, key, message, done=None):
+        self.sent.append((key, message))
+        if done is not None:
+            self.waiting.append((key, lambda ok: done(key in self.remote)))
+
+
+def test_a_message_to_a_user_of_another_node_is_acked_once_the_backplane_answers():
+    backplane = RemoteBackplane(remote={"bob"})
+    hub = Hub(NodeInfo("node-a", "127.0.0.1", 7878), backplane=backplane)
+    outcomes = []
+    hub.connect("alice", Outlet(), "alice", outcomes.append)
+    backplane.answer_all()
+    alice = outcomes.pop()
+    hub.send_direct(alice, "Bob", "hello", outcomes.append)
+    assert outcomes == [] and backplane.sent[-1][1]["text"] == "hello"
+    backplane.answer_all()
+    msg_id, _ = outcomes.pop()
+    assert backplane.sent[-1] == ("bob", {"from": "alice", "kind": "direct",
+                                          "msg_id": msg_id, "ts": backplane.sent[-1][1]["ts"],
+                                          "text": "hello"})
+    assert "bob" in alice.conversations
+    hub.send_direct(alice, "carol", "anyone?", outcomes.append)
+    backplane.answer_all()
+    assert outcomes.pop().code == ErrorCode.NO_SUCH_USER
+
+
+def test_messages_from_users_of_other_nodes_and_their_nodes_loss():
+    backplane = RemoteBackplane()
+    hub = Hub(NodeInfo("node-a", "127.0.0.1", 7878), backplane=backplane)
+    outlet = Outlet()
+    outcomes = []
+    hub.connect("alice", outlet, "alice", outcomes.append)
+    backplane.answer_all()
+    hub.receive_from_user("alice", {"kind": "direct", "from": "Bob", "msg_id": 7, "ts": 1,
+                                    "text": "hi"})
+    events = [event for _, event in outlet.got]
+    assert [type(e).__name__ for e in events] == ["ChatOpened", "DirectMessage"]
+    assert events[1].sender == "Bob" and events[1].text == "hi"
+    hub.remote_users_lost(["bob"])
+    closed = outlet.got[-1][1]
+    assert (closed.peer, closed.reason) == ("Bob", Reason.SERVER_LOST)
+    assert "bob" not in outcomes[0].conversations
