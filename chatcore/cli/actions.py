@@ -238,7 +238,8 @@ class CommandActions:
             return record("users", room=room or None, total=page.total, start=start,
                           more=bool(page.next_after), users=[
                               {"name": u.name, "rtt_ms": rtt_ms(u.rtt_us),
-                               "idle_seconds": u.idle_seconds, "server": u.server}
+                               "idle_seconds": u.idle_seconds, "server": u.server,
+                               "away": u.away}
                               for u in page.users])
         self._page(lambda after: ev.ListUsersPage(room=room or "", after=after), shown,
                    "/who")

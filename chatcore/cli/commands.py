@@ -44,6 +44,15 @@ COMMANDS = (
             "show the recent lines of one conversation alone (default: the current one)"),
     Command("split", (), ("[on|off]",),
             "send a message over the size limit in parts (on) or refuse it (off, default)"),
+    Command("me", ("action",), ("TEXT",), "act in the current conversation: * alice waves"),
+    Command("away", (), ("[TEXT]",),
+            "be away, with TEXT answered to direct messages (no TEXT: back)"),
+    Command("back", (), (), "no longer away"),
+    Command("nick", ("name",), ("NAME",), "change your name (your rooms and chats are told)"),
+    Command("topic", ("t",), ("[TEXT]",),
+            "show the current room's topic, or set it to TEXT (-delete clears it)"),
+    Command("whois", ("wi",), ("USER",),
+            "who USER is: server, connected since, idle, RTT, away, rooms in common"),
     Command("rooms", ("list",), ("[PATTERN]",),
             "list the rooms on the server (PATTERN: a name start, or a glob like *ops*)"),
     Command("who", ("names", "users"), ("[ROOM]",), "list users (of ROOM) with their RTT"),
@@ -105,7 +114,7 @@ def parse_line(line: str) -> Text | Invocation | None:
 
 
 def _check(kind: str, value: str, command: Command) -> str:
-    if kind == "USER":
+    if kind in ("USER", "NAME"):
         value = value.lstrip("@")
         if not NAME_RE.match(value):
             raise CommandError(f"not a user name: {value!r} (a letter, then letters, digits "

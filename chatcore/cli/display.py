@@ -70,12 +70,7 @@ class Display:
             problem = self.colour and line[9:11] == "!!"
             return [(PROBLEM_STYLE if problem else "", line)]
         shown = safe_record(rec)
-        head: Fragments = [("", clock(rec["ts"]) + " ")]
-        if kind == "action":
-            head += [("", "* ")] + self._nick(shown["from"])
-            if rec.get("room") or not _same(shown.get("to", ""), self.own_name()):
-                head += [("", f" ({where_label(shown)})")]
-            return head + [("", " ")] + self._text(shown["text"])
+        head: Fragments = [("", clock(rec["ts"]) + (" * " if kind == "action" else " "))]
         where = ([("", "#"), *self._room(shown["room"])] if shown.get("room")
                  else self._nick(shown.get("to", "?")))
         return head + self._nick(shown["from"]) + [("", " -> ")] + where + [("", ": ")] \
@@ -83,10 +78,6 @@ class Display:
 
     def _room(self, room: str) -> Fragments:
         return [("bold" if self.colour else "", room)]
-
-
-def _same(a: str, b: str) -> bool:
-    return a.casefold() == b.casefold()
 
 
 _SGR = {"bold": "1", "underline": "4", "reverse": "7"}

@@ -151,11 +151,14 @@ def _idle(seconds: int) -> str:
 _TEMPLATES = {
     "message": "{from} -> {where}: {text}",
     "sent": "{from} -> {where}: {text}",
+    "action": "* {from} -> {where}: {text}",
+    "away": "-- you are away: {message}",
+    "back": "-- you are back",
+    "away_reply": "-- {name} is away: {message}",
     "not_delivered": "!! not delivered to {where}: {text} ({reason})",
     "queued": "-- offline: will send to {where} after reconnecting: {text}",
     "resending": "-- resending to {where}: {text}",
     "joined": "-- {name} joined #{room}",
-    "left": "-- {name} left #{room} ({reason})",
     "chat_opened": "-- {peer} opened a conversation with you",
     "chat": "-- talking to {where} now",
     "disconnected": "!! lost the server: {reason}",
@@ -167,6 +170,19 @@ _TEMPLATES = {
     "too_long": "!! not sent to {where}: the message is {size_bytes} bytes, the limit is "
                 "{limit_bytes} (/split on sends long messages in parts)",
 }
+
+
+# A room's names on joining are one line; past this many the rest is a count (/who lists all).
+MAX_NAMES_SHOWN = 100
+
+
+def _date(ts_ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts_ms / 1000))
+
+
+def _since(ts_ms: int) -> str:
+    seconds = max(0, int(time.time() - ts_ms / 1000))
+    return f"{_date(ts_ms)} ({_idle(seconds)} ago)"
 
 
 def _counted(count: int, noun: str) -> str:
@@ -197,12 +213,44 @@ def _body(rec: dict, multiline: bool) -> str:
     template = _TEMPLATES.get(kind)
     if template is not None:
         return template.format_map({**rec, "where": where_label(rec), "rtt": _ms(rec.get("rtt_ms"))})
+    said = f": {rec['message']}" if rec.get("message") else ""
     if kind == "chat_closed":
         if rec.get("by_you"):
             return f"-- you closed the conversation with {rec['peer']}"
         if rec["reason"] == "closed":
             return f"-- {rec['peer']} closed the conversation"
-        return f"-- conversation with {rec['peer']} ended ({rec['peer']} {rec['reason']})"
+        return f"-- conversation with {rec['peer']} ended ({rec['peer']} {rec['reason']}{said})"
+    if kind == "left":
+        return f"-- {rec['name']} left #{rec['room']} ({rec['reason']}{said})"
+    if kind == "nick":
+        if rec.get("you"):
+            return f"-- you are now known as {rec['new']}"
+        return f"-- {rec['old']} is now known as {rec['new']}"
+    if kind == "topic":
+        if not rec["topic"]:
+            return f"-- {rec['name']} cleared the topic of #{rec['room']}"
+        return f"-- {rec['name']} set the topic of #{rec['room']}: {rec['topic']}"
+    if kind == "topic_is":
+        if not rec["topic"]:
+            return f"-- #{rec['room']} has no topic"
+        by = f" (set by {rec['by']}, {_date(rec['at_ms'])})" if rec.get("by") else ""
+        return f"-- topic of #{rec['room']}: {rec['topic']}{by}"
+    if kind == "names":
+        shown = rec["members"][:MAX_NAMES_SHOWN]
+        names = " ".join(m["name"] + (" (away)" if m.get("away") else "") for m in shown)
+        more = rec["total"] - len(shown)
+        rest = f" and {more} more (/who #{rec['room']} lists them)" if more > 0 else ""
+        return safe_text(f"-- {_counted(rec['total'], 'user')} in #{rec['room']}: "
+                         f"{names}{rest}", newlines=False)
+    if kind == "whois":
+        items = [f"server: {rec['server']}",
+                 f"connected since {_since(rec['connected_at_ms'])}",
+                 f"idle {_idle(rec['idle_seconds'])}, {_ms(rec['rtt_ms'])}"]
+        if rec.get("away"):
+            items.append(f"away: {rec['away']}")
+        items.append("rooms in common: " + (" ".join(f"#{r}" for r in rec["rooms"])
+                                            or "none"))
+        return _listing(f"-- {rec['name']}", items, multiline)
     if kind == "switched":
         unread = rec.get("unread", 0)
         more = f" ({unread} unread: /log shows them)" if unread else ""
@@ -222,8 +270,8 @@ def _body(rec: dict, multiline: bool) -> str:
                 f"(attempt {rec['attempt']}){': ' + rec['why'] if rec.get('why') else ''}")
     if kind == "users":
         where = f"#{rec['room']}" if rec.get("room") else "the server"
-        users = [f"{u['name']} ({_ms(u['rtt_ms'])}, idle {_idle(u['idle_seconds'])})"
-                 for u in rec["users"]]
+        users = [f"{u['name']} ({_ms(u['rtt_ms'])}, idle {_idle(u['idle_seconds'])}"
+                 f"{', away: ' + u['away'] if u.get('away') else ''})" for u in rec["users"]]
         head = f"-- {_counted(rec['total'], 'user')} in {where}{_from(rec)}"
         return _listing(head, users + _more(rec), multiline)
     if kind == "rooms":

@@ -47,7 +47,9 @@ class Front:
 
     def toolbar(self, buffer_text: str):
         session = self.session
-        fragments = [("", f" {session.name}{'' if session.connected else ' (offline)'} |")]
+        away = " (away)" if session.away_message else ""
+        offline = "" if session.connected else " (offline)"
+        fragments = [("", f" {session.name}{away}{offline} |")]
         conversations = session.conversations
         for number, conversation in enumerate(conversations.items, 1):
             label = f"{number}:{conversation.target.label}"

@@ -26,6 +26,7 @@ from .config import ClientConfig
 from .connection import Connection, ConnectionLost
 from .conversations import Conversations, Target, mentions
 from .formatting import code_name, error_name, reason_name, record
+from .vocabulary import VocabularyActions
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ SILENT_PING_INTERVALS = 3
 MAX_KNOWN_NAMES = 5000
 
 REPLY_TYPES = (ev.Ok, ev.Ack, ev.Error, ev.UserList, ev.RoomList, ev.ServerList, ev.Pong,
-               ev.UserPage, ev.RoomPage)
+               ev.UserPage, ev.RoomPage, ev.UserDetails)
 NAME_ERRORS = (ErrorCode.NAME_TAKEN, ErrorCode.NAME_INVALID)
 
 
@@ -53,7 +54,7 @@ def _same(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()
 
 
-class Session(CommandActions):
+class Session(CommandActions, VocabularyActions):
     def __init__(self, config: ClientConfig, emit: Callable[[dict], None], *,
                  ask_name: Callable[[], Awaitable[str]] | None = None,
                  on_change: Callable[[], None] = lambda: None, page_all: bool = False):
@@ -71,6 +72,8 @@ class Session(CommandActions):
         self.split_long = False                         # /split on
         self.page_all = page_all                        # lists: every page (scripts)
         self._more = None                               # the next page /more asks for
+        self.away_message = ""                          # /away: set again on reconnecting
+        self.topics: dict[str, tuple[str, str, int]] = {}   # room: (topic, by, at_ms)
         self.quit_reason = ""
         self.resume_token = ""                          # the server's, from the last Welcome
         self._replayed: dict[str, set[str]] | None = None   # while a resume is replayed
@@ -312,6 +315,9 @@ class Session(CommandActions):
 
     def _restore(self) -> None:
         """After reconnecting: rejoin rooms, reopen conversations, send what waited."""
+        if self.away_message:
+            self._request(ev.SetAway(self.away_message), lambda reply: None,
+                          label="marking you away again")
         for room in list(self.rooms):
             self._request(ev.JoinRoom(room), lambda reply: None,
                           self._rejoin_failed(room), label=f"rejoining #{room}")
@@ -439,8 +445,8 @@ class Session(CommandActions):
         self._show(record("chat_opened", peer=event.peer), Target("user", event.peer))
 
     def _on_ChatClosed(self, event: ev.ChatClosed) -> None:
-        self._show(record("chat_closed", peer=event.peer, reason=reason_name(event.reason)),
-                   Target("user", event.peer))
+        self._show(record("chat_closed", peer=event.peer, reason=reason_name(event.reason),
+                          message=event.message), Target("user", event.peer))
         self._forget_chat(event.peer)
 
     def _on_UserJoined(self, event: ev.UserJoined) -> None:
@@ -452,7 +458,8 @@ class Session(CommandActions):
 
     def _on_UserLeft(self, event: ev.UserLeft) -> None:
         self._show(record("left", room=event.room, name=event.name,
-                          reason=reason_name(event.reason)), Target("room", event.room))
+                          reason=reason_name(event.reason), message=event.message),
+                   Target("room", event.room))
         if _same(event.name, self.name):
             self._forget_room(event.room)
 
