@@ -149,9 +149,9 @@ class Terminal:
         self.child.close()
 
 
-def login(port: int, name: str, *args: str) -> Terminal:
+def login(port: int, name: str, *args: str, cols: int = 160) -> Terminal:
     """An interactive client connected as ``name`` and showing its prompt."""
-    term = Terminal("--port", str(port), "--name", name, *args)
+    term = Terminal("--port", str(port), "--name", name, *args, cols=cols)
     term.expect_literal(f"connected to ")
     term.expect(r"type /help")
     term.expect_screen(rf"^ {name} \|")                    # the status line is drawn

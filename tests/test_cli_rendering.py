@@ -61,20 +61,21 @@ def test_control_characters_from_the_network_are_shown_not_obeyed(terminals):
 
 
 def test_a_message_over_the_limit_gets_a_note_or_is_split(start_server, terminals):
-    server = start_server("--max-text-bytes", "100")
-    alice = terminals(login(server.port, "alice", "--room", "lobby"))
-    bob = terminals(login(server.port, "bob", "--room", "lobby"))
+    server = start_server("--max-text-bytes", "400")
+    # Terminals wide enough for the whole message on one line.
+    alice = terminals(login(server.port, "alice", "--room", "lobby", cols=600))
+    bob = terminals(login(server.port, "bob", "--room", "lobby", cols=600))
     alice.expect_literal("bob joined #lobby")
-    long_text = " ".join(f"word{i:03d}" for i in range(20))           # 159 bytes
+    long_text = " ".join(f"word{i:03d}" for i in range(60))           # 479 bytes
     bob.sendline(long_text)
-    note = bob.expect(r"!! not sent to #lobby: the message is 159 bytes, the limit is 100 "
+    note = bob.expect(r"!! not sent to #lobby: the message is 479 bytes, the limit is 400 "
                       r"\(/split on sends long messages in parts\)\n")
     assert "word" not in note.group(0)                          # the text is not echoed
     bob.sendline("/split on")
-    bob.expect_literal("messages over the limit are sent in parts (the limit is 100 bytes)")
+    bob.expect_literal("messages over the limit are sent in parts (the limit is 400 bytes)")
     bob.sendline(long_text)
-    alice.expect(r"bob -> #lobby: word000 .* word011\n")        # cut at a space
-    alice.expect(r"bob -> #lobby: word012 .* word019\n")
+    alice.expect(r"bob -> #lobby: word000 .* word049\n")        # cut at a space
+    alice.expect(r"bob -> #lobby: word050 .* word059\n")
 
 
 def test_nick_colours_and_no_colour(server, terminals):

@@ -49,12 +49,13 @@ def test_lines_go_to_the_target_and_every_event_is_one_line(server, scripts):
         "-- talking to bob now",
         "alice -> bob: hello bob",
         "-- alice joined #lobby",
+        "-- 1 user in #lobby: alice",                   # the names, on joining
         "alice -> #lobby: in the room",
-        lines[5][9:],
+        lines[6][9:],
         "alice -> bob: bye",
     ]
     assert re.fullmatch(r"-- 1 user in #lobby: alice \(rtt (\?|[\d.]+ ms), idle \d+s\)",
-                        lines[5][9:])
+                        lines[6][9:])
     bob.expect(rf"^{TIME} -- alice opened a conversation with you$")
     bob.expect(rf"^{TIME} alice -> bob: hello bob$")
     bob.expect(rf"^{TIME} alice -> bob: bye$")
@@ -70,11 +71,13 @@ def test_json_lines(server, scripts):
                         "--room", "lobby", input="/msg bob psst\n/msg nobody x\n")
     assert result.returncode == exitcodes.NOT_DELIVERED
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["type"] for r in records] == ["connected", "joined", "sent", "not_delivered"]
-    sent = records[2]
+    assert [r["type"] for r in records] == ["connected", "joined", "names", "sent",
+                                            "not_delivered"]
+    assert records[2]["members"] == [{"name": "alice", "away": False}]
+    sent = records[3]
     assert sent["from"] == "alice" and sent["to"] == "bob" and sent["text"] == "psst"
     assert isinstance(sent["msg_id"], int) and isinstance(sent["ts"], int)
-    assert records[3]["to"] == "nobody" and records[3]["code"] == "NO_SUCH_USER"
+    assert records[4]["to"] == "nobody" and records[4]["code"] == "NO_SUCH_USER"
     message = json.loads(bob.expect(r'"type":"message"').string)
     assert (message["from"], message["to"], message["text"]) == ("alice", "bob", "psst")
     assert message["msg_id"] == sent["msg_id"] and message["ts"] == sent["ts"]

@@ -154,8 +154,9 @@ class VocabularyActions:
         self.topics[event.room.casefold()] = (event.topic, event.topic_by, event.topic_at_ms)
         for member in event.members:
             self._seen_user(member.name)
-        self._show(record("topic_is", room=event.room, topic=event.topic, by=event.topic_by,
-                          at_ms=event.topic_at_ms), room)
+        if event.topic:                 # as irssi: no topic, no line
+            self._show(record("topic_is", room=event.room, topic=event.topic,
+                              by=event.topic_by, at_ms=event.topic_at_ms), room)
         names = sorted(event.members, key=lambda m: m.name.casefold())
         self._show(record("names", room=event.room, total=event.total,
                           members=[{"name": m.name, "away": m.away} for m in names]), room)
