@@ -108,3 +108,15 @@ def test_fanout(benchmark, impl, recipients):
     assert buffers[-1].pending_bytes == messages * len(message)
     if benchmark.stats:
         benchmark.extra_info["seconds_per_fanout"] = benchmark.stats.stats.median / messages
+
+
+@pytest.mark.parametrize("text_bytes", [100, 8000])
+@pytest.mark.parametrize("alphabet", ["ascii", "bmp"])
+def test_find_forbidden(benchmark, impl, text_bytes, alphabet):
+    """The text rule's scan of one clean chat text (every SendRoom/SendDirect pays it)."""
+    unit = "x" * 59 + "\n" if alphabet == "ascii" else "\u4e2d" * 19 + "\n"   # 60 B a line
+    text = (unit * (text_bytes // 60 + 1)).encode()[:text_bytes].decode("utf-8", "ignore")
+    benchmark.group = f"text rule, {text_bytes} B {alphabet}"
+    benchmark.extra_info.update(implementation=_name(impl), text_bytes=text_bytes,
+                                alphabet=alphabet, characters=len(text))
+    assert benchmark(impl.find_forbidden, text) == -1

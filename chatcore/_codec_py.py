@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 import os
+import re
 import struct
 
 from .errors import ErrorCode, FrameError
@@ -333,3 +334,16 @@ def fanout(data: bytes, buffers) -> list:
         buf._chunks.append(data)
         buf._pending = before + size
     return became_pending
+
+
+# Characters no chat text may hold (docs/protocol.md, "Text"): a terminal acts on them (CR
+# rewrites a line, ESC starts a control sequence, BEL rings), so a message holding one could
+# forge another line. C0 except TAB and LF, DEL, C1; and lone surrogates, which UTF-8 cannot
+# carry but another front end's decoder (surrogateescape) can produce.
+FORBIDDEN_TEXT_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def find_forbidden(text: str) -> int:
+    """The index (in code points) of the first character no text may hold, or -1."""
+    found = FORBIDDEN_TEXT_CHARS.search(text)
+    return -1 if found is None else found.start()

@@ -24,9 +24,11 @@ FrameDecoder = _impl.FrameDecoder
 OutputBuffer = _impl.OutputBuffer
 encode_frame = _impl.encode_frame
 fanout = _impl.fanout
+find_forbidden = _impl.find_forbidden
 HEADER = codec_py.HEADER
 HEADER_BYTES = codec_py.HEADER_BYTES
 MIN_FRAME_LENGTH = codec_py.MIN_FRAME_LENGTH
 
 __all__ = ["IMPLEMENTATION", "FrameDecoder", "OutputBuffer", "encode_frame", "fanout",
+           "find_forbidden",
            "HEADER", "HEADER_BYTES", "MIN_FRAME_LENGTH", "codec_py", "codec_c"]

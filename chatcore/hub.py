@@ -31,15 +31,12 @@ import time
 from dataclasses import dataclass, field
 
 from . import events as ev
+from .codec import find_forbidden
 from .errors import ChatError, ErrorCode
 from .events import Reason
 from .listing import MEMBER_INDEX_MIN_MEMBERS, KeyPage, NameIndex
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]+\Z")
-# Characters no text may hold: a terminal acts on them (CR rewrites a line, ESC starts a
-# control sequence, BEL rings), so a message could forge another line. LF and TAB are text.
-# Lone surrogates cannot come from UTF-8 but can from another front end's decoder.
-_FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 QUOTE_MAX_CHARS = 40            # client text echoed in an error is cut to this
 RTT_SMOOTHING = 1 / 8           # TCP's SRTT gain (RFC 6298)
 GUEST_PREFIX = "guest-"
@@ -739,7 +736,7 @@ class Hub:
         if room is None:
             room = self._membership(session, room_name)
         if (not text or len(text) * 4 > self.limits.max_text_bytes
-                or _FORBIDDEN_CHARS.search(text) is not None):
+                or find_forbidden(text) >= 0):
             self._check_text(text)
         msg_id, timestamp_ms = self._stamp()
         event = ev.RoomMessage(room.name, session.name, msg_id, timestamp_ms, text)
@@ -869,13 +866,14 @@ def _check_text(what: str, text: str, limit_bytes: int, *, empty_ok: bool = Fals
         if size > limit_bytes:
             raise ChatError(ErrorCode.TEXT_INVALID,
                             f"{what} is {size} bytes; the limit is {limit_bytes}")
-    found = _FORBIDDEN_CHARS.search(text)
-    if found is not None:
-        code_point = ord(found.group())
+    # The text rule (docs/protocol.md, "Text"): no character a terminal would act on.
+    position = find_forbidden(text)
+    if position >= 0:
+        code_point = ord(text[position])
         kind = "a lone surrogate" if 0xD800 <= code_point <= 0xDFFF else "a control character"
         raise ChatError(ErrorCode.TEXT_INVALID,
                         f"{what} holds U+{code_point:04X} ({kind}) at position "
-                        f"{found.start()}; of the control characters only LF and TAB "
+                        f"{position}; of the control characters only LF and TAB "
                         f"are allowed")
 
 
