@@ -202,20 +202,23 @@ class TlsTransport:
 
 
 class TlsHandshake:
-    """A TLS client being accepted, driven on the reactor until its handshake completes.
+    """A TLS client being accepted, driven on ``reactor`` until its handshake completes.
 
-    Then ``server.tls_established(self, transport)`` is called; on a bad handshake, the peer
-    closing, or ``timeout_seconds`` passing first, the socket is closed and the reason logged
-    once (INFO for what the peer sent or failed to send, DEBUG for a peer that went away).
+    Then ``on_established(self, transport)`` is called, and the socket and transport belong
+    to the caller's connection (native, or any other kind with an OutputBuffer). On a bad
+    handshake, the peer closing, or ``timeout_seconds`` passing first, the socket is closed,
+    the reason logged once (INFO for what the peer sent or failed to send, DEBUG for a peer
+    that went away), and ``on_failed(self)`` called.
     """
 
-    __slots__ = ("server", "reactor", "sock", "fd", "address", "_tls", "_incoming",
-                 "_outgoing", "_unsent", "_timer", "_writing", "_done")
+    __slots__ = ("reactor", "sock", "fd", "address", "_tls", "_incoming", "_outgoing",
+                 "_unsent", "_timer", "_writing", "_done", "_on_established", "_on_failed")
 
-    def __init__(self, server, sock, address, context: ssl.SSLContext,
-                 timeout_seconds: float):
-        self.server = server
-        self.reactor = server.reactor
+    def __init__(self, reactor, sock, address, context: ssl.SSLContext,
+                 timeout_seconds: float, on_established, on_failed):
+        self.reactor = reactor
+        self._on_established = on_established
+        self._on_failed = on_failed
         self.sock = sock
         self.fd = sock.fileno()
         self.address = address
@@ -296,7 +299,7 @@ class TlsHandshake:
         self.reactor.remove_fd(self.fd)
         log.debug("%s: TLS established (%s, %s)", self.peer, self._tls.version(),
                   (self._tls.cipher() or ("?",))[0])
-        self.server.tls_established(self, transport)
+        self._on_established(self, transport)
 
     def _timed_out(self, timeout_seconds: float) -> None:
         self.server.stats.drop("tls_handshake_timeout")
@@ -310,4 +313,4 @@ class TlsHandshake:
         self._timer.cancel()
         self.reactor.remove_fd(self.fd)
         self.sock.close()
-        self.server.tls_failed(self)
+        self._on_failed(self)
