@@ -247,9 +247,11 @@ class Server:
         self._release_handshake(handshake)
         self._adopt(handshake.sock, handshake.address, transport)
 
-    def _tls_failed(self, handshake: TlsHandshake) -> None:
+    def _tls_failed(self, handshake: TlsHandshake, drop: str | None) -> None:
         # Its socket is closed already.
         self._release_handshake(handshake)
+        if drop is not None:
+            self.stats.drop(drop)
         if self.shutting_down and not self.connections and not self.tls_handshakes:
             self.reactor.stop()
 
