@@ -76,6 +76,11 @@ def run_once(kind: str, scenario: str, args, certs: dict, workdir: pathlib.Path)
     if not out.exists():
         raise RuntimeError(f"{kind} {scenario}: no result\n{bench.stderr}")
     result = json.loads(out.read_text())
+    if not result["ok"]:
+        warnings = [line for line in (workdir / "server.log").read_text().splitlines()
+                    if " WARNING " in line or " ERROR " in line]
+        print(f"{kind} {scenario} failed its verification: {'; '.join(result['problems'])}"
+              f"\n  server: {' | '.join(warnings[:5]) or 'no warnings'}", file=sys.stderr)
     cpu = result["server"]["cpu_seconds"] or 0.0
     return {"ok": result["ok"], "delivered_per_second": result["delivered_per_second"],
             "ns_per_delivery": cpu * 1e9 / result["delivered"] if result["delivered"] else None,

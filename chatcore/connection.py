@@ -83,7 +83,7 @@ class Connection:
                  "address", "protocol", "outbuf", "session", "state", "connected_at", "last_received",
                  "ping_token", "ping_sent_at", "last_ping_at", "address_key", "held_bytes",
                  "_writing", "_linger_timer", "_reading", "_buckets", "_held_event",
-                 "_resume_timer", "_behind_since", "_awaiting", "tls")
+                 "_resume_timer", "_behind_since", "_awaiting", "tls", "_write_to")
 
     def __init__(self, server, sock: socket.socket, address, address_key: str | None = None,
                  tls=None):
@@ -119,8 +119,12 @@ class Connection:
         self._linger_timer = None
         self._awaiting = False          # or "answering"/"waiting": see _ask_hub
         self.tls = tls                  # a TlsTransport, or None for a plain client
+        # What flush() calls: bound once, so the plain path pays no test (and no method
+        # lookup) per write.
+        self._write_to = self.outbuf.write_to
         if tls is not None:
             tls.outbuf = self.outbuf
+            self._write_to = tls.write_to
         # (chat messages, other requests); None when exempt from flood control.
         self._buckets = None if address_key is None else (
             TokenBucket(self.config.flood_chat_burst_messages,
@@ -529,10 +533,7 @@ class Connection:
             return
         outbuf = self.outbuf
         try:
-            if self.tls is None:
-                self.stats.bytes_sent += outbuf.write_to(self.fd)
-            else:
-                self.stats.bytes_sent += self.tls.write_to(self.fd)
+            self.stats.bytes_sent += self._write_to(self.fd)
         except OSError as exc:
             self.abort(Reason.DISCONNECTED, exc)
             return

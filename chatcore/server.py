@@ -229,8 +229,9 @@ class Server:
                 sock.close()
                 return
             self.per_address.add(key)
-        handshake = TlsHandshake(self, sock, address, self.tls_context,
-                                 self.config.tls_handshake_timeout_seconds)
+        handshake = TlsHandshake(self.reactor, sock, address, self.tls_context,
+                                 self.config.tls_handshake_timeout_seconds,
+                                 self._tls_established, self._tls_failed)
         self.tls_handshakes.add(handshake)
         if key is not None:
             self._handshake_keys[handshake] = key
@@ -241,14 +242,16 @@ class Server:
         if key is not None:
             self.per_address.remove(key)
 
-    def tls_established(self, handshake: TlsHandshake, transport) -> None:
-        """Called by a handshake that completed: the client is a Connection from now on."""
+    def _tls_established(self, handshake: TlsHandshake, transport) -> None:
+        # The client is a Connection from now on.
         self._release_handshake(handshake)
         self._adopt(handshake.sock, handshake.address, transport)
 
-    def tls_failed(self, handshake: TlsHandshake) -> None:
-        """Called by a handshake that failed or timed out, once its socket is closed."""
+    def _tls_failed(self, handshake: TlsHandshake, drop: str | None) -> None:
+        # Its socket is closed already.
         self._release_handshake(handshake)
+        if drop is not None:
+            self.stats.drop(drop)
         if self.shutting_down and not self.connections and not self.tls_handshakes:
             self.reactor.stop()
 

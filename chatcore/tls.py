@@ -202,20 +202,24 @@ class TlsTransport:
 
 
 class TlsHandshake:
-    """A TLS client being accepted, driven on the reactor until its handshake completes.
+    """A TLS client being accepted, driven on ``reactor`` until its handshake completes.
 
-    Then ``server.tls_established(self, transport)`` is called; on a bad handshake, the peer
-    closing, or ``timeout_seconds`` passing first, the socket is closed and the reason logged
-    once (INFO for what the peer sent or failed to send, DEBUG for a peer that went away).
+    Then ``on_established(self, transport)`` is called, and the socket and transport belong
+    to the caller's connection (native, or any other kind with an OutputBuffer). On a bad
+    handshake, the peer closing, or ``timeout_seconds`` passing first, the socket is closed,
+    the reason logged once (INFO for what the peer sent or failed to send, DEBUG for a peer
+    that went away), and ``on_failed(self, drop)`` called (``drop``: the metrics reason, or
+    None).
     """
 
-    __slots__ = ("server", "reactor", "sock", "fd", "address", "_tls", "_incoming",
-                 "_outgoing", "_unsent", "_timer", "_writing", "_done")
+    __slots__ = ("reactor", "sock", "fd", "address", "_tls", "_incoming", "_outgoing",
+                 "_unsent", "_timer", "_writing", "_done", "_on_established", "_on_failed")
 
-    def __init__(self, server, sock, address, context: ssl.SSLContext,
-                 timeout_seconds: float):
-        self.server = server
-        self.reactor = server.reactor
+    def __init__(self, reactor, sock, address, context: ssl.SSLContext,
+                 timeout_seconds: float, on_established, on_failed):
+        self.reactor = reactor
+        self._on_established = on_established
+        self._on_failed = on_failed
         self.sock = sock
         self.fd = sock.fileno()
         self.address = address
@@ -254,8 +258,8 @@ class TlsHandshake:
         except ssl.SSLError as exc:
             self._send_output()             # the alert that tells the client why
             hint = _HANDSHAKE_HINTS.get(exc.reason, "")
-            self.server.stats.drop("tls_handshake_failed")
-            self.fail(f"TLS handshake failed: {exc.reason or exc}{hint}", logging.INFO)
+            self.fail(f"TLS handshake failed: {exc.reason or exc}{hint}", logging.INFO,
+                      drop="tls_handshake_failed")
             return
         self._done = True
         if self._send_output():
@@ -296,18 +300,19 @@ class TlsHandshake:
         self.reactor.remove_fd(self.fd)
         log.debug("%s: TLS established (%s, %s)", self.peer, self._tls.version(),
                   (self._tls.cipher() or ("?",))[0])
-        self.server.tls_established(self, transport)
+        self._on_established(self, transport)
 
     def _timed_out(self, timeout_seconds: float) -> None:
-        self.server.stats.drop("tls_handshake_timeout")
-        self.fail(f"no TLS handshake within {timeout_seconds:g}s", logging.INFO)
+        self.fail(f"no TLS handshake within {timeout_seconds:g}s", logging.INFO,
+                  drop="tls_handshake_timeout")
 
-    def fail(self, why: str, level: int = logging.INFO) -> None:
-        """Close the socket now; logs ``why`` once at ``level``."""
+    def fail(self, why: str, level: int = logging.INFO, drop: str | None = None) -> None:
+        """Close the socket now; logs ``why`` once at ``level``. ``drop`` names the reason
+        for the drop counters (metrics), when this one is worth counting."""
         if self.sock.fileno() < 0:
             return
         log.log(level, "%s: %s", self.peer, why)
         self._timer.cancel()
         self.reactor.remove_fd(self.fd)
         self.sock.close()
-        self.server.tls_failed(self)
+        self._on_failed(self, drop)
