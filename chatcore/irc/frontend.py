@@ -7,7 +7,7 @@ import re
 import socket
 import time
 
-from ..server import _listen
+from ..server import listen_socket
 from .connection import SUPPORTED_CAPS, IrcConnection  # noqa: F401 - re-exported
 from .outlet import IrcOutlet
 
@@ -50,7 +50,7 @@ class IrcFrontEnd:
 
     def start(self) -> tuple:
         config = self.server.config
-        self.listener = _listen(config.host, config.irc_port, config.backlog)
+        self.listener = listen_socket(config.host, config.irc_port, config.backlog)
         self.address = self.listener.getsockname()[:2]
         self.server.reactor.add_before_sleep(self.outlet.end_turn)
         self.watch()
