@@ -1,19 +1,26 @@
 """Chooses the hot-path implementation once, at import.
 
-The compiled ``chatcore._speedups`` is used when it was built and ``CHATCORE_NO_EXTENSIONS`` is
-not set; otherwise ``chatcore._codec_py``. Nothing else in the package names either module.
-Both stay importable by name for the tests (``codec_py``, ``codec_c``).
+The compiled ``chatcore._speedups`` (native frames, output buffers) and ``chatcore._ircframe``
+(IRC lines) are used when they were built and ``CHATCORE_NO_EXTENSIONS`` is not set; otherwise
+``chatcore._codec_py`` and ``chatcore._ircframe_py``. Nothing else in the package names these
+modules. All stay importable by name for the tests (``codec_py``, ``codec_c``, ``ircframe_py``,
+``ircframe_c``).
 """
 from __future__ import annotations
 
 import os
 
 from . import _codec_py as codec_py
+from . import _ircframe_py as ircframe_py
 
 try:
     from . import _speedups as codec_c
 except ImportError:                    # not built: no compiler or no Cython at install time
     codec_c = None
+try:
+    from . import _ircframe as ircframe_c
+except ImportError:
+    ircframe_c = None
 
 NO_EXTENSIONS = bool(os.environ.get("CHATCORE_NO_EXTENSIONS"))
 
@@ -25,10 +32,12 @@ OutputBuffer = _impl.OutputBuffer
 encode_frame = _impl.encode_frame
 fanout = _impl.fanout
 find_forbidden = _impl.find_forbidden
+LineDecoder = (ircframe_py if NO_EXTENSIONS or ircframe_c is None else ircframe_c).LineDecoder
+MAX_IRC_LINE_BYTES = ircframe_py.MAX_IRC_LINE_BYTES
 HEADER = codec_py.HEADER
 HEADER_BYTES = codec_py.HEADER_BYTES
 MIN_FRAME_LENGTH = codec_py.MIN_FRAME_LENGTH
 
 __all__ = ["IMPLEMENTATION", "FrameDecoder", "OutputBuffer", "encode_frame", "fanout",
-           "find_forbidden",
-           "HEADER", "HEADER_BYTES", "MIN_FRAME_LENGTH", "codec_py", "codec_c"]
+           "find_forbidden", "HEADER", "HEADER_BYTES", "MIN_FRAME_LENGTH", "LineDecoder",
+           "MAX_IRC_LINE_BYTES", "codec_py", "codec_c", "ircframe_py", "ircframe_c"]

@@ -27,6 +27,8 @@ def setting(default, help: str):
 class ServerConfig:
     host: str = setting("127.0.0.1", "address to listen on (IPv6 literals work: ::1)")
     port: int = setting(7878, "TCP port to listen on; 0 picks a free one")
+    irc_port: int = setting(-1, "TCP port of the IRC front end (docs/irc.md); -1: off, "
+                                "0: a free one")
     server_name: str = setting("", "the name shown in server lists; empty: chatcore@HOST:PORT")
     log_level: str = setting("INFO", "least severe log level shown: " + ", ".join(LOG_LEVELS))
     # Thousands of clients may connect at once; a backlog of 10 dropped 700 of 5000 in a burst.
@@ -163,6 +165,10 @@ class ServerConfig:
     # h11's default: a GET with its headers is a few hundred bytes.
     max_metrics_request_bytes: int = setting(16384, "largest HTTP request head the metrics "
                                                     "page reads, in bytes (larger: 431)")
+    # CAP, NICK, USER, PASS and a few retries need under 10; more is a client that never
+    # registers and keeps the server busy parsing.
+    irc_max_registration_lines: int = setting(30, "lines an IRC client may send before it is "
+                                                  "registered; more closes the connection")
 
     def validate(self) -> None:
         if self.log_level.upper() not in LOG_LEVELS:
@@ -176,6 +182,8 @@ class ServerConfig:
                              f"(or -1: off)")
         if self.metrics_port == self.port != 0 and self.metrics_host in ("", self.host):
             raise ValueError(f"metrics_port and port are both {self.port}: use two ports")
+        if not -1 <= self.irc_port <= 65535:
+            raise ValueError(f"irc_port {self.irc_port} is not in -1..65535")
         if self.max_frame_bytes < 64:
             raise ValueError("max_frame_bytes must be at least 64")
         if self.max_text_bytes > self.max_frame_bytes - 64:
@@ -194,7 +202,8 @@ class ServerConfig:
                      "redis_max_output_bytes", "max_rooms", "max_list_page_entries",
                      "max_list_scan_entries", "max_list_pattern_chars", "max_topic_bytes",
                      "max_away_bytes", "max_quit_bytes", "metrics_timeout_seconds",
-                     "max_metrics_connections", "max_metrics_request_bytes"):
+                     "max_metrics_connections", "max_metrics_request_bytes",
+                     "irc_max_registration_lines"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_list_page_entries > 0xFFFF:

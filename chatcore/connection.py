@@ -181,7 +181,7 @@ class Connection:
 
     def _handle_input(self) -> None:
         protocol = self.protocol
-        handlers = _HANDLERS
+        handlers = self.HANDLERS
         limit = self.config.max_output_bytes
         hub = self.hub
         # Every request costs one unit, plus what the hub counts for it (deliveries, list
@@ -227,7 +227,7 @@ class Connection:
                     self._resume_reading()
                     return
             if buckets is not None:
-                kind = _FLOOD_KIND.get(type(event), _REQUEST)
+                kind = self.flood_kind(event)
                 if kind is not None:
                     wait_seconds = buckets[kind].take(now)
                     if wait_seconds:
@@ -240,6 +240,11 @@ class Connection:
                 self.send_error(exc.code, exc.message, False, event.request_id)
         if self._awaiting and self.state is State.OPEN:
             self._pause_reading()       # what follows waits for the backplane's answer
+
+    def flood_kind(self, event):
+        """The flood bucket ``event`` draws from: FLOOD_CHAT, FLOOD_REQUEST, or None (free).
+        Another connection kind (IRC) answers for its own events."""
+        return _FLOOD_KIND.get(type(event), _REQUEST)
 
     def _next_turn(self) -> None:
         if self.state is State.OPEN and self._resume_timer is None:
@@ -684,6 +689,7 @@ class Connection:
 # for any request type not named here, and for bad frames), None free (answers to our pings,
 # and goodbye).
 _CHAT, _REQUEST = 0, 1
+FLOOD_CHAT, FLOOD_REQUEST = _CHAT, _REQUEST
 _FLOOD_KIND = {ev.SendRoom: _CHAT, ev.SendDirect: _CHAT, ev.SendRoomAction: _CHAT,
                ev.SendDirectAction: _CHAT, ev.Pong: None, ev.Quit: None}
 
@@ -711,3 +717,6 @@ _HANDLERS = {
     ev.ListUsersPage: Connection._on_list_users_page,
     ev.ListRoomsPage: Connection._on_list_rooms_page,
 }
+
+# Keyed by event type; another connection kind (IRC) has its own table.
+Connection.HANDLERS = _HANDLERS

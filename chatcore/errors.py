@@ -89,3 +89,21 @@ class ChatError(Exception):
         super().__init__(message)
         self.code = ErrorCode(code)
         self.message = message
+
+
+class LineTooLong(Exception):
+    """An IRC line (or the unterminated tail of the stream) passed the framer's hard cap; the
+    stream cannot be trusted any more and the connection must close."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LineTooLong) and self.message == other.message
+
+    def __hash__(self) -> int:
+        return hash(self.message)
+
+    def __repr__(self) -> str:
+        return f"LineTooLong({self.message!r})"

@@ -51,6 +51,7 @@ class Server:
         self.per_address = AddressCounter()
         self.held_input_bytes = 0       # received but unhandled, all connections together
         self._handshake_keys: dict = {}   # TlsHandshake -> the address key it counts under
+        self.irc = None                 # the IRC front end, when irc_port is set
         self._accept_paused = False
         self._accept_failures_logged = False
         self._tick_due = 0.0
@@ -95,6 +96,10 @@ class Server:
         self.hub = Hub(NodeInfo(name, host, port), limits, load_permille=self.load.permille)
         self._watch_listeners()
         self.reactor.add_before_sleep(self.flush_pending)
+        if config.irc_port >= 0:
+            from .irc.frontend import IrcFrontEnd
+            self.irc = IrcFrontEnd(self)
+            self.irc.start()
         self._schedule_tick()
         return self.address or self.tls_address
 
@@ -129,6 +134,8 @@ class Server:
         if self.tls_listener is not None:
             self.tls_listener.setblocking(False)
             self.reactor.add_reader(self.tls_listener.fileno(), self._on_tls_acceptable)
+        if self.irc is not None:
+            self.irc.watch()
 
     def _on_acceptable(self) -> None:
         self._accept(self.listener, self._adopt)
@@ -166,7 +173,7 @@ class Server:
                 "for %.1fs", exc.strerror, len(self.connections), ACCEPT_PAUSE_SECONDS)
         self._accept_failures_logged = True
         self._accept_paused = True
-        for listener in (self.listener, self.tls_listener):
+        for listener in (self.listener, self.tls_listener, self.irc and self.irc.listener):
             if listener is not None:
                 self.reactor.remove_reader(listener.fileno())
         self.reactor.call_later(ACCEPT_PAUSE_SECONDS, self._resume_accepting)
@@ -176,9 +183,10 @@ class Server:
             self._accept_paused = False
             self._watch_listeners()
 
-    def _adopt(self, sock: socket.socket, address, tls=None) -> None:
+    def _adopt(self, sock: socket.socket, address, tls=None, kind=Connection) -> None:
+        """Drive an accepted socket as a ``kind`` of connection (native, IRC)."""
         key = self._address_key(address)
-        connection = Connection(self, sock, address, key, tls)
+        connection = kind(self, sock, address, key, tls)
         self.connections.add(connection)
         self.stats.connections_accepted += 1
         if tls is not None:
@@ -328,6 +336,8 @@ class Server:
                 self.reactor.remove_fd(listener.fileno())
                 listener.close()
         self.listener = self.tls_listener = None
+        if self.irc is not None:
+            self.irc.stop()
         for handshake in list(self.tls_handshakes):
             handshake.fail("server shutting down during the TLS handshake", logging.DEBUG)
         for connection in list(self.connections):

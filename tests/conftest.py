@@ -226,3 +226,66 @@ def tls_files(tmp_path_factory) -> TlsFiles:
     return files
 
 # ------------------------------------------------------------------------------ end of TLS --
+
+
+# --------------------------------------------------------------------------------------------
+# IRC front end: a server with --irc-port 0 and raw IRC clients on it.
+# --------------------------------------------------------------------------------------------
+from tests.irchelpers import RawIrc, irc_port  # noqa: E402
+
+
+@pytest.fixture
+def start_irc_server(start_server):
+    """Start a server with an IRC listener (and extra flags); ``irc_port`` is set on it."""
+    def start(*flags) -> ServerProcess:
+        server = start_server("--irc-port", "0", *flags)
+        server.irc_port = irc_port(server)
+        return server
+    return start
+
+
+@pytest.fixture
+def irc_server(start_irc_server) -> ServerProcess:
+    return start_irc_server()
+
+
+@pytest.fixture
+def irc_on():
+    """``irc_on(server, nick)`` -> a RawIrc client on ``server`` (registered unless
+    ``nick`` is None); closed after the test."""
+    clients = []
+
+    def make(server, nick: str | None = None, caps: str = "") -> RawIrc:
+        client = RawIrc(server.irc_port)
+        clients.append(client)
+        if nick is not None:
+            client.register(nick, caps)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def irc(irc_server, irc_on):
+    """``irc(nick)`` -> a registered RawIrc client (``irc()``: connected only)."""
+    return lambda nick=None, caps="": irc_on(irc_server, nick, caps)
+
+
+@pytest.fixture
+def native(irc_server):
+    """``native(name)`` -> a handshaken native ChatClient on the IRC test server."""
+    clients = []
+
+    def make(name: str = "") -> ChatClient:
+        client = ChatClient("127.0.0.1", irc_server.port, timeout=10)
+        clients.append(client)
+        client.connect(name)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+# ------------------------------------------------------------------------------ end of IRC --

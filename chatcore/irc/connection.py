@@ -1,0 +1,223 @@
+"""One IRC client socket: line framing, registration, liveness, and the way into the hub.
+
+Everything about the socket (output queue and its limit, flushing, lingering close) is the
+native ``Connection``'s; this kind differs in what it reads and writes. Commands after
+registration are answered in ``commands``.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from .. import __version__
+from ..connection import FLOOD_CHAT, FLOOD_REQUEST, Connection, State
+from ..errors import ChatError, ErrorCode
+from ..events import Reason
+from . import commands
+from . import numerics as rpl
+from .message import Message, encode
+from .outlet import USER_HOST, source_of
+from .protocol import BadLine, IrcProtocol
+
+log = logging.getLogger(__name__)
+
+# Capabilities this server implements in full (docs/irc.md); CAP LS offers exactly these.
+SUPPORTED_CAPS = ("cap-notify", "echo-message", "multi-prefix", "userhost-in-names")
+ISUPPORT_TOKENS_PER_LINE = 13           # what servers commonly send; keeps 005 under 512 bytes
+
+
+class IrcConnection(Connection):
+    """An IRC client, from accept to close."""
+
+    __slots__ = ("nick", "username", "realname", "registered", "cap_negotiating",
+                 "caps", "cap_version", "registration_lines", "invisible", "echo_message",
+                 "irc")
+
+    def __init__(self, server, sock, address, address_key=None, tls=None):
+        super().__init__(server, sock, address, address_key, tls)
+        self.irc = server.irc                 # the front end: outlet, names, ISUPPORT
+        self.outlet = self.irc.outlet
+        self.protocol = IrcProtocol()
+        self.nick = ""
+        self.username = ""
+        self.realname = ""
+        self.registered = False
+        self.cap_negotiating = False
+        self.caps: set[str] = set()
+        self.cap_version = 0
+        self.registration_lines = 0
+        self.invisible = False
+        self.echo_message = False
+
+    def __repr__(self) -> str:
+        return f"<IrcConnection {self.nick or '-'} {self.address} {self.state.value}>"
+
+    # -- output ----------------------------------------------------------------------------
+
+    @property
+    def target(self) -> str:
+        """How numerics address this client: its nick, or '*' before it has one."""
+        return self.nick or "*"
+
+    def reply(self, numeric: str, *params: str) -> None:
+        self.send(encode(numeric, self.target, *params, source=self.irc.server_name))
+
+    def send_line(self, command: str, *params: str, source: str = "") -> None:
+        self.send(encode(command, *params, source=source or self.irc.server_name))
+
+    def send_error(self, code: ErrorCode, message: str, fatal: bool = False,
+                   request_id: int = 0) -> None:
+        """What the server says when it drops the client (shutdown, full, flood): IRC's
+        ERROR; a refusal that does not end the connection is a 400."""
+        if fatal:
+            self.send(encode("ERROR", f"Closing Link: {self.address[0]} ({message})"))
+        else:
+            self.reply(rpl.ERR_UNKNOWNERROR, "*", _first_line(message))
+
+    def send_event(self, event) -> None:
+        raise TypeError("IRC connections send lines, not native events")
+
+    # -- input -----------------------------------------------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        if not self.registered:
+            self.registration_lines += 1
+            if self.registration_lines > self.config.irc_max_registration_lines:
+                self.send_error(ErrorCode.BAD_FRAME, "Too many lines before registration",
+                                fatal=True)
+                self.close(Reason.DISCONNECTED, "too many lines before registration")
+                return
+        try:
+            commands.dispatch(self, message)
+        except ChatError as exc:            # a refusal no command turned into its numeric
+            self.reply(rpl.ERR_UNKNOWNERROR, message.command, _first_line(exc.message))
+
+    def _on_bad_line(self, bad: BadLine) -> None:
+        if bad.numeric == rpl.ERR_INPUTTOOLONG:
+            self.reply(bad.numeric, bad.text)
+        elif bad.numeric:
+            self.reply(bad.numeric, bad.command, bad.text)
+
+    def flood_kind(self, event):
+        """Messages draw from the chat bucket, PONG and QUIT are free, the rest are
+        requests, as for native clients."""
+        if type(event) is Message:
+            command = event.command
+            if command in ("PRIVMSG", "NOTICE"):
+                return FLOOD_CHAT
+            if command in ("PONG", "QUIT"):
+                return None
+        return FLOOD_REQUEST
+
+    # -- registration ----------------------------------------------------------------------
+
+    def try_register(self) -> None:
+        """Enter the hub once NICK and USER are in and capability negotiation is over."""
+        if (self.registered or self.cap_negotiating or not self.nick or not self.username
+                or self._naming):
+            return
+        self._naming = "answering"              # an answer now comes back inside connect()
+        try:
+            self.hub.connect(self.nick, self.outlet, self.outbuf, self._on_named)
+        except ChatError as exc:
+            self._naming = False
+            self._refused(exc)
+            return
+        if self._naming:
+            self._naming = "waiting"
+
+    def _refused(self, exc: ChatError) -> None:
+        # Taken (by either front end) since NICK was checked: the client picks another.
+        nick, self.nick = self.nick, ""
+        numeric = (rpl.ERR_NICKNAMEINUSE if exc.code == ErrorCode.NAME_TAKEN
+                   else rpl.ERR_ERRONEUSNICKNAME)
+        self.reply(numeric, nick, _first_line(exc.message))
+
+    def _on_named(self, outcome) -> None:
+        later = self._naming == "waiting"
+        self._naming = False
+        if self.state is not State.OPEN:            # gone while the claim was out
+            if not isinstance(outcome, ChatError):
+                self.hub.disconnect(outcome, Reason.DISCONNECTED)
+            return
+        if isinstance(outcome, ChatError):
+            self._refused(outcome)
+        else:
+            self.session = outcome
+            self._welcome()
+        if later:
+            # The lines that came after; had the answer come at once, the loop that took
+            # the registering line would still be running and handle them itself.
+            self.reactor.call_soon(self._next_turn)
+
+    def _welcome(self) -> None:
+        self.registered = True
+        self.outlet.users[self.nick] = self
+        log.debug("%s is %s on IRC", self.peer, self.nick)
+        irc = self.irc
+        self.reply(rpl.RPL_WELCOME, f"Welcome to the {irc.network} IRC network, "
+                                    f"{source_of(self.nick)}")
+        self.reply(rpl.RPL_YOURHOST, f"Your host is {irc.server_name}, running version "
+                                     f"chatcore-{__version__}")
+        self.reply(rpl.RPL_CREATED, f"This server was created {irc.created}")
+        self.reply(rpl.RPL_MYINFO, irc.server_name, f"chatcore-{__version__}", "i", "n")
+        self.send_isupport()
+
+        commands.lusers(self)
+        self.reply(rpl.ERR_NOMOTD, "MOTD File is missing")
+
+    def send_isupport(self) -> None:
+        tokens = self.irc.isupport
+        for i in range(0, len(tokens), ISUPPORT_TOKENS_PER_LINE):
+            self.reply(rpl.RPL_ISUPPORT, *tokens[i:i + ISUPPORT_TOKENS_PER_LINE],
+                       "are supported by this server")
+
+    def userhost(self) -> str:
+        return f"{self.nick}!{self.nick}@{USER_HOST}"
+
+    # -- liveness --------------------------------------------------------------------------
+
+    def tick(self, now: float, enforce_timeouts: bool = True) -> None:
+        """Ping when due; drop clients that do not register or stop answering in time."""
+        if self.state is not State.OPEN:
+            return
+        config = self.config
+        if not self.registered:
+            if enforce_timeouts and now - self.connected_at > config.handshake_timeout_seconds:
+                self.send_error(ErrorCode.HANDSHAKE_TIMEOUT, "Registration timed out", fatal=True)
+                self.close(Reason.TIMED_OUT, "registration timeout")
+            return
+        if enforce_timeouts and now - self.last_received > config.idle_timeout_seconds:
+            self.send_error(ErrorCode.PING_TIMEOUT,
+                            f"Ping timeout: {config.idle_timeout_seconds:g} seconds", fatal=True)
+            log.info("%s: idle timeout", self.nick)
+            self.close(Reason.TIMED_OUT, "idle timeout")
+        elif now - self.last_ping_at >= config.ping_interval_seconds:
+            self.ping_token = random.getrandbits(32)
+            self.ping_sent_at = self.last_ping_at = now
+            self.send(encode("PING", f"{self.ping_token:08x}"))
+
+    def on_pong(self, token: str) -> None:
+        if self.ping_sent_at is not None and token == f"{self.ping_token:08x}":
+            self.session.record_rtt(time.monotonic() - self.ping_sent_at)
+            self.ping_sent_at = None
+
+    def _leave_hub(self, reason: Reason, why: object = "") -> None:
+        if self.registered and self.outlet.users.get(self.nick) is self:
+            del self.outlet.users[self.nick]
+        session, self.session = self.session, None
+        # Always a real end: IRC clients cannot resume a session, so holding the nick for
+        # a grace period would only make their reconnect fail with 433.
+        if session is not None and not self.server.shutting_down:
+            self.hub.disconnect(session, reason)
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+IrcConnection.HANDLERS = {
+    Message: IrcConnection._on_message,
+    BadLine: IrcConnection._on_bad_line,
+}

@@ -1,0 +1,75 @@
+"""The IRC listener and what every IRC connection of a server shares: the outlet, the
+server's IRC name and the ISUPPORT tokens it advertises."""
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+
+from ..server import listen_socket
+from .connection import SUPPORTED_CAPS, IrcConnection  # noqa: F401 - re-exported
+from .outlet import IrcOutlet
+
+log = logging.getLogger(__name__)
+
+NETWORK = "chatcore"
+_NOT_HOSTNAME = re.compile(r"[^A-Za-z0-9.\-]+")
+
+
+def irc_server_name(node_name: str) -> str:
+    """The node's name as IRC needs a server name: host-name characters with a dot in it
+    (``chatcore@127.0.0.1:7878`` -> ``chatcore.127.0.0.1.7878``)."""
+    name = _NOT_HOSTNAME.sub(".", node_name).strip(".") or NETWORK
+    return name if "." in name else name + ".chatcore"
+
+
+class IrcFrontEnd:
+    """IRC clients for one Server: a listener beside the native one, sharing its hub,
+    connection set, timers and write flush."""
+
+    def __init__(self, server):
+        self.server = server
+        config = server.config
+        self.outlet = IrcOutlet(server.outlet)
+        self.server_name = irc_server_name(server.hub.node.name)
+        self.network = NETWORK
+        self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        limits = server.hub.limits
+        # Only what the server does: no channel prefixes (nobody is operator), one channel
+        # mode (+n: only members speak, as native rooms work).
+        self.isupport = (
+            "CASEMAPPING=ascii", "CHANTYPES=#", "CHANMODES=,,,n", "PREFIX=",
+            f"NICKLEN={limits.max_name_chars}", f"CHANNELLEN={limits.max_room_name_chars + 1}",
+            f"CHANLIMIT=#:{limits.max_rooms_per_user}", f"NETWORK={self.network}",
+            "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:,WHOIS:1,ISON:,USERHOST:5",
+            "LINELEN=512", "MODES=1",
+        )
+        self.listener: socket.socket | None = None
+        self.address: tuple | None = None
+
+    def start(self) -> tuple:
+        config = self.server.config
+        self.listener = listen_socket(config.host, config.irc_port, config.backlog)
+        self.address = self.listener.getsockname()[:2]
+        self.server.reactor.add_before_sleep(self.outlet.end_turn)
+        self.watch()
+        return self.address
+
+    def watch(self) -> None:
+        """Accept IRC clients (again, after the server paused accepting)."""
+        if self.listener is not None:
+            self.listener.setblocking(False)
+            self.server.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+
+    def stop(self) -> None:
+        if self.listener is not None:
+            self.server.reactor.remove_fd(self.listener.fileno())
+            self.listener.close()
+            self.listener = None
+
+    def _on_acceptable(self) -> None:
+        self.server._accept(self.listener, self._adopt)
+
+    def _adopt(self, sock, address) -> None:
+        self.server._adopt(sock, address, kind=IrcConnection)
