@@ -115,17 +115,14 @@ class IrcConnection(Connection):
     def try_register(self) -> None:
         """Enter the hub once NICK and USER are in and capability negotiation is over."""
         if (self.registered or self.cap_negotiating or not self.nick or not self.username
-                or self._naming):
+                or self._awaiting):
             return
-        self._naming = "answering"              # an answer now comes back inside connect()
+        nick = self.nick
         try:
-            self.hub.connect(self.nick, self.outlet, self.outbuf, self._on_named)
+            self._ask_hub(lambda done: self.hub.connect(nick, self.outlet, self.outbuf, done),
+                          self._on_named)
         except ChatError as exc:
-            self._naming = False
             self._refused(exc)
-            return
-        if self._naming:
-            self._naming = "waiting"
 
     def _refused(self, exc: ChatError) -> None:
         # Taken (by either front end) since NICK was checked: the client picks another.
@@ -135,8 +132,6 @@ class IrcConnection(Connection):
         self.reply(numeric, nick, _first_line(exc.message))
 
     def _on_named(self, outcome) -> None:
-        later = self._naming == "waiting"
-        self._naming = False
         if self.state is not State.OPEN:            # gone while the claim was out
             if not isinstance(outcome, ChatError):
                 self.hub.disconnect(outcome, Reason.DISCONNECTED)
@@ -146,10 +141,6 @@ class IrcConnection(Connection):
         else:
             self.session = outcome
             self._welcome()
-        if later:
-            # The lines that came after; had the answer come at once, the loop that took
-            # the registering line would still be running and handle them itself.
-            self.reactor.call_soon(self._next_turn)
 
     def _welcome(self) -> None:
         self.registered = True
