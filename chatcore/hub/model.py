@@ -1,0 +1,126 @@
+"""The hub's data: its limits, sessions, rooms, list pages, and the backplane of a server on
+its own."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import events as ev
+from ..events import Reason
+from ..listing import NameIndex
+
+RTT_SMOOTHING = 1 / 8           # TCP's SRTT gain (RFC 6298)
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    max_name_chars: int = 32            # IRC servers commonly allow 30-32
+    max_room_name_chars: int = 64
+    max_text_bytes: int = 8192          # a long paste still fits; 64 KiB frames leave room
+    max_rooms_per_user: int = 100
+    max_rooms: int = 100_000            # rooms on the server (about 1 KiB each)
+    resume_grace_seconds: float = 45.0  # a dropped session's name and rooms wait this long
+    max_list_page_entries: int = 200    # entries in one list reply
+    max_list_scan_entries: int = 1000   # names one list request may examine
+    max_list_pattern_chars: int = 100
+    max_topic_bytes: int = 390          # IRC servers' TOPICLEN is 300-390
+    max_away_bytes: int = 200           # IRC servers' AWAYLEN is 160-390
+    max_quit_bytes: int = 200
+    max_join_members: int = 1000        # members listed in RoomJoined
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a list: its entries with their keys, and where the next page starts."""
+    entries: list
+    keys: list                  # the casefolded name of each entry, in the same order
+    total: int
+    total_exact: bool
+    next_after: str
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """This server as it appears in server lists: its name and advertised address."""
+    name: str
+    host: str
+    port: int
+
+
+class LocalBackplane:
+    """The backplane of a server on its own: no other nodes, and every answer at once.
+
+    A cluster backplane (chatcore.cluster) answers the same questions from shared state;
+    where that takes a round trip to Redis, the answer comes later, to a callback.
+    """
+
+    def claim_name(self, key: str, done) -> None:
+        """Make the (casefolded) name this node's: ``done(True)``, ``done(False)`` if another
+        node holds it, or ``done(ChatError)`` if that cannot be known now."""
+        done(True)
+
+    def release_name(self, key: str) -> None:
+        pass
+
+    def send_to_user(self, key: str, message: dict, done=None) -> None:
+        """Hand ``message`` to the node of the user ``key``: ``done(True)`` if it has one,
+        ``done(False)`` if no node does, ``done(ChatError)`` if that cannot be known now."""
+        if done is not None:
+            done(False)
+
+    def peer_servers(self) -> list[ev.ServerInfo]:
+        return []
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One connected, named user."""
+    name: str
+    key: str                            # casefolded name: the identity for lookups
+    outlet: object
+    endpoint: object
+    connected_at: float
+    last_active: float                  # monotonic time of the last chat request
+    rooms: dict = field(default_factory=dict)          # key -> Room
+    conversations: set = field(default_factory=set)    # keys of peers with an open chat
+    rtt_seconds: float | None = None
+    resume_token: str = ""
+    detached_until: float | None = None     # monotonic; set while the connection is gone
+    detach_reason: Reason = Reason.DISCONNECTED
+    connected_at_ms: int = 0            # wall clock, for user details
+    away: str = ""                      # the away message; empty when not away
+    away_replied: set = field(default_factory=set)     # keys told the away message already
+
+    def record_rtt(self, sample_seconds: float) -> None:
+        """Fold one RTT sample into the smoothed estimate."""
+        if self.rtt_seconds is None:
+            self.rtt_seconds = sample_seconds
+        else:
+            self.rtt_seconds += (sample_seconds - self.rtt_seconds) * RTT_SMOOTHING
+
+
+@dataclass(eq=False, slots=True)
+class Room:
+    name: str
+    key: str
+    members: dict = field(default_factory=dict)        # session key -> Session
+    endpoints: dict = field(default_factory=dict)      # outlet -> [endpoint, ...]
+    member_index: NameIndex | None = None   # kept once the room is big enough to need it
+    topic: str = ""
+    topic_by: str = ""
+    topic_at_ms: int = 0
+
+
+class _DetachedOutlet:
+    """Where a detached session's events go: nowhere (its endpoint is a placeholder)."""
+
+    def deliver(self, endpoint, event) -> None:
+        pass
+
+    def broadcast(self, endpoints, event) -> None:
+        pass
+
+    def evict(self, endpoint) -> None:
+        pass
+
+
+DETACHED = _DetachedOutlet()
