@@ -289,3 +289,23 @@ def native(irc_server):
         client.close()
 
 # ------------------------------------------------------------------------------ end of IRC --
+
+
+# --------------------------------------------------------------------------------------------
+# CLI (chatcore.cli): client processes in pseudo-terminals (tests/cli_helpers.py).
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def terminals():
+    """``terminals(term)`` keeps a started Terminal; every one is closed after the test."""
+    opened = []
+
+    def track(term):
+        opened.append(term)
+        return term
+
+    yield track
+    for term in opened:
+        term.close()
+
+# ------------------------------------------------------------------------------ end of CLI --

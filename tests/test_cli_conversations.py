@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli_helpers import Terminal, login
+from tests.cli_helpers import login
 
 pytestmark = pytest.mark.timeout(120)
 
 ALT = "\x1b"
-
-
-@pytest.fixture
-def terminals():
-    opened: list[Terminal] = []
-
-    def track(term: Terminal) -> Terminal:
-        opened.append(term)
-        return term
-
-    yield track
-    for term in opened:
-        term.close()
 
 
 def test_two_rooms_two_chats_switching_unread_and_mentions(server, terminals):

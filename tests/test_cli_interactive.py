@@ -8,19 +8,6 @@ from tests.cli_helpers import Terminal, client_env, login
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def terminals():
-    opened: list[Terminal] = []
-
-    def track(term: Terminal) -> Terminal:
-        opened.append(term)
-        return term
-
-    yield track
-    for term in opened:
-        term.close()
-
-
 def test_two_users_chat_and_one_closes(server, terminals):
     alice = terminals(login(server.port, "alice"))
     bob = terminals(login(server.port, "bob"))

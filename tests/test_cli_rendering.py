@@ -16,19 +16,6 @@ PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"   # a terminal's bracketed pas
 SGR_COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-7]|9[0-7]|38)[;m]")
 
 
-@pytest.fixture
-def terminals():
-    opened: list[Terminal] = []
-
-    def track(term: Terminal) -> Terminal:
-        opened.append(term)
-        return term
-
-    yield track
-    for term in opened:
-        term.close()
-
-
 def test_a_pasted_forged_line_stays_inside_its_message(server, terminals):
     alice = terminals(login(server.port, "alice", "--room", "lobby"))
     bob = terminals(login(server.port, "bob", "--room", "lobby"))

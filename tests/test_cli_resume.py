@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli_helpers import CuttableProxy, Terminal, login
+from tests.cli_helpers import CuttableProxy, login
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def terminals():
-    opened: list[Terminal] = []
-
-    def track(term: Terminal) -> Terminal:
-        opened.append(term)
-        return term
-
-    yield track
-    for term in opened:
-        term.close()
 
 
 @pytest.fixture

@@ -5,24 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli_helpers import Terminal, login
+from tests.cli_helpers import login
 
 pytestmark = pytest.mark.timeout(120)
 
 TIME = r"\d\d:\d\d:\d\d"
-
-
-@pytest.fixture
-def terminals():
-    opened: list[Terminal] = []
-
-    def track(term: Terminal) -> Terminal:
-        opened.append(term)
-        return term
-
-    yield track
-    for term in opened:
-        term.close()
 
 
 def test_topic_names_action_nick_whois_and_quit_message(server, terminals):
