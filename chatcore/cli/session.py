@@ -421,20 +421,28 @@ class Session(CommandActions, VocabularyActions):
             self._error_event(event, "the server says")
 
     def _on_DirectMessage(self, event: ev.DirectMessage) -> None:
+        self._show_direct(event, "message")
+
+    def _on_RoomMessage(self, event: ev.RoomMessage) -> None:
+        self._show_room(event, "message")
+
+    def _show_direct(self, event, kind: str) -> None:
+        """A direct message or action (same fields), shown as a record of ``kind``."""
         peer = Target("user", event.sender)
         self._remember_chat(event.sender)
         self.last_direct = event.sender
         if self.target is None:         # nothing was current: no typed line can go astray
             self.conversations.switch(peer)
-        self._show(record("message", ts=event.timestamp_ms, **{"from": event.sender},
+        self._show(record(kind, ts=event.timestamp_ms, **{"from": event.sender},
                           to=self.name, text=event.text, msg_id=event.msg_id), peer,
                    unread=True)
 
-    def _on_RoomMessage(self, event: ev.RoomMessage) -> None:
+    def _show_room(self, event, kind: str) -> None:
+        """A room message or action (same fields), shown as a record of ``kind``."""
         if _same(event.sender, self.name):
             return                      # our own, shown when its Ack arrives
         self._seen_user(event.sender)
-        self._show(record("message", ts=event.timestamp_ms, **{"from": event.sender},
+        self._show(record(kind, ts=event.timestamp_ms, **{"from": event.sender},
                           room=event.room, text=event.text, msg_id=event.msg_id),
                    Target("room", event.room), unread=True)
 

@@ -108,22 +108,10 @@ class VocabularyActions:
     # -- notifications -----------------------------------------------------------------------
 
     def _on_DirectAction(self, event: ev.DirectAction) -> None:
-        peer = Target("user", event.sender)
-        self._remember_chat(event.sender)
-        self.last_direct = event.sender
-        if self.target is None:
-            self.conversations.switch(peer)
-        self._show(record("action", ts=event.timestamp_ms, **{"from": event.sender},
-                          to=self.name, text=event.text, msg_id=event.msg_id), peer,
-                   unread=True)
+        self._show_direct(event, "action")
 
     def _on_RoomAction(self, event: ev.RoomAction) -> None:
-        if _same(event.sender, self.name):
-            return                      # our own, shown when its Ack arrives
-        self._seen_user(event.sender)
-        self._show(record("action", ts=event.timestamp_ms, **{"from": event.sender},
-                          room=event.room, text=event.text, msg_id=event.msg_id),
-                   Target("room", event.room), unread=True)
+        self._show_room(event, "action")
 
     def _on_AwayReply(self, event: ev.AwayReply) -> None:
         self._show(record("away_reply", name=event.name, message=event.message),
