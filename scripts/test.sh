@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet -e ".[test]"
 python -c "import chatcore.codec as c; print('hot path built:', c.codec_c is not None)"
-workers=(-n "${CHATCORE_TEST_WORKERS:-2}")
+# pytest-benchmark refuses to time under xdist (and says so in a warning, which this suite
+# turns into an error): the microbenchmarks live in benchmarks/, not in this suite.
+workers=(-n "${CHATCORE_TEST_WORKERS:-2}" --benchmark-disable)
 echo "== test suite on the compiled hot path =="
 python -m pytest "${workers[@]}" "$@"
 echo "== test suite on the pure-Python fallback (CHATCORE_NO_EXTENSIONS=1) =="
