@@ -1,0 +1,95 @@
+"""The cluster on Redis (docs/cluster.md): a ``Cluster`` is this node's backplane of the hub.
+
+It is a facade over one module per job, sharing the state set up here:
+
+- ``envelope``: the versioned key prefix, the message envelope and its version check;
+- ``node``: announcements, the live peers with the RTT to each, the server list, and the
+  node name claimed at start-up (``claim_node_name``);
+- ``names``: user names claimed cluster-wide;
+- ``users``: each user's channel and the direct chats carried on it.
+
+A server without ``--redis`` never imports this package (nor hiredis).
+"""
+from __future__ import annotations
+
+from ..broker import Broker, RedisAddress
+from ..events import Reason
+from .envelope import ENVELOPE_VERSION, KEY_VERSION, Envelopes, key_prefix, log, unreachable  # noqa: F401
+from .names import CLAIM_NAME_SCRIPT, RELEASE_NAME_SCRIPT, Names
+from .node import RTT_SMOOTHING, ClusterStartError, Nodes, Peer, claim_node_name
+from .users import Users
+
+__all__ = ["CLAIM_NAME_SCRIPT", "ENVELOPE_VERSION", "KEY_VERSION", "RELEASE_NAME_SCRIPT",
+           "RTT_SMOOTHING", "Cluster", "ClusterStartError", "Peer", "claim_node_name",
+           "key_prefix", "unreachable"]
+
+
+class Cluster(Envelopes, Nodes, Names, Users):
+    """This node's membership and backplane: announcements out, peers in, RTT to each peer,
+    names claimed and users reached cluster-wide."""
+
+    def __init__(self, reactor, config, address: RedisAddress, hub, load_permille,
+                 instance: str):
+        self.reactor = reactor
+        self.config = config
+        self.hub = hub
+        node = self.node = hub.node                 # name and advertised address
+        self.load_permille = load_permille
+        self.instance = instance                    # tells a restarted node from its old life
+        prefix = key_prefix(config.cluster_name)
+        self.alive_prefix = f"{prefix}:alive:"
+        self.alive_key = self.alive_prefix + instance
+        self.name_prefix = f"{prefix}:name:"
+        self.user_prefix = f"{prefix}:user:"
+        self.name_conflicts = 0
+        self.remote_nodes: dict[str, str] = {}      # user key on another node -> its node
+        self.node_key = f"{prefix}:node:{node.name}"
+        self.nodes_key = f"{prefix}:nodes"
+        self.control_channel = f"{prefix}:control"
+        self.inbox_channel = f"{prefix}:to:{node.name}"
+        self._prefix = prefix
+        self.peers: dict[str, Peer] = {}
+        self.seq = 0
+        self._unknown_versions: set = set()
+        self._announce_timer = None
+        self.broker = Broker(reactor, address, timeout_seconds=config.redis_timeout_seconds,
+                             max_output_bytes=config.redis_max_output_bytes,
+                             on_up=self._on_broker_up, on_down=self._on_broker_down)
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.broker.subscribe(self.control_channel, self._on_control)
+        self.broker.subscribe(self.inbox_channel, self._on_inbox)
+        self.broker.start()
+        self._announce_timer = self.reactor.call_later(self.config.node_announce_seconds,
+                                                       self._on_announce_timer)
+
+    def leave(self) -> None:
+        """Clean shutdown: tell the peers at once instead of letting them wait the silence."""
+        if self._announce_timer is not None:
+            self._announce_timer.cancel()
+            self._announce_timer = None
+        self._publish_control({"kind": "leave"})
+        self.broker.call("DEL", self.node_key, self.alive_key)     # frees its users' names
+        self.broker.call("ZREM", self.nodes_key, self.node.name)
+
+    def close(self) -> None:
+        self.broker.flush()
+        self.broker.close()
+
+    def _on_broker_up(self) -> None:
+        log.info("cluster %r: connected to Redis at %s as node %r (advertised %s:%d)",
+                 self.config.cluster_name, self.broker.address.url, self.node.name,
+                 self.node.host, self.node.port)
+        self.announce()
+        self._discover()
+        self._reclaim_names()
+
+    def _on_broker_down(self) -> None:
+        log.warning("cluster %r: other nodes are out of reach until Redis is back",
+                    self.config.cluster_name)
+
+    def _node_gone(self, node_name: str, reason: Reason) -> None:
+        """A peer was dropped (silent) or left: what its users had with ours ends."""
+        self._users_of_node_lost(node_name, reason)

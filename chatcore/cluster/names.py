@@ -1,0 +1,79 @@
+"""User names unique cluster-wide: claimed atomically in Redis before the Welcome, held by
+the node instance's lease, released when the user leaves, claimed again after an outage.
+
+- ``{p}:name:{casefolded name}`` string, the instance holding the name: free once that
+  instance's alive key (``{p}:alive:{instance}``, see ``node``) is gone.
+"""
+from __future__ import annotations
+
+from ..broker import BrokerUnavailable, ReplyError
+from .envelope import log, unreachable
+
+# A user name is held by a node instance for as long as that instance's alive key exists:
+# the lease is the node's, refreshed with each announcement (one command per node, not one
+# per user), so a dead node's names are free once its alive key expires.
+CLAIM_NAME_SCRIPT = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. owner) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+RELEASE_NAME_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class Names:
+    """The names part of ``Cluster``. Its state is the Cluster's."""
+
+    def claim_name(self, key: str, done) -> None:
+        """The hub's backplane: claim a casefolded user name cluster-wide (see LocalBackplane)."""
+        if not self.broker.up:
+            done(unreachable())
+            return
+
+        def answered(reply) -> None:
+            if isinstance(reply, BrokerUnavailable):
+                done(unreachable())
+            elif isinstance(reply, ReplyError):
+                log.error("cluster: Redis refused a name claim: %s", reply)
+                done(unreachable())
+            elif reply == 1:
+                # Welcome only once this node hears the user's channel, so a message sent
+                # to the user right after cannot find it missing.
+                self._subscribe_user(key, lambda ok: subscribed(ok))
+            else:
+                done(False)
+
+        def subscribed(ok: bool) -> None:
+            if ok:
+                done(True)
+            else:
+                self.release_name(key)
+                done(unreachable())
+
+        self.broker.call("EVAL", CLAIM_NAME_SCRIPT, 1, self.name_prefix + key, self.instance,
+                         self.alive_prefix, callback=answered)
+
+    def release_name(self, key: str) -> None:
+        self._unsubscribe_user(key)
+        self.broker.call("EVAL", RELEASE_NAME_SCRIPT, 1, self.name_prefix + key,
+                         self.instance)
+
+    def _reclaim_names(self) -> None:
+        """After an outage, hold this node's names again. One that a user of another node
+        took meanwhile (possible once the outage outlasted the alive key) stays with both
+        users until one leaves; it is logged."""
+        for key, session in list(self.hub.sessions.items()):
+            def answered(reply, name=session.name) -> None:
+                if reply == 0:
+                    self.name_conflicts += 1
+                    log.warning("cluster: name %r was claimed on another node while Redis "
+                                "was out of reach; both users keep it until one leaves", name)
+            self.broker.call("EVAL", CLAIM_NAME_SCRIPT, 1, self.name_prefix + key,
+                             self.instance, self.alive_prefix, callback=answered)
