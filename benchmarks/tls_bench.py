@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from .loadgen import server_cpu_seconds
+from .procstat import server_cpu_seconds
 from .tls_certs import write_certificates
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
