@@ -45,6 +45,16 @@ class ErrorCode(enum.IntEnum):
     INPUT_BUDGET = 52               # the server holds as much unhandled input as it may
     # The cluster.
     CLUSTER_UNREACHABLE = 70
+    # Room moderation.
+    NOT_OPERATOR = 80               # the request needs a room operator
+    MODE_INVALID = 81               # an unknown mode letter, a bad parameter, a fixed mode
+    USER_NOT_IN_ROOM = 82           # kick/op/voice of a user who is not a member
+    INVITE_ONLY = 83                # join of a +i room without an invitation
+    BAD_ROOM_KEY = 84               # join of a +k room without its key
+    ROOM_FULL = 85                  # join of a +l room at its limit
+    CANNOT_SPEAK = 86               # a message in a +m room without voice, or while banned
+    ALREADY_IN_ROOM = 87            # invite of a user who is a member already
+    BANNED = 88                     # join of a room whose ban list matches the user
 
 
 class FrameError(Exception):

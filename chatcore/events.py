@@ -21,6 +21,7 @@ class Reason(enum.IntEnum):
     FLOODED = 6           # sent faster than flood control allows, for too long
     OVER_LIMIT = 7        # a server-wide limit (the held-input budget) dropped it
     SERVER_LOST = 8       # the user's cluster node died (or is out of reach)
+    KICKED = 9            # a room operator removed the user from the room (Kick)
 
 
 # Events are never mutated after construction, but they are not frozen: a frozen dataclass
@@ -415,4 +416,103 @@ class RoomJoined:
     topic_at_ms: int        # 0: no topic
     total: int              # members in the room; ``members`` may hold fewer
     members: tuple[Member, ...]
+    request_id: int = 0
+
+
+# -- room moderation (docs/protocol.md, "Room moderation") --------------------------------------
+
+@_event
+class ModeChange:
+    """One change of a room's modes: ``mode`` is one letter, ``argument`` its parameter
+    (a name for o/v, a key for +k, a number for +l, a mask for b; "" for the others)."""
+    adding: bool
+    mode: str
+    argument: str = ""
+
+
+@_event
+class MemberModes:
+    """A member with operator and/or voice: ``modes`` is "o", "v" or "ov"."""
+    name: str
+    modes: str
+
+
+@_event
+class Ban:
+    mask: str               # nick!user@host glob, casefolded
+    set_by: str
+    set_at_ms: int
+
+
+@_event
+class SetRoomMode:
+    room: str
+    changes: tuple[ModeChange, ...]
+    request_id: int = 0
+
+
+@_event
+class Kick:
+    room: str
+    name: str
+    reason: str = ""
+    request_id: int = 0
+
+
+@_event
+class Invite:
+    room: str
+    name: str
+    request_id: int = 0
+
+
+@_event
+class GetRoomModes:
+    room: str
+    request_id: int = 0
+
+
+@_event
+class JoinRoomKey:
+    """JoinRoom with the key of a +k room."""
+    room: str
+    key: str
+    request_id: int = 0
+
+
+@_event
+class RoomModeChanged:
+    room: str
+    name: str               # who changed them; "" when the server did
+    changes: tuple[ModeChange, ...]
+    request_id: int = 0
+
+
+@_event
+class Invited:
+    room: str
+    name: str               # who invited you
+    request_id: int = 0
+
+
+@_event
+class RoomModes:
+    """A room's modes, its operators and voiced members, and its bans."""
+    room: str
+    modes: str              # the flag letters set, e.g. "nt" (k and l included when set)
+    key: str                # "" when none (or when the asker is not a member)
+    limit: int              # 0: no member limit
+    created_at_ms: int
+    members: tuple[MemberModes, ...]
+    bans: tuple[Ban, ...]
+    request_id: int = 0
+
+
+@_event
+class Kicked:
+    """Told to every member (the kicked one included) just before its UserLeft(KICKED)."""
+    room: str
+    name: str               # who was kicked
+    by: str                 # the operator who kicked
+    reason: str = ""
     request_id: int = 0

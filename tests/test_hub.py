@@ -108,8 +108,9 @@ def test_rejoin_is_idempotent_but_tells_the_room_state_again(hub, outlet):
     hub.join(bob, "r")
     outlet.received.clear()
     assert hub.join(alice, "R") is False
-    assert outlet.received == {"alice": [ev.RoomJoined("r", "", "", 0, 2, (
-        ev.Member("alice", False), ev.Member("bob", False)))]}
+    assert outlet.received == {"alice": [
+        ev.RoomModes("r", "n", "", 0, 1_700_000_000_500, (ev.MemberModes("alice", "o"),), ()),
+        ev.RoomJoined("r", "", "", 0, 2, (ev.Member("alice", False), ev.Member("bob", False)))]}
 
 
 def test_room_limit(hub, outlet):

@@ -45,8 +45,8 @@ def _code(call) -> ErrorCode:
 def test_a_detached_session_is_silent_until_its_grace_ends(hub, outlet, clock):
     alice = hub.connect("alice", outlet, "alice")
     bob = hub.connect("bob", outlet, "bob")
+    hub.join(bob, "r")                      # bob is operator: alice's leave changes no mode
     hub.join(alice, "r")
-    hub.join(bob, "r")
     hub.open_chat(bob, "alice")
     outlet.received.clear()
     hub.detach(alice, Reason.TIMED_OUT)

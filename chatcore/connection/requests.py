@@ -190,8 +190,41 @@ class Requests:
         self.stats.room_messages += 1
         self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
 
+    def _on_join_room_key(self, event: ev.JoinRoomKey) -> None:
+        self.hub.join(self.session, event.room, event.key)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_set_room_mode(self, event: ev.SetRoomMode) -> None:
+        self.hub.set_room_modes(self.session, event.room, event.changes)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_kick(self, event: ev.Kick) -> None:
+        self.hub.kick(self.session, event.room, event.name, event.reason)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_invite(self, event: ev.Invite) -> None:
+        self.hub.invite(self.session, event.room, event.name)
+        self.send_event(ev.Ok(event.request_id))
+
+    def _on_get_room_modes(self, event: ev.GetRoomModes) -> None:
+        modes = self.hub.room_modes(self.session, event.room)
+        modes.request_id = event.request_id
+        frame = encode_event(modes)
+        while len(frame) - 4 > self.config.max_frame_bytes and modes.members:
+            # Only a server with a tiny max_frame_bytes gets here: fewer members listed.
+            modes.members = modes.members[:len(modes.members) // 2]
+            frame = encode_event(modes)
+        self.send(frame)
+
+    def _hidden(self, room: str) -> bool:
+        """A secret room this user is not in: listed as if it did not exist."""
+        return bool(room) and self.hub.room_hidden(self.session, room)
+
     def _on_list_users(self, event: ev.ListUsers) -> None:
         # The unpaged request of protocol 1.0: its first page (``total`` says how many).
+        if self._hidden(event.room):
+            self.send_event(ev.UserList(0, (), event.request_id))
+            return
         page = self.hub.users_page(event.room)
         self.send(self._fitted(lambda entries, _: ev.UserList(page.total, entries,
                                                               event.request_id), page))
@@ -202,6 +235,9 @@ class Requests:
                                                               event.request_id), page))
 
     def _on_list_users_page(self, event: ev.ListUsersPage) -> None:
+        if self._hidden(event.room):
+            self.send_event(ev.UserPage(0, True, "", (), event.request_id))
+            return
         page = self.hub.users_page(event.room, event.after, event.pattern, event.limit)
         self.send(self._fitted(lambda entries, next_after: ev.UserPage(
             page.total, page.total_exact, next_after, entries, event.request_id), page))
@@ -255,4 +291,9 @@ HANDLERS = {
     ev.ListServers: Requests._on_list_servers,
     ev.ListUsersPage: Requests._on_list_users_page,
     ev.ListRoomsPage: Requests._on_list_rooms_page,
+    ev.JoinRoomKey: Requests._on_join_room_key,
+    ev.SetRoomMode: Requests._on_set_room_mode,
+    ev.Kick: Requests._on_kick,
+    ev.Invite: Requests._on_invite,
+    ev.GetRoomModes: Requests._on_get_room_modes,
 }

@@ -22,7 +22,8 @@ costs per loop turn.
 
 The hub is a facade over one module per job: ``identity`` (connect, rename, disconnect),
 ``resuming`` (held sessions), ``conversations`` (direct chats, away replies, users of other
-nodes), ``rooms`` (membership, topics, room messages) and ``presence`` (away, whois, lists);
+nodes), ``rooms`` (membership, topics, room messages), ``moderation`` (operators, room modes, kicks,
+invitations, bans) and ``presence`` (away, whois, lists);
 its data types are in ``model`` and the checks they share in ``checks``.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..listing import NameIndex
 from .checks import check_text
 from .conversations import Conversations
 from .identity import GUEST_CLAIM_ATTEMPTS, GUEST_PREFIX, GUEST_SKIP_MAX, Identity
+from .moderation import Moderation
 from .model import DETACHED, HubLimits, LocalBackplane, NodeInfo, Page, Room, Session
 from .presence import Presence
 from .resuming import Resuming
@@ -45,7 +47,7 @@ __all__ = ["DETACHED", "GUEST_CLAIM_ATTEMPTS", "GUEST_PREFIX", "GUEST_SKIP_MAX",
            "Room", "Session"]
 
 
-class Hub(Identity, Resuming, Conversations, Rooms, Presence):
+class Hub(Identity, Resuming, Conversations, Rooms, Moderation, Presence):
     """Routes requests of connected sessions; raises ChatError for refused requests."""
 
     def __init__(self, node: NodeInfo, limits: HubLimits = HubLimits(), *,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .. import events as ev
 from ..events import Reason
 from ..listing import NameIndex
+from .moderation import RoomModes
 
 RTT_SMOOTHING = 1 / 8           # TCP's SRTT gain (RFC 6298)
 
@@ -108,6 +109,7 @@ class Room:
     topic: str = ""
     topic_by: str = ""
     topic_at_ms: int = 0
+    modes: RoomModes = field(default_factory=RoomModes)    # operators, modes, bans, invites
 
 
 class _DetachedOutlet:

@@ -25,11 +25,12 @@ class Rooms:
         check_identifier("room name", name, self.limits.max_room_name_chars,
                           ErrorCode.ROOM_INVALID)
 
-    def join(self, session: Session, room_name: str) -> bool:
+    def join(self, session: Session, room_name: str, room_key: str = "") -> bool:
         """Join (creating the room on first join); False if already a member.
 
         Members are told ``UserJoined``; the joiner is also told the room's topic and
-        members (``RoomJoined``), every time, whether or not it was a member already.
+        members (``RoomJoined``), just after its modes (``RoomModes``), every time, whether or not it
+        was a member already. ``room_key`` is the key of a +k room (``moderation``).
         """
         self._touch(session)
         key = room_name.casefold()
@@ -50,6 +51,9 @@ class Rooms:
                                 f"join an existing one")
             room = self.rooms[key] = Room(room_name, key)
             self._room_index.add(key)
+            self._found_room(session, room)
+        else:
+            self._admit(session, room, room_key)
         room.members[session.key] = session
         if room.member_index is not None:
             room.member_index.add(session.key)
@@ -62,6 +66,8 @@ class Rooms:
         return True
 
     def _tell_room_state(self, session: Session, room: Room) -> None:
+        # Modes first: by the RoomJoined that ends the join, the joiner knows who is operator.
+        session.outlet.deliver(session.endpoint, self._modes_event(room, True))
         members = tuple(ev.Member(member.name, bool(member.away)) for member in
                         itertools.islice(room.members.values(), self.limits.max_join_members))
         session.outlet.deliver(session.endpoint, ev.RoomJoined(
@@ -69,9 +75,11 @@ class Rooms:
         self.work_done += 1 + len(members) * LIST_ENTRY_WORK_UNITS
 
     def set_topic(self, session: Session, room_name: str, topic: str) -> None:
-        """Any member sets (or, with an empty topic, clears) the topic; members are told."""
+        """A member (an operator, in a +t room) sets (or, with an empty topic, clears) the
+        topic; members are told."""
         self._touch(session)
         room = self._membership(session, room_name)
+        self._check_topic(session, room)
         check_text("topic", topic, self.limits.max_topic_bytes, empty_ok=True)
         timestamp_ms = int(self._wallclock() * 1000)
         room.topic, room.topic_by = topic, (session.name if topic else "")
@@ -104,6 +112,8 @@ class Rooms:
         if not room.members:
             del self.rooms[room.key]
             self._room_index.discard(room.key)
+        else:
+            self._left_room(room, session)
 
     def send_room(self, session: Session, room_name: str, text: str) -> tuple[int, int]:
         """Deliver ``text`` to every member, the sender included; returns (msg_id, ts_ms)."""
@@ -112,6 +122,8 @@ class Rooms:
         room = session.rooms.get(room_name.casefold())
         if room is None:
             room = self._membership(session, room_name)
+        if room.modes.gated:
+            self._check_speech(session, room)
         if (not text or len(text) * 4 > self.limits.max_text_bytes
                 or find_forbidden(text) >= 0):
             self._check_text(text)
@@ -127,6 +139,8 @@ class Rooms:
         """An action ("/me waves") to every member, like ``send_room``."""
         self._touch(session)
         room = self._membership(session, room_name)
+        if room.modes.gated:
+            self._check_speech(session, room)
         self._check_text(text)
         msg_id, timestamp_ms = self._stamp()
         self._broadcast(room, ev.RoomAction(room.name, session.name, msg_id, timestamp_ms,
