@@ -18,6 +18,7 @@ import time
 
 from . import events as ev
 from .errors import ChatError, ErrorCode, ProtocolError
+from .modes import parse_mode_string
 from .protocol import NEED_DATA, PROTOCOL_VERSION, NativeProtocol, Role
 from .tls import client_context
 
@@ -177,9 +178,10 @@ class ChatClient:
             raise ChatError(ErrorCode(reply.code), reply.message)
         return reply
 
-    def join(self, room: str) -> ev.RoomJoined:
-        """Join ``room``; returns its topic and members (the RoomJoined after the Ok)."""
-        self.call(ev.JoinRoom(room))
+    def join(self, room: str, key: str = "") -> ev.RoomJoined:
+        """Join ``room`` (with the ``key`` of a +k room); returns its topic and members (the
+        RoomJoined after the Ok; the RoomModes told just before it stays queued)."""
+        self.call(ev.JoinRoomKey(room, key) if key else ev.JoinRoom(room))
         key = room.casefold()
         return self.wait_for(lambda e: type(e) is ev.RoomJoined and e.room.casefold() == key)
 
@@ -224,6 +226,23 @@ class ChatClient:
 
     def whois(self, name: str) -> ev.UserDetails:
         return self.call(ev.Whois(name))
+
+    def set_room_mode(self, room: str, changes) -> ev.Ok:
+        """Change a room's modes (as its operator): ``changes`` is an IRC-style mode string
+        (``"+mi"``, ``"+o bob"``, ``"+kl sesame 10"``) or ``ModeChange`` entries."""
+        if isinstance(changes, str):
+            changes = parse_mode_string(changes.split())
+        return self.call(ev.SetRoomMode(room, tuple(changes)))
+
+    def kick(self, room: str, name: str, reason: str = "") -> ev.Ok:
+        return self.call(ev.Kick(room, name, reason))
+
+    def invite(self, room: str, name: str) -> ev.Ok:
+        return self.call(ev.Invite(room, name))
+
+    def room_modes(self, room: str) -> ev.RoomModes:
+        """A room's modes, operators, voiced members and bans."""
+        return self.call(ev.GetRoomModes(room))
 
     def open_chat(self, peer: str) -> ev.Ok:
         return self.call(ev.OpenChat(peer))

@@ -7,8 +7,8 @@ from chatcore import events as ev
 from chatcore.errors import ChatError, ErrorCode
 from chatcore.events import Reason
 from chatcore.hub import Hub, HubLimits, NodeInfo
-from chatcore.hub.moderation import (MAX_BANS_PER_ROOM, MAX_INVITES_PER_ROOM, format_changes,
-                                     normalize_mask, parse_mode_string)
+from chatcore.hub.moderation import MAX_BANS_PER_ROOM, MAX_INVITES_PER_ROOM, normalize_mask
+from chatcore.modes import format_changes, parse_mode_string
 from tests.test_hub import RecordingOutlet
 
 
