@@ -59,6 +59,15 @@ COMMANDS = (
     Command("more", (), (), "the next page of the last /rooms or /who"),
     Command("servers", (), (), "list the servers with the RTT to each"),
     Command("ping", (), (), "measure the round-trip time to the server now"),
+    # Room moderation (cli/moderation.py): the current room unless #ROOM is given.
+    Command("mode", (), ("[TEXT]",),
+            "show the current room's modes, or change them (operators): +m, +o bob, +k KEY"),
+    Command("kick", (), ("USER", "[TEXT]"), "remove USER from the current room (operators)"),
+    Command("invite", (), ("USER", "[ROOM]"), "invite USER to ROOM (default: the current one)"),
+    Command("op", (), ("USER",), "make USER an operator of the current room"),
+    Command("deop", (), ("USER",), "take operator from USER"),
+    Command("voice", (), ("USER",), "let USER speak in the current room when it is +m"),
+    Command("devoice", (), ("USER",), "take voice from USER"),
     Command("help", ("h", "?"), (), "show this list"),
     Command("quit", ("exit", "bye"), ("[TEXT]",), "leave the chat"),
 )

@@ -21,7 +21,8 @@ from ..errors import ErrorCode
 REASONS = {ev.Reason.CLOSED: "closed", ev.Reason.QUIT: "quit",
            ev.Reason.DISCONNECTED: "disconnected", ev.Reason.TIMED_OUT: "timed out",
            ev.Reason.TOO_SLOW: "too slow", ev.Reason.SERVER_SHUTDOWN: "server shutdown",
-           ev.Reason.FLOODED: "flooding", ev.Reason.OVER_LIMIT: "over a server limit"}
+           ev.Reason.FLOODED: "flooding", ev.Reason.OVER_LIMIT: "over a server limit",
+           ev.Reason.KICKED: "kicked"}
 
 ERROR_TEXT = {
     ErrorCode.NAME_TAKEN: "name taken",
@@ -167,6 +168,12 @@ _TEMPLATES = {
     "hint": "!! {text}",
     "info": "-- {text}",
     "log_end": "-- end of {where}",
+    # Room moderation (cli/moderation.py).
+    "mode": "-- {by} sets mode {modes} on #{room}",
+    "kicked": "-- {name} was kicked from #{room} by {by}: {reason}",
+    "invited": "-- {by} invites you to #{room} (/join #{room} to accept)",
+    "inviting": "-- you invited {name} to #{room}",
+    "room_modes": "-- modes of #{room}: {summary}",
     "too_long": "!! not sent to {where}: the message is {size_bytes} bytes, the limit is "
                 "{limit_bytes} (/split on sends long messages in parts)",
 }

@@ -26,6 +26,7 @@ from .config import ClientConfig
 from .connection import Connection, ConnectionLost
 from .conversations import Conversations, Target, mentions
 from .formatting import code_name, error_name, reason_name, record
+from .moderation import ModerationActions
 from .vocabulary import VocabularyActions
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ SILENT_PING_INTERVALS = 3
 MAX_KNOWN_NAMES = 5000
 
 REPLY_TYPES = (ev.Ok, ev.Ack, ev.Error, ev.UserList, ev.RoomList, ev.ServerList, ev.Pong,
-               ev.UserPage, ev.RoomPage, ev.UserDetails)
+               ev.UserPage, ev.RoomPage, ev.UserDetails, ev.RoomModes)
 NAME_ERRORS = (ErrorCode.NAME_TAKEN, ErrorCode.NAME_INVALID)
 
 
@@ -54,7 +55,7 @@ def _same(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()
 
 
-class Session(CommandActions, VocabularyActions):
+class Session(CommandActions, VocabularyActions, ModerationActions):
     def __init__(self, config: ClientConfig, emit: Callable[[dict], None], *,
                  ask_name: Callable[[], Awaitable[str]] | None = None,
                  on_change: Callable[[], None] = lambda: None, page_all: bool = False):
@@ -465,9 +466,10 @@ class Session(CommandActions, VocabularyActions):
                    Target("room", event.room))
 
     def _on_UserLeft(self, event: ev.UserLeft) -> None:
-        self._show(record("left", room=event.room, name=event.name,
-                          reason=reason_name(event.reason), message=event.message),
-                   Target("room", event.room))
+        if event.reason != ev.Reason.KICKED:    # a kick was shown by its Kicked
+            self._show(record("left", room=event.room, name=event.name,
+                              reason=reason_name(event.reason), message=event.message),
+                       Target("room", event.room))
         if _same(event.name, self.name):
             self._forget_room(event.room)
 
