@@ -34,8 +34,9 @@ def test_cap_negotiation_holds_registration_until_cap_end(irc):
     client = irc()
     client.send("CAP LS 302", "NICK alice", "USER a 0 * :Alice")
     ls = client.expect("CAP", "*", "LS")
-    assert set(ls.params[-1].split()) == {"cap-notify", "echo-message", "multi-prefix",
-                                          "userhost-in-names"}
+    assert set(ls.params[-1].split()) == {
+        "batch", "cap-notify", "echo-message", "labeled-response", "message-tags",
+        "multi-prefix", "server-time", "setname", "userhost-in-names"}
     client.sync()
     assert not [m for m in client.seen if m.command == "001"]
     client.send("CAP REQ :multi-prefix bogus-cap")
@@ -115,7 +116,7 @@ def test_ping_pong_both_ways_and_rtt_in_whois(irc):
             break
         ping = client.expect("PING")
         client.send(f"PONG :{ping.params[-1]}")
-    assert line.startswith("round-trip time ") and line.endswith(" ms")
+    assert line.startswith("is connected with RTT ") and line.endswith(" ms")
 
 
 def test_unanswered_pings_end_in_a_ping_timeout_others_see(start_irc_server, irc_on):

@@ -2,5 +2,7 @@
 
 ``message`` parses and encodes lines, ``numerics`` names the replies, ``outlet`` turns hub
 events into IRC lines (once per message for all IRC recipients), ``connection`` is one IRC
-client from accept to close, ``commands`` answers what it sends. docs/irc.md tells users.
+client from accept to close; ``dispatch`` hands each command to its module
+(``registration``, ``channels``, ``messages``, ``users``, ``queries``), ``caps`` and
+``text`` hold the IRCv3 and formatting rules. docs/irc.md tells users.
 """

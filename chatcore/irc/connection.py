@@ -2,7 +2,7 @@
 
 Everything about the socket (output queue and its limit, flushing, lingering close) is the
 native ``Connection``'s; this kind differs in what it reads and writes. Commands after
-registration are answered in ``commands``.
+registration are answered by the command modules (``dispatch`` says which).
 """
 from __future__ import annotations
 
@@ -14,17 +14,19 @@ from .. import __version__
 from ..connection import FLOOD_CHAT, FLOOD_REQUEST, Connection, State
 from ..errors import ChatError, ErrorCode
 from ..events import Reason
-from . import commands
+from . import dispatch
 from . import numerics as rpl
+from .caps import MAX_LABEL_BYTES, SUPPORTED_CAPS, labeled  # noqa: F401 - re-exported
+from .channels import fit_bytes
 from .message import Message, encode
-from .outlet import USER_HOST, source_of
+from .outlet import USER_HOST, source_of, text_lines, time_tag
 from .protocol import BadLine, IrcProtocol
+from .text import strip_formatting
 
 log = logging.getLogger(__name__)
 
-# Capabilities this server implements in full (docs/irc.md); CAP LS offers exactly these.
-SUPPORTED_CAPS = ("cap-notify", "echo-message", "multi-prefix", "userhost-in-names")
 ISUPPORT_TOKENS_PER_LINE = 13           # what servers commonly send; keeps 005 under 512 bytes
+dispatch.load_commands()
 
 
 class IrcConnection(Connection):
@@ -32,7 +34,7 @@ class IrcConnection(Connection):
 
     __slots__ = ("nick", "username", "realname", "registered", "cap_negotiating",
                  "caps", "cap_version", "registration_lines", "invisible", "echo_message",
-                 "irc")
+                 "irc", "joined_state", "_captured")
 
     def __init__(self, server, sock, address, address_key=None, tls=None):
         super().__init__(server, sock, address, address_key, tls)
@@ -49,6 +51,8 @@ class IrcConnection(Connection):
         self.registration_lines = 0
         self.invisible = False
         self.echo_message = False
+        self.joined_state = None        # the hub's RoomJoined for the JOIN being answered
+        self._captured: list | None = None      # a labeled command's output, while it runs
 
     def __repr__(self) -> str:
         return f"<IrcConnection {self.nick or '-'} {self.address} {self.state.value}>"
@@ -59,6 +63,19 @@ class IrcConnection(Connection):
     def target(self) -> str:
         """How numerics address this client: its nick, or '*' before it has one."""
         return self.nick or "*"
+
+    def send(self, data: bytes) -> None:
+        if self._captured is not None:
+            self._captured.append(data)
+        else:
+            super().send(data)
+
+    def relayed_text(self, command: str, sender: str, target: str, text: str,
+                     action: bool = False) -> bytes:
+        """A user's text as lines for this client, in its encoding (server-time)."""
+        prefix = time_tag() if self.outlet.timed else b""
+        return text_lines(command, source_of(sender), target, text, action=action,
+                          prefix=prefix)
 
     def reply(self, numeric: str, *params: str) -> None:
         self.send(encode(numeric, self.target, *params, source=self.irc.server_name))
@@ -88,8 +105,26 @@ class IrcConnection(Connection):
                                 fatal=True)
                 self.close(Reason.DISCONNECTED, "too many lines before registration")
                 return
+        label = message.tags.get("label") if message.tags and self.registered else None
+        if label is None or not {"labeled-response", "batch"} <= self.caps or \
+                len(label.encode()) > MAX_LABEL_BYTES:
+            self._dispatch(message)
+            return
+        # labeled-response: everything this command makes the server say to this client,
+        # its replies and its own relayed lines (the outlet hands those over), as one answer.
+        self._captured = []
+        self.irc.capturing.append(self)
         try:
-            commands.dispatch(self, message)
+            self._dispatch(message)
+        finally:
+            self.irc.capturing.remove(self)
+            captured, self._captured = self._captured, None
+            self.send(labeled(label, b"".join(captured), self.irc.server_name,
+                              time_tag() if self.outlet.timed else b""))
+
+    def _dispatch(self, message: Message) -> None:
+        try:
+            dispatch.dispatch(self, message)
         except ChatError as exc:            # a refusal no command turned into its numeric
             self.reply(rpl.ERR_UNKNOWNERROR, message.command, _first_line(exc.message))
 
@@ -118,6 +153,8 @@ class IrcConnection(Connection):
                 or self._awaiting):
             return
         nick = self.nick
+        # The caps that change encodings are fixed from here on: the outlet is chosen now.
+        self.outlet = self.irc.outlet_for(self.caps)
         try:
             self._ask_hub(lambda done: self.hub.connect(nick, self.outlet, self.outbuf, done),
                           self._on_named)
@@ -144,7 +181,7 @@ class IrcConnection(Connection):
 
     def _welcome(self) -> None:
         self.registered = True
-        self.outlet.users[self.nick] = self
+        self.irc.users[self.nick.casefold()] = self
         log.debug("%s is %s on IRC", self.peer, self.nick)
         irc = self.irc
         self.reply(rpl.RPL_WELCOME, f"Welcome to the {irc.network} IRC network, "
@@ -155,8 +192,59 @@ class IrcConnection(Connection):
         self.reply(rpl.RPL_MYINFO, irc.server_name, f"chatcore-{__version__}", "i", "n")
         self.send_isupport()
 
-        commands.lusers(self)
+        dispatch.HANDLERS["LUSERS"](self, [])
         self.reply(rpl.ERR_NOMOTD, "MOTD File is missing")
+
+    # -- the connection's own state, changed by commands ----------------------------------
+
+    def caps_changed(self) -> None:
+        self.echo_message = "echo-message" in self.caps
+
+    def room_joined(self, event) -> None:
+        """The hub tells the joiner the room's state (topic) inside ``join``."""
+        self.joined_state = event
+
+    def rename(self, wanted: str) -> None:
+        """NICK after registration: the hub's rename (claimed cluster-wide first); the
+        NICK line comes from the hub's NameChanged, to this client and its neighbours."""
+        self._ask_hub(lambda done: self.hub.set_name(self.session, wanted, done),
+                      lambda error: self._on_renamed(wanted, error))
+
+    def _on_renamed(self, wanted: str, error) -> None:
+        if self.state is not State.OPEN or self.session is None:
+            return
+        if error is not None:
+            numeric = (rpl.ERR_NICKNAMEINUSE if error.code == ErrorCode.NAME_TAKEN
+                       else rpl.ERR_ERRONEUSNICKNAME)
+            self.reply(numeric, wanted, _first_line(error.message))
+            return
+        users = self.irc.users
+        if users.get(self.nick.casefold()) is self:
+            del users[self.nick.casefold()]
+        self.nick = self.session.name
+        users[self.nick.casefold()] = self
+
+    def tell_setname(self) -> None:
+        """SETNAME to this client and to the IRC users sharing a channel with it, each
+        if it asked for ``setname``."""
+        told = {self.session.key: self}
+        for room in self.session.rooms.values():
+            for key in room.members:
+                peer = self.irc.users.get(key)
+                if peer is not None:
+                    told[key] = peer
+        for peer in told.values():
+            if "setname" in peer.caps:
+                peer.send(peer.outlet.line("SETNAME", self.realname,
+                                           source=source_of(self.nick)))
+
+    def goodbye(self, text: str) -> str:
+        """A QUIT reason as a chatcore quit message: formatting stripped, cut to fit."""
+        return fit_bytes(strip_formatting(text), self.hub.limits.max_quit_bytes)
+
+    def quit(self, message: str) -> None:
+        self._leave_hub(Reason.QUIT, "quit", message)
+        self.close(Reason.QUIT, "quit")
 
     def send_isupport(self) -> None:
         tokens = self.irc.isupport
@@ -194,14 +282,15 @@ class IrcConnection(Connection):
             self.session.record_rtt(time.monotonic() - self.ping_sent_at)
             self.ping_sent_at = None
 
-    def _leave_hub(self, reason: Reason, why: object = "") -> None:
-        if self.registered and self.outlet.users.get(self.nick) is self:
-            del self.outlet.users[self.nick]
+    def _leave_hub(self, reason: Reason, why: object = "", message: str = "") -> None:
+        users = self.irc.users
+        if self.registered and users.get(self.nick.casefold()) is self:
+            del users[self.nick.casefold()]
         session, self.session = self.session, None
         # Always a real end: IRC clients cannot resume a session, so holding the nick for
         # a grace period would only make their reconnect fail with 433.
         if session is not None and not self.server.shutting_down:
-            self.hub.disconnect(session, reason)
+            self.hub.disconnect(session, reason, message)
 
 
 def _first_line(text: str) -> str:

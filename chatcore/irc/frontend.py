@@ -9,6 +9,7 @@ import time
 
 from ..server import listen_socket
 from .connection import SUPPORTED_CAPS, IrcConnection  # noqa: F401 - re-exported
+from .registration import MAX_REALNAME_CHARS
 from .outlet import IrcOutlet
 
 log = logging.getLogger(__name__)
@@ -31,28 +32,42 @@ class IrcFrontEnd:
     def __init__(self, server):
         self.server = server
         config = server.config
-        self.outlet = IrcOutlet(server.outlet)
         self.server_name = irc_server_name(server.hub.node.name)
+        self.users: dict = {}           # casefolded nick -> IrcConnection, once registered
+        self.capturing: list = []       # connections answering a labeled command now
+        # One outlet per encoding of relayed lines (server-time or not): see outlet.py.
+        self.outlet = IrcOutlet(self, server.outlet)
+        self.timed_outlet = IrcOutlet(self, server.outlet, timed=True)
         self.network = NETWORK
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         limits = server.hub.limits
         # Only what the server does: no channel prefixes (nobody is operator), one channel
-        # mode (+n: only members speak, as native rooms work).
+        # mode (+n: only members speak, as native rooms work). Lengths in bytes of UTF-8.
         self.isupport = (
             "CASEMAPPING=ascii", "CHANTYPES=#", "CHANMODES=,,,n", "PREFIX=",
             f"NICKLEN={limits.max_name_chars}", f"CHANNELLEN={limits.max_room_name_chars + 1}",
             f"CHANLIMIT=#:{limits.max_rooms_per_user}", f"NETWORK={self.network}",
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:,WHOIS:1,ISON:,USERHOST:5",
-            "LINELEN=512", "MODES=1",
+            "LINELEN=512", "MODES=1", f"TOPICLEN={limits.max_topic_bytes}",
+            f"AWAYLEN={limits.max_away_bytes}", f"NAMELEN={MAX_REALNAME_CHARS}",
+            "CLIENTTAGDENY=*", "UTF8ONLY",
         )
         self.listener: socket.socket | None = None
         self.address: tuple | None = None
+
+    def outlet_for(self, caps) -> IrcOutlet:
+        return self.timed_outlet if "server-time" in caps else self.outlet
+
+    def server_name_of(self, node_name: str) -> str:
+        """The IRC server name of a cluster node (312, LINKS)."""
+        return irc_server_name(node_name)
 
     def start(self) -> tuple:
         config = self.server.config
         self.listener = listen_socket(config.host, config.irc_port, config.backlog)
         self.address = self.listener.getsockname()[:2]
         self.server.reactor.add_before_sleep(self.outlet.end_turn)
+        self.server.reactor.add_before_sleep(self.timed_outlet.end_turn)
         self.watch()
         return self.address
 

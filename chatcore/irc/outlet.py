@@ -4,11 +4,17 @@ A room message becomes the same bytes for every IRC member (shared by reference 
 output buffers, as the native outlet does); only the sender is left out, since IRC does not
 echo a client's own PRIVMSG unless it asked for ``echo-message``. Direct messages name their
 recipient, so they are encoded per delivery, which is one recipient anyway.
+
+There is one outlet per encoding: ``IrcOutlet(front, timed=False)`` for clients without
+``server-time`` and ``timed=True`` for those with it (every line relayed from another user
+starts with ``@time=...``). The hub groups a room's endpoints by outlet, so a message is
+still encoded once per encoding present, never once per recipient.
 """
 from __future__ import annotations
 
 import logging
 import re
+import time
 
 from .. import events as ev
 from ..codec import fanout
@@ -29,9 +35,11 @@ QUIT_MESSAGES = {
     Reason.SERVER_SHUTDOWN: "Server shutting down",
     Reason.FLOODED: "Excess Flood",
     Reason.OVER_LIMIT: "Server input budget exceeded",
+    Reason.SERVER_LOST: "Server lost",
 }
 # Native text may hold LF (it becomes one IRC line each) but IRC lines cannot hold CR or NUL.
 _UNSENDABLE = re.compile("[\r\0]")
+ACTION_OPEN, ACTION_CLOSE = b"\x01ACTION ", b"\x01"
 
 
 def source_of(name: str) -> str:
@@ -42,17 +50,43 @@ def channel_of(room: str) -> str:
     return "#" + room
 
 
-def text_lines(command: str, source: str, target: str, text: str) -> bytes:
+def quit_text(reason: int, message: str = "") -> str:
+    """What others see as a quitter's QUIT reason: its own goodbye, or why it went."""
+    if reason == Reason.QUIT and message:
+        return f"Quit: {message}"
+    return QUIT_MESSAGES.get(reason, "Quit")
+
+
+def server_time(timestamp_ms: int | None = None) -> str:
+    """The IRCv3 ``server-time`` form: UTC, milliseconds, 'Z'."""
+    if timestamp_ms is None:
+        timestamp_ms = int(time.time() * 1000)
+    seconds, millis = divmod(timestamp_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def time_tag(timestamp_ms: int | None = None) -> bytes:
+    return b"@time=" + server_time(timestamp_ms).encode() + b" "
+
+
+def text_lines(command: str, source: str, target: str, text: str, *, action: bool = False,
+               prefix: bytes = b"") -> bytes:
     """``text`` as as many ``command`` lines as it takes: one per LF-separated line, each cut
-    at character boundaries to fit IRC's 512 bytes."""
+    at character boundaries to fit IRC's 512 bytes (tags, in ``prefix``, apart). ``action``
+    makes each line a CTCP ACTION."""
     head = f":{source} {command} {target} :".encode()
     room = MAX_LINE_BYTES - 2 - len(head)
+    if action:
+        head += ACTION_OPEN
+        room -= len(ACTION_OPEN) + len(ACTION_CLOSE)
+    tail = ACTION_CLOSE + b"\r\n" if action else b"\r\n"
+    head = prefix + head
     out = []
     for line in _UNSENDABLE.sub("\ufffd", text).split("\n"):
         raw = line.encode("utf-8")
         while raw:
             cut = len(raw) if len(raw) <= room else _char_boundary(raw, room)
-            out.append(head + raw[:cut] + b"\r\n")
+            out.append(head + raw[:cut] + tail)
             raw = raw[cut:]
     return b"".join(out)
 
@@ -66,13 +100,16 @@ def _char_boundary(raw: bytes, limit: int) -> int:
 
 
 class IrcOutlet:
-    """Hands hub events to IRC connections. ``users`` maps each registered IRC user's exact
-    name to its connection; buffers that become non-empty go on the server's pending list
-    (the native outlet's), which the server flushes before the loop sleeps."""
+    """Hands hub events to IRC connections of one encoding. ``users`` (the front end's)
+    maps each registered IRC user's casefolded name to its connection; buffers that become
+    non-empty go on the server's pending list (the native outlet's), which the server
+    flushes before the loop sleeps."""
 
-    def __init__(self, pending_owner):
+    def __init__(self, front, pending_owner, timed: bool = False):
+        self.front = front
         self._pending_owner = pending_owner
-        self.users: dict[str, object] = {}
+        self.timed = timed
+        self.users: dict[str, object] = front.users
         # The hub tells a quit once per shared room and once per open chat; IRC says it once
         # per recipient. Endpoints already told about _quitter's quit (reset every turn).
         self._quitter = ""
@@ -86,6 +123,13 @@ class IrcOutlet:
         self._quitter = ""
         self._told.clear()
 
+    def _tags(self, timestamp_ms: int | None = None) -> bytes:
+        return time_tag(timestamp_ms) if self.timed else b""
+
+    def line(self, command: str, *params: str, source: str, timestamp_ms=None) -> bytes:
+        """One relayed line in this outlet's encoding."""
+        return self._tags(timestamp_ms) + encode(command, *params, source=source)
+
     # -- the outlet interface --------------------------------------------------------------
 
     def deliver(self, endpoint, event) -> None:
@@ -98,48 +142,70 @@ class IrcOutlet:
 
     def broadcast(self, endpoints: list, event) -> None:
         kind = type(event)
-        if kind is ev.RoomMessage:
+        if kind is ev.RoomMessage or kind is ev.RoomAction:
             data = text_lines("PRIVMSG", source_of(event.sender), channel_of(event.room),
-                              event.text)
-            sender = self.users.get(event.sender)
-            if sender is not None and not sender.echo_message:
+                              event.text, action=kind is ev.RoomAction,
+                              prefix=self._tags(event.timestamp_ms) if self.timed else b"")
+            sender = self.users.get(event.sender.casefold())
+            if sender is not None and not sender.echo_message and sender.outlet is self:
                 endpoints = [e for e in endpoints if e is not sender.outbuf]
         elif kind is ev.UserJoined:
-            data = encode("JOIN", channel_of(event.room), source=source_of(event.name))
+            data = self.line("JOIN", channel_of(event.room), source=source_of(event.name))
         elif kind is ev.UserLeft:
             if event.reason == Reason.CLOSED:
-                data = encode("PART", channel_of(event.room), source=source_of(event.name))
+                data = self.line("PART", channel_of(event.room), source=source_of(event.name))
             else:
-                self._tell_quit(endpoints, event.name, event.reason)
+                self._tell_quit(endpoints, event.name, event.reason, event.message)
                 return
+        elif kind is ev.NameChanged:
+            data = self.line("NICK", event.new, source=source_of(event.old))
+        elif kind is ev.TopicChanged:
+            data = self.line("TOPIC", channel_of(event.room), event.topic,
+                             source=source_of(event.name), timestamp_ms=event.timestamp_ms)
         else:
             for endpoint in endpoints:
                 self.deliver(endpoint, event)
             return
         if data:
-            self.pending.extend(fanout(data, endpoints))
+            self._fanout(data, endpoints)
+
+    def _fanout(self, data: bytes, endpoints: list) -> None:
+        for capturing in self.front.capturing:
+            if capturing.outbuf in endpoints:
+                # A labeled command's own echo (labeled-response): it goes in the response.
+                endpoints = [e for e in endpoints if e is not capturing.outbuf]
+                capturing.send(data)
+        self.pending.extend(fanout(data, endpoints))
 
     # -- encodings -------------------------------------------------------------------------
 
     def _encode_one(self, endpoint, event) -> bytes:
         kind = type(event)
-        if kind is ev.DirectMessage:
-            return text_lines("PRIVMSG", source_of(event.sender), endpoint.owner.nick,
-                              event.text)
+        owner = endpoint.owner
+        if kind is ev.DirectMessage or kind is ev.DirectAction:
+            return text_lines("PRIVMSG", source_of(event.sender), owner.nick, event.text,
+                              action=kind is ev.DirectAction,
+                              prefix=self._tags(event.timestamp_ms))
+        if kind is ev.AwayReply:
+            return encode("301", owner.nick, event.name, event.message or "away",
+                          source=self.front.server_name)
+        if kind is ev.RoomJoined:
+            owner.room_joined(event)
+            return b""
         if kind is ev.ChatClosed:
             if event.reason != Reason.CLOSED:
-                self._tell_quit([endpoint], event.peer, event.reason)
+                self._tell_quit([endpoint], event.peer, event.reason, event.message)
             return b""
         if kind is ev.ChatOpened:
             return b""          # IRC has no notion of an open chat; the first PRIVMSG says it
-        if kind in (ev.RoomMessage, ev.UserJoined, ev.UserLeft):
-            data = b""
+        if kind in (ev.RoomMessage, ev.RoomAction, ev.UserJoined, ev.UserLeft,
+                    ev.NameChanged, ev.TopicChanged):
             self.broadcast([endpoint], event)
-            return data
+            return b""
         log.debug("no IRC form for %s", kind.__name__)
         return b""
 
-    def _tell_quit(self, endpoints: list, name: str, reason: int) -> None:
+    def _tell_quit(self, endpoints: list, name: str, reason: int, message: str = "") -> None:
         if name != self._quitter:
             self._quitter = name
             self._told.clear()
@@ -148,5 +214,5 @@ class IrcOutlet:
         if not fresh:
             return
         told.update(fresh)
-        data = encode("QUIT", QUIT_MESSAGES.get(reason, "Quit"), source=source_of(name))
+        data = self.line("QUIT", quit_text(reason, message), source=source_of(name))
         self.pending.extend(fanout(data, fresh))

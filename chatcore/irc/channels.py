@@ -1,0 +1,220 @@
+"""Channels: JOIN, PART, NAMES, LIST, TOPIC and the MODE queries clients make on joining
+(324/329, the empty ban list 368), mapped onto the hub's rooms."""
+from __future__ import annotations
+
+from ..errors import ChatError, ErrorCode
+from . import dispatch
+from . import numerics as rpl
+from .dispatch import need, register, room_of
+from .message import MAX_LINE_BYTES
+from .outlet import channel_of, source_of
+from .text import strip_formatting
+
+# The list modes a client may ask for (MODE #chan b/e/I) and the numeric that ends each
+# list; chatcore rooms have no bans, exceptions or invite exceptions, so each list is empty.
+_LIST_ENDS = {"b": (rpl.RPL_ENDOFBANLIST, "End of channel ban list"),
+              "e": (rpl.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
+              "I": (rpl.RPL_ENDOFINVITELIST, "End of channel invite list")}
+
+
+def join(conn, params: list) -> None:
+    if not need(conn, "JOIN", params, 1):
+        return
+    if params[0] == "0":
+        for room in list(conn.session.rooms.values()):
+            conn.hub.leave(conn.session, room.name)
+        return
+    for target in params[0].split(","):
+        room = room_of(target)
+        if room is None:
+            conn.reply(rpl.ERR_NOSUCHCHANNEL, target,
+                       "No such channel (channel names start with #)")
+            continue
+        conn.joined_state = None
+        try:
+            joined = conn.hub.join(conn.session, room)
+        except ChatError as exc:
+            if exc.code == ErrorCode.TOO_MANY_ROOMS:
+                conn.reply(rpl.ERR_TOOMANYCHANNELS, target, "You have joined too many channels")
+            else:
+                conn.reply(rpl.ERR_NOSUCHCHANNEL, target, f"Illegal channel name: {exc.message}")
+            continue
+        state, conn.joined_state = conn.joined_state, None
+        if joined:
+            # A JOIN of a channel one is on already is ignored, as IRC servers do.
+            if state is not None and state.topic:
+                _topic_lines(conn, state.room, state.topic, state.topic_by,
+                             state.topic_at_ms // 1000)
+            names_of(conn, target)
+
+
+def part(conn, params: list) -> None:
+    if not need(conn, "PART", params, 1):
+        return
+    for target in params[0].split(","):
+        room = room_of(target)
+        if room is None or room.casefold() not in conn.hub.rooms:
+            conn.reply(rpl.ERR_NOSUCHCHANNEL, target, "No such channel")
+            continue
+        try:
+            conn.hub.leave(conn.session, room)
+        except ChatError:
+            conn.reply(rpl.ERR_NOTONCHANNEL, target, "You're not on that channel")
+
+
+def names(conn, params: list) -> None:
+    if not params or not params[0]:
+        conn.reply(rpl.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+        return
+    for target in params[0].split(","):
+        names_of(conn, target)
+
+
+def members_of(conn, room: str):
+    """Every member of a room as the hub lists them (UserInfo), page by page."""
+    after = ""
+    while True:
+        page = conn.hub.users_page(room, after)
+        yield from page.entries
+        after = page.next_after
+        if not after:
+            return
+
+
+def names_of(conn, target: str) -> None:
+    """353 lines (as many as the names need) and 366 for one channel."""
+    room = room_of(target)
+    found = conn.hub.rooms.get(room.casefold()) if room else None
+    if found is not None:
+        channel = channel_of(found.name)
+        long_form = "userhost-in-names" in conn.caps
+        all_prefixes = "multi-prefix" in conn.caps
+        modes = dispatch.channel_modes
+        head = len(f":{conn.irc.server_name} 353 {conn.nick} = {channel} :") + 2
+        line: list[str] = []
+        size = head
+        for member in members_of(conn, found.name):
+            prefix = modes.prefixes(conn, found.name, member.name)
+            if prefix and not all_prefixes:
+                prefix = prefix[0]
+            entry = prefix + (source_of(member.name) if long_form else member.name)
+            if line and size + len(entry.encode()) + 1 > MAX_LINE_BYTES:
+                conn.reply(rpl.RPL_NAMREPLY, "=", channel, " ".join(line))
+                line, size = [], head
+            line.append(entry)
+            size += len(entry.encode()) + 1
+        if line:
+            conn.reply(rpl.RPL_NAMREPLY, "=", channel, " ".join(line))
+        target = channel
+    conn.reply(rpl.RPL_ENDOFNAMES, target, "End of /NAMES list")
+
+
+def list_(conn, params: list) -> None:
+    wanted = None
+    if params and params[0]:
+        wanted = {t[1:].casefold() for t in params[0].split(",") if t.startswith("#")}
+    conn.reply(rpl.RPL_LISTSTART, "Channel", "Users  Name")
+    if wanted is not None:
+        for key in sorted(wanted):
+            room = conn.hub.rooms.get(key)
+            if room is not None:
+                conn.reply(rpl.RPL_LIST, channel_of(room.name), str(len(room.members)),
+                           _list_topic(room.topic))
+    else:
+        after = ""
+        rooms = conn.hub.rooms
+        while True:
+            page = conn.hub.rooms_page(after)
+            for info in page.entries:
+                room = rooms.get(info.name.casefold())
+                conn.reply(rpl.RPL_LIST, channel_of(info.name), str(info.members),
+                           _list_topic(room.topic if room is not None else ""))
+            after = page.next_after
+            if not after:
+                break
+    conn.reply(rpl.RPL_LISTEND, "End of /LIST")
+
+
+def _list_topic(topic: str) -> str:
+    return topic.replace("\n", " ")
+
+
+def topic(conn, params: list) -> None:
+    if not need(conn, "TOPIC", params, 1):
+        return
+    target = params[0]
+    room = room_of(target)
+    found = conn.hub.rooms.get(room.casefold()) if room is not None else None
+    if found is None:
+        conn.reply(rpl.ERR_NOSUCHCHANNEL, target, "No such channel")
+        return
+    if len(params) == 1:
+        if found.topic:
+            _topic_lines(conn, found.name, found.topic, found.topic_by,
+                         found.topic_at_ms // 1000)
+        else:
+            conn.reply(rpl.RPL_NOTOPIC, channel_of(found.name), "No topic is set")
+        return
+    text = fit_bytes(strip_formatting(params[1]), conn.hub.limits.max_topic_bytes)
+    try:
+        conn.hub.set_topic(conn.session, found.name, text)
+    except ChatError as exc:
+        if exc.code == ErrorCode.NOT_IN_ROOM:
+            conn.reply(rpl.ERR_NOTONCHANNEL, channel_of(found.name), "You're not on that channel")
+        elif exc.code == ErrorCode.TEXT_INVALID:
+            conn.reply(rpl.ERR_UNKNOWNERROR, "TOPIC", exc.message)
+        else:
+            raise
+
+
+def _topic_lines(conn, room: str, text: str, by: str, at_seconds: int) -> None:
+    channel = channel_of(room)
+    # Native topics may hold LF, which IRC lines cannot: shown as spaces.
+    conn.reply(rpl.RPL_TOPIC, channel, text.replace("\n", " "))
+    if by:
+        conn.reply(rpl.RPL_TOPICWHOTIME, channel, source_of(by), str(at_seconds))
+
+
+def fit_bytes(text: str, limit: int) -> str:
+    """``text`` cut at a character boundary to at most ``limit`` bytes of UTF-8, as IRC
+    servers cut topics and away messages longer than TOPICLEN and AWAYLEN."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", "ignore")
+
+
+def channel_mode(conn, target: str, params: list) -> None:
+    """MODE on a channel: the query (324, 329), the lists (b, e, I: empty), and refusals
+    of changes (472 unknown letters, 482 the fixed ones)."""
+    found = conn.hub.rooms.get(room_of(target).casefold())
+    if found is None:
+        conn.reply(rpl.ERR_NOSUCHCHANNEL, target, "No such channel")
+        return
+    channel = channel_of(found.name)
+    if len(params) == 1:
+        conn.reply(rpl.RPL_CHANNELMODEIS, channel,
+                   *dispatch.channel_modes.mode_string(conn, found.name))
+        conn.reply(rpl.RPL_CREATIONTIME, channel, str(int(found.created_at)))
+        return
+    changes = params[1]
+    letters = changes.lstrip("+-")
+    if changes[:1] != "-" and len(params) == 2 and letters and all(
+            c in _LIST_ENDS for c in letters):
+        for letter in dict.fromkeys(letters):
+            numeric, text = _LIST_ENDS[letter]
+            conn.reply(numeric, channel, text)
+        return
+    unknown = [c for c in letters if c not in "n+-"]
+    if unknown:
+        conn.reply(rpl.ERR_UNKNOWNMODE, unknown[0], "is unknown mode char to me")
+    else:
+        conn.reply(rpl.ERR_CHANOPRIVSNEEDED, channel,
+                   "You're not channel operator (nobody is: modes are fixed)")
+
+
+register("JOIN", join)
+register("PART", part)
+register("NAMES", names)
+register("LIST", list_)
+register("TOPIC", topic)

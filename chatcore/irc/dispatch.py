@@ -1,0 +1,83 @@
+"""Which function answers which IRC command, and the helpers every command module shares.
+
+Each command module (``registration``, ``channels``, ``messages``, ``users``, ``queries``,
+and ``moderation`` when it exists) registers its handlers here with ``register``; a later
+registration of a command replaces an earlier one, so ``moderation`` may take over MODE.
+``channel_modes`` is what channel modes say about a channel (the mode string, a member's
+prefixes); ``moderation`` replaces it with its own object of the same shape.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from . import numerics as rpl
+from .message import Message
+
+# The room of an IRC channel: '#' and a chatcore room name.
+CHANNEL_PREFIX = "#"
+
+BEFORE_REGISTRATION: dict = {}      # command -> handler(conn, params), allowed before 001
+HANDLERS: dict = {}                 # every command of a registered client
+
+
+def register(command: str, handler, before_registration: bool = False) -> None:
+    HANDLERS[command] = handler
+    if before_registration:
+        BEFORE_REGISTRATION[command] = handler
+
+
+def dispatch(conn, message: Message) -> None:
+    command = message.command
+    if not conn.registered:
+        handler = BEFORE_REGISTRATION.get(command)
+        if handler is None:
+            if command in HANDLERS:
+                conn.reply(rpl.ERR_NOTREGISTERED, "You have not registered")
+            else:
+                conn.reply(rpl.ERR_UNKNOWNCOMMAND, command, "Unknown command")
+            return
+        handler(conn, message.params)
+        return
+    handler = HANDLERS.get(command)
+    if handler is None:
+        conn.reply(rpl.ERR_UNKNOWNCOMMAND, command, "Unknown command")
+        return
+    handler(conn, message.params)
+
+
+def need(conn, command: str, params: list, count: int) -> bool:
+    """False (after a 461) when fewer than ``count`` parameters, or the last one empty."""
+    if len(params) < count or (count and not params[count - 1] and command != "USER"):
+        conn.reply(rpl.ERR_NEEDMOREPARAMS, command, "Not enough parameters")
+        return False
+    return True
+
+
+def room_of(target: str) -> str | None:
+    """The room name of a channel target, or None for a nick."""
+    return target[1:] if target.startswith(CHANNEL_PREFIX) else None
+
+
+class ChannelModes:
+    """Channel modes as this front end knows them without moderation: every channel is +n
+    (only members speak, as native rooms work) and nobody has a prefix."""
+
+    def mode_string(self, conn, room_name: str) -> tuple[str, ...]:
+        """The 324 parameters after the channel: the modes and their arguments."""
+        return ("+n",)
+
+    def prefixes(self, conn, room_name: str, member: str) -> str:
+        """The member's prefixes, highest first ("@+"), for NAMES and WHO."""
+        return ""
+
+
+channel_modes = ChannelModes()
+
+
+def load_commands() -> None:
+    for name in ("registration", "channels", "messages", "users", "queries", "moderation"):
+        module = f"{__package__}.{name}"
+        if name == "moderation" and importlib.util.find_spec(module) is None:
+            continue            # room moderation (MODE changes, KICK, INVITE) not built in
+        importlib.import_module(module)

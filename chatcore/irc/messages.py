@@ -1,0 +1,148 @@
+"""PRIVMSG, NOTICE and TAGMSG: room and direct messages, CTCP ACTION as the hub's actions,
+and the other CTCP requests.
+
+CTCP (``\\x01VERSION\\x01``) is client-to-client: the hub carries chat text only, so a CTCP
+other than ACTION goes from IRC user to IRC user of this node directly, as IRC servers
+relay it; a native user (or a user of another node) cannot answer, so this front end
+answers VERSION, PING, TIME and CLIENTINFO for them (saying so) and drops the rest.
+"""
+from __future__ import annotations
+
+import time
+
+from .. import __version__
+from ..errors import ChatError, ErrorCode
+from . import numerics as rpl
+from .dispatch import register, room_of
+from .outlet import source_of, text_lines
+from .text import ctcp, parse_ctcp, strip_formatting
+
+# Per TARGMAX in ISUPPORT: more targets than this get 407.
+MAX_MESSAGE_TARGETS = 4
+ANSWERED_CTCP = ("ACTION", "CLIENTINFO", "PING", "TIME", "VERSION")
+
+
+def privmsg(conn, params: list, notice: bool = False) -> None:
+    command = "NOTICE" if notice else "PRIVMSG"
+    if not params or not params[0]:
+        if not notice:
+            conn.reply(rpl.ERR_NORECIPIENT, f"No recipient given ({command})")
+        return
+    if len(params) < 2 or not params[1]:
+        if not notice:
+            conn.reply(rpl.ERR_NOTEXTTOSEND, "No text to send")
+        return
+    targets = params[0].split(",")
+    if len(targets) > MAX_MESSAGE_TARGETS:
+        if not notice:
+            conn.reply(rpl.ERR_TOOMANYTARGETS, params[0],
+                       f"Too many recipients (at most {MAX_MESSAGE_TARGETS})")
+        return
+    raw = params[1]
+    request = parse_ctcp(raw)
+    for target in targets:
+        try:
+            if request is None:
+                _send_one(conn, command, target, strip_formatting(raw))
+            elif request[0] == "ACTION":
+                if not notice:
+                    _send_one(conn, command, target, strip_formatting(request[1]),
+                              action=True)
+            else:
+                _ctcp(conn, command, target, request, raw)
+        except ChatError as exc:
+            if not notice:
+                _message_refused(conn, target, exc)
+
+
+def _send_one(conn, command: str, target: str, text: str, action: bool = False) -> None:
+    hub = conn.hub
+    room = room_of(target)
+    if room is not None:
+        # The outlet echoes it to the sender with everyone else's copy under echo-message.
+        if action:
+            hub.send_room_action(conn.session, room, text)
+        else:
+            hub.send_room(conn.session, room, text)
+        return
+    if target.casefold() == conn.nick.casefold():
+        # Messages to yourself come back, as on every IRC server.
+        conn.send(conn.relayed_text(command, conn.nick, conn.nick, text, action))
+        return
+    if action:
+        hub.send_direct_action(conn.session, target, text)
+    else:
+        hub.send_direct(conn.session, target, text)
+    if conn.echo_message:
+        conn.send(conn.relayed_text(command, conn.nick, target, text, action))
+
+
+def _ctcp(conn, command: str, target: str, request: tuple, raw: str) -> None:
+    """A CTCP other than ACTION: relayed to this node's IRC users, answered for others."""
+    irc = conn.irc
+    room = room_of(target)
+    if room is not None:
+        found = conn.hub.rooms.get(room.casefold())
+        if found is None or conn.session.key not in found.members:
+            raise ChatError(ErrorCode.NOT_IN_ROOM, f"not in {room}")
+        for member in found.members.values():
+            peer = irc.users.get(member.key)
+            if peer is not None and peer is not conn:
+                peer.send(peer.relayed_text(command, conn.nick, target, raw))
+        return
+    key = target.casefold()
+    peer = irc.users.get(key)
+    if peer is not None:
+        peer.send(peer.relayed_text(command, conn.nick, peer.nick, raw))
+        return
+    details = conn.hub.whois(conn.session, target)      # NO_SUCH_USER: 401
+    if command == "PRIVMSG":
+        answer = _answer_for(details.name, request)
+        if answer:
+            conn.send(conn.relayed_text("NOTICE", details.name, conn.nick, answer))
+
+
+def _answer_for(name: str, request: tuple) -> str:
+    """The CTCP reply this front end gives for a user whose client cannot."""
+    what, args = request
+    if what == "VERSION":
+        return ctcp("VERSION", f"chatcore-{__version__} (answered by the server: {name} "
+                               f"uses the native protocol or another node)")
+    if what == "PING":
+        return ctcp("PING", args)
+    if what == "TIME":
+        return ctcp("TIME", time.strftime("%a %b %d %H:%M:%S %Y UTC", time.gmtime()))
+    if what == "CLIENTINFO":
+        return ctcp("CLIENTINFO", " ".join(ANSWERED_CTCP))
+    return ""
+
+
+def _message_refused(conn, target: str, exc: ChatError) -> None:
+    room = room_of(target)
+    if exc.code == ErrorCode.NO_SUCH_USER:
+        conn.reply(rpl.ERR_NOSUCHNICK, target, "No such nick/channel")
+    elif exc.code == ErrorCode.NOT_IN_ROOM:
+        if room is not None and room.casefold() in conn.hub.rooms:
+            conn.reply(rpl.ERR_CANNOTSENDTOCHAN, target, "Cannot send to channel (not joined)")
+        else:
+            conn.reply(rpl.ERR_NOSUCHCHANNEL, target, "No such channel")
+    elif room is not None:
+        conn.reply(rpl.ERR_CANNOTSENDTOCHAN, target, f"Cannot send to channel: {exc.message}")
+    else:
+        conn.reply(rpl.ERR_NOSUCHNICK, target, f"Cannot send: {exc.message}")
+
+
+def notice(conn, params: list) -> None:
+    privmsg(conn, params, notice=True)
+
+
+def tagmsg(conn, params: list) -> None:
+    """IRCv3 TAGMSG: only client-only tags to carry, and none is relayed
+    (CLIENTTAGDENY=*), so it goes nowhere once its target is checked."""
+    if not params or not params[0]:
+        conn.reply(rpl.ERR_NORECIPIENT, "No recipient given (TAGMSG)")
+
+
+register("PRIVMSG", privmsg)
+register("NOTICE", notice)
+register("TAGMSG", tagmsg)
