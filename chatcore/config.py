@@ -29,6 +29,8 @@ class ServerConfig:
     port: int = setting(7878, "TCP port to listen on; 0 picks a free one")
     irc_port: int = setting(-1, "TCP port of the IRC front end (docs/irc.md); -1: off, "
                                 "0: a free one")
+    irc_tls_port: int = setting(-1, "TCP port of the IRC front end over TLS (6697 is usual), "
+                                    "with tls_cert/tls_key; -1: off, 0: a free one")
     server_name: str = setting("", "the name shown in server lists; empty: chatcore@HOST:PORT")
     log_level: str = setting("INFO", "least severe log level shown: " + ", ".join(LOG_LEVELS))
     # Thousands of clients may connect at once; a backlog of 10 dropped 700 of 5000 in a burst.
@@ -184,6 +186,11 @@ class ServerConfig:
             raise ValueError(f"metrics_port and port are both {self.port}: use two ports")
         if not -1 <= self.irc_port <= 65535:
             raise ValueError(f"irc_port {self.irc_port} is not in -1..65535")
+        if not -1 <= self.irc_tls_port <= 65535:
+            raise ValueError(f"irc_tls_port {self.irc_tls_port} is not in -1..65535")
+        if self.irc_tls_port == self.irc_port > 0:
+            raise ValueError(f"irc_tls_port and irc_port are both {self.irc_port}: "
+                             f"use two ports")
         if self.max_frame_bytes < 64:
             raise ValueError("max_frame_bytes must be at least 64")
         if self.max_text_bytes > self.max_frame_bytes - 64:
@@ -225,15 +232,18 @@ class ServerConfig:
     def _validate_tls(self) -> None:
         if not -1 <= self.tls_port <= 65535:
             raise ValueError(f"tls_port {self.tls_port} is not in 0..65535 (or -1: off)")
-        if self.tls_port < 0:
-            if self.tls_cert or self.tls_key or self.tls_only:
-                what = "tls_only" if self.tls_only else "tls_cert/tls_key"
-                raise ValueError(f"{what} is set but tls_port is not: set tls_port to listen "
-                                 f"for TLS")
+        if self.tls_port < 0 and self.tls_only:
+            raise ValueError("tls_only is set but tls_port is not: set tls_port to listen "
+                             "for TLS")
+        if self.tls_port < 0 and self.irc_tls_port < 0:
+            if self.tls_cert or self.tls_key:
+                raise ValueError("tls_cert/tls_key is set but tls_port is not: set tls_port "
+                                 "(or irc_tls_port) to listen for TLS")
             return
+        port_name = "tls_port" if self.tls_port >= 0 else "irc_tls_port"
         if not self.tls_cert:
-            raise ValueError("tls_port is set but tls_cert is not: give the server's "
-                             "certificate chain (PEM)" +
+            raise ValueError(f"{port_name} is set but tls_cert is not: give the server's "
+                             f"certificate chain (PEM)" +
                              (f" for tls_key {self.tls_key}" if self.tls_key else ""))
         if not self.tls_key:
             raise ValueError(f"tls_cert {self.tls_cert} is set but tls_key is not: give the "

@@ -116,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s listening on %s as %r", version_string(), _listening(server),
              server.hub.node.name)
     if server.irc is not None:
-        log.info("irc front end on %s as %s", format_address(*server.irc.address),
-                 server.irc.server_name)
+        if server.irc.address is not None:
+            log.info("irc front end on %s as %s", format_address(*server.irc.address),
+                     server.irc.server_name)
+        if server.irc.tls_address is not None:
+            log.info("irc front end (TLS) on %s as %s",
+                     format_address(*server.irc.tls_address), server.irc.server_name)
     log.info("limits: max_frame_bytes=%d max_text_bytes=%d max_output_bytes=%d "
              "max_clients=%d ping_interval=%gs idle_timeout=%gs open_files=%d",
              config.max_frame_bytes, config.max_text_bytes, config.max_output_bytes,

@@ -51,7 +51,7 @@ class Server:
         self.per_address = AddressCounter()
         self.held_input_bytes = 0       # received but unhandled, all connections together
         self._handshake_keys: dict = {}   # TlsHandshake -> the address key it counts under
-        self.irc = None                 # the IRC front end, when irc_port is set
+        self.irc = None                 # the IRC front end, when irc_port/irc_tls_port is set
         self._accept_paused = False
         self._accept_failures_logged = False
         self._tick_due = 0.0
@@ -64,12 +64,12 @@ class Server:
         one's with ``tls_only``. Raises TlsConfigError (a ValueError) for a bad certificate
         or key, OSError when a port cannot be bound."""
         config = self.config
-        if config.tls_port >= 0:
+        if config.tls_port >= 0 or config.irc_tls_port >= 0:
             self.tls_context = server_context(config.tls_cert, config.tls_key)
         if not config.tls_only:
             self.listener = listen_socket(config.host, config.port, config.backlog)
             self.address = self.listener.getsockname()[:2]
-        if self.tls_context is not None:
+        if config.tls_port >= 0:
             try:
                 self.tls_listener = listen_socket(config.host, config.tls_port, config.backlog)
             except OSError:
@@ -96,7 +96,7 @@ class Server:
         self.hub = Hub(NodeInfo(name, host, port), limits, load_permille=self.load.permille)
         self._watch_listeners()
         self.reactor.add_before_sleep(self.flush_pending)
-        if config.irc_port >= 0:
+        if config.irc_port >= 0 or config.irc_tls_port >= 0:
             from .irc.frontend import IrcFrontEnd
             self.irc = IrcFrontEnd(self)
             self.irc.start()
@@ -173,7 +173,8 @@ class Server:
                 "for %.1fs", exc.strerror, len(self.connections), ACCEPT_PAUSE_SECONDS)
         self._accept_failures_logged = True
         self._accept_paused = True
-        for listener in (self.listener, self.tls_listener, self.irc and self.irc.listener):
+        irc_listeners = self.irc.listeners if self.irc is not None else ()
+        for listener in (self.listener, self.tls_listener, *irc_listeners):
             if listener is not None:
                 self.reactor.remove_reader(listener.fileno())
         self.reactor.call_later(ACCEPT_PAUSE_SECONDS, self._resume_accepting)
@@ -216,7 +217,7 @@ class Server:
 
     # -- TLS handshakes --------------------------------------------------------------------
 
-    def _start_tls(self, sock: socket.socket, address) -> None:
+    def _start_tls(self, sock: socket.socket, address, kind=Connection) -> None:
         # Handshakes are bounded like clients: nothing can be said to a client without TLS
         # yet, so past the limit the socket is just closed.
         if len(self.tls_handshakes) >= self.config.max_clients:
@@ -239,7 +240,8 @@ class Server:
             self.per_address.add(key)
         handshake = TlsHandshake(self.reactor, sock, address, self.tls_context,
                                  self.config.tls_handshake_timeout_seconds,
-                                 self._tls_established, self._tls_failed)
+                                 lambda shake, tls: self._tls_established(shake, tls, kind),
+                                 self._tls_failed)
         self.tls_handshakes.add(handshake)
         if key is not None:
             self._handshake_keys[handshake] = key
@@ -250,10 +252,10 @@ class Server:
         if key is not None:
             self.per_address.remove(key)
 
-    def _tls_established(self, handshake: TlsHandshake, transport) -> None:
-        # The client is a Connection from now on.
+    def _tls_established(self, handshake: TlsHandshake, transport, kind=Connection) -> None:
+        # The client is a Connection (of ``kind``: native, IRC) from now on.
         self._release_handshake(handshake)
-        self._adopt(handshake.sock, handshake.address, transport)
+        self._adopt(handshake.sock, handshake.address, transport, kind)
 
     def _tls_failed(self, handshake: TlsHandshake, drop: str | None) -> None:
         # Its socket is closed already.

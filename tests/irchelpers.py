@@ -3,23 +3,33 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
 
 from chatcore.irc.message import Message, parse
 from tests.serverproc import ServerProcess
 
 _IRC_LISTENING = re.compile(r"irc front end on \S+:(\d+)")
+_IRC_TLS_LISTENING = re.compile(r"irc front end \(TLS\) on \S+:(\d+)")
 
 
 def irc_port(server: ServerProcess) -> int:
     return int(_IRC_LISTENING.search(server.wait_for_log("irc front end on")).group(1))
 
 
+def irc_tls_port(server: ServerProcess) -> int:
+    log = server.wait_for_log("irc front end (TLS) on")
+    return int(_IRC_TLS_LISTENING.search(log).group(1))
+
+
 class RawIrc:
     """One IRC connection; ``expect`` waits for a matching line and keeps the others."""
 
-    def __init__(self, port: int, timeout: float = 10.0):
+    def __init__(self, port: int, timeout: float = 10.0, tls=None):
+        """``tls``: an ssl.SSLContext to speak TLS with (the irc_tls_port)."""
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.timeout = timeout
         self.buffer = b""
         self.seen: list[Message] = []       # lines received, not yet taken by expect
@@ -36,7 +46,7 @@ class RawIrc:
             data = self.sock.recv(65536)
         except socket.timeout:
             return False
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLEOFError):
             data = b""
         if not data:
             self.closed = True

@@ -54,6 +54,12 @@ class IrcFrontEnd:
         )
         self.listener: socket.socket | None = None
         self.address: tuple | None = None
+        self.tls_listener: socket.socket | None = None     # irc_tls_port: TLS first
+        self.tls_address: tuple | None = None
+
+    @property
+    def listeners(self) -> tuple:
+        return tuple(sock for sock in (self.listener, self.tls_listener) if sock is not None)
 
     def outlet_for(self, caps) -> IrcOutlet:
         return self.timed_outlet if "server-time" in caps else self.outlet
@@ -62,29 +68,50 @@ class IrcFrontEnd:
         """The IRC server name of a cluster node (312, LINKS)."""
         return irc_server_name(node_name)
 
-    def start(self) -> tuple:
+    def start(self) -> tuple | None:
+        """Listen on irc_port and/or irc_tls_port (with the server's TLS context)."""
         config = self.server.config
-        self.listener = listen_socket(config.host, config.irc_port, config.backlog)
-        self.address = self.listener.getsockname()[:2]
+        if config.irc_port >= 0:
+            self.listener = listen_socket(config.host, config.irc_port, config.backlog)
+            self.address = self.listener.getsockname()[:2]
+        if config.irc_tls_port >= 0:
+            try:
+                self.tls_listener = listen_socket(config.host, config.irc_tls_port,
+                                                  config.backlog)
+            except OSError:
+                self.stop()
+                raise
+            self.tls_address = self.tls_listener.getsockname()[:2]
         self.server.reactor.add_before_sleep(self.outlet.end_turn)
         self.server.reactor.add_before_sleep(self.timed_outlet.end_turn)
         self.watch()
-        return self.address
+        return self.address or self.tls_address
 
     def watch(self) -> None:
         """Accept IRC clients (again, after the server paused accepting)."""
+        reactor = self.server.reactor
         if self.listener is not None:
             self.listener.setblocking(False)
-            self.server.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+            reactor.add_reader(self.listener.fileno(), self._on_acceptable)
+        if self.tls_listener is not None:
+            self.tls_listener.setblocking(False)
+            reactor.add_reader(self.tls_listener.fileno(), self._on_tls_acceptable)
 
     def stop(self) -> None:
-        if self.listener is not None:
-            self.server.reactor.remove_fd(self.listener.fileno())
-            self.listener.close()
-            self.listener = None
+        for sock in self.listeners:
+            self.server.reactor.remove_fd(sock.fileno())
+            sock.close()
+        self.listener = self.tls_listener = None
 
     def _on_acceptable(self) -> None:
         self.server._accept(self.listener, self._adopt)
 
+    def _on_tls_acceptable(self) -> None:
+        # The same TLS handshake as the native TLS listener's, then an IRC connection.
+        self.server._accept(self.tls_listener, self._start_tls)
+
     def _adopt(self, sock, address) -> None:
         self.server._adopt(sock, address, kind=IrcConnection)
+
+    def _start_tls(self, sock, address) -> None:
+        self.server._start_tls(sock, address, kind=IrcConnection)
