@@ -2,7 +2,6 @@
 its own."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from .. import events as ev
@@ -111,7 +110,6 @@ class Room:
     topic_by: str = ""
     topic_at_ms: int = 0
     modes: RoomModes = field(default_factory=RoomModes)    # operators, modes, bans, invites
-    created_at: float = field(default_factory=time.time)   # wall clock (IRC's 329)
 
 
 class _DetachedOutlet:

@@ -195,7 +195,7 @@ def channel_mode(conn, target: str, params: list) -> None:
     if len(params) == 1:
         conn.reply(rpl.RPL_CHANNELMODEIS, channel,
                    *dispatch.channel_modes.mode_string(conn, found.name))
-        conn.reply(rpl.RPL_CREATIONTIME, channel, str(int(found.created_at)))
+        conn.reply(rpl.RPL_CREATIONTIME, channel, str(found.modes.created_at_ms // 1000))
         return
     changes = params[1]
     letters = changes.lstrip("+-")
