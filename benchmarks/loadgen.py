@@ -28,12 +28,13 @@ import ssl
 import sys
 import time
 
-from .procstat import default_procs, server_cpu_seconds, server_rss_bytes  # noqa: F401
+from .procstat import cpu_seconds_of, default_procs, rss_bytes_of
 from .report import CSV_FIELDS, _emit, _ms, csv_row, human_table
 from .scenarios import SCENARIOS, make_plan
 from .summary import summarize
 from .verify import TEXT_HEADER_BYTES
-from .worker import PROGRESS_SECONDS, WINDOW_MESSAGES, _now_us, _raise_fd_limit, _worker_main
+from .worker import (PROGRESS_SECONDS, WINDOW_MESSAGES, Worker, _now_us, _raise_fd_limit,
+                     _worker_main)
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -49,12 +50,24 @@ def tls_context(args) -> ssl.SSLContext | None:
     return context
 
 
+def worker_class(args):
+    """The native protocol's worker, or with ``--proto irc`` the IRC one."""
+    if args.proto == "irc":
+        try:
+            from .irc_client import IrcWorker
+        except ImportError as exc:
+            raise RuntimeError(f"--proto irc is not available: {exc}") from None
+        return IrcWorker
+    return Worker
+
+
 def run(args) -> dict:
+    kind = worker_class(args)
     plan = make_plan(args)
     procs = args.procs or default_procs(args.server_pid)
     procs = max(1, min(procs, len(plan.clients) or 1))
     ctx = multiprocessing.get_context("fork")
-    rss_idle = server_rss_bytes(args.server_pid)
+    rss_idle = rss_bytes_of(args.server_pids)
     cpus = set(args.cpus) if args.cpus else None
     tls = tls_context(args)
     workers, pipes = [], []
@@ -62,7 +75,7 @@ def run(args) -> dict:
         parent_end, child_end = ctx.Pipe()
         specs = [s for s in plan.clients if s.index % procs == k]
         p = ctx.Process(target=_worker_main, daemon=True,
-                        args=(args.host, args.port, plan, specs, child_end, cpus, tls))
+                        args=(kind, args.servers, plan, specs, child_end, cpus, tls))
         p.start()
         child_end.close()
         workers.append(p)
@@ -132,8 +145,8 @@ def _conduct(args, plan, procs, workers, pipes, rss_idle, progress) -> dict:
                       f"{time.monotonic() - t_setup:.1f}s")
 
     _collect(pipes, ("ready",), state, show_connect, args.setup_timeout)
-    rss_connected = server_rss_bytes(args.server_pid)
-    cpu0 = server_cpu_seconds(args.server_pid)
+    rss_connected = rss_bytes_of(args.server_pids)
+    cpu0 = cpu_seconds_of(args.server_pids)
     go_us = _now_us() + 50_000
     stop_us = go_us + int(plan.duration * 1e6)
     for pipe in pipes:
@@ -147,7 +160,7 @@ def _conduct(args, plan, procs, workers, pipes, rss_idle, progress) -> dict:
 
     def on_message():
         nonlocal rss_peak, prev
-        rss = server_rss_bytes(args.server_pid)
+        rss = rss_bytes_of(args.server_pids)
         if rss:
             rss_peak = max(rss_peak, rss)
             if _now_us() < stop_us:
@@ -170,7 +183,7 @@ def _conduct(args, plan, procs, workers, pipes, rss_idle, progress) -> dict:
             prev = (now, sent, delivered)
 
     _collect(pipes, ("result",), state, on_message, hold_until - time.monotonic())
-    cpu1 = server_cpu_seconds(args.server_pid)
+    cpu1 = cpu_seconds_of(args.server_pids)
     for k, msg in enumerate(state):
         results[k] = msg[1]
     return summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle,
@@ -186,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("scenario", nargs="?", default="fanout", choices=sorted(SCENARIOS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=7878)
+    parser.add_argument("--servers", metavar="HOST:PORT,...",
+                        help="several servers (cluster nodes): clients are spread over them "
+                             "round-robin, so every room has members on each; overrides "
+                             "--host and --port")
+    parser.add_argument("--proto", choices=("native", "irc"), default="native",
+                        help="wire protocol: chatcore's native one, or IRC (point -p at an IRC "
+                             "port: chatcore's --irc-port, ngIRCd, InspIRCd)")
     parser.add_argument("--tls", action="store_true",
                         help="connect with TLS (point -p at the server's tls_port)")
     parser.add_argument("--tls-ca", metavar="FILE",
@@ -205,8 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--procs", type=int, default=0,
                         help="generator processes (default: one per core the server is not on)")
     parser.add_argument("--cpus", type=int, nargs="+", help="pin the generator to these cores")
-    parser.add_argument("--server-pid", type=int,
-                        help="the server's pid, for its CPU and RSS from /proc")
+    parser.add_argument("--server-pid", metavar="PID[,PID...]",
+                        help="the server's pid, for its CPU and RSS from /proc; several "
+                             "(every node and redis-server) are summed")
+    parser.add_argument("--connect-window", type=int, default=256,
+                        help="handshakes in progress per generator process (default "
+                             "%(default)s, the listen backlog; 1: one after another, for the "
+                             "name-claim latency alone)")
     parser.add_argument("--setup-timeout", type=float, default=120.0,
                         help="seconds allowed to connect and join everyone")
     parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
@@ -218,11 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_address(text: str) -> tuple:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"chatcore-bench: --servers: {text!r} is not HOST:PORT")
+    return (host.strip("[]") or "127.0.0.1", int(port))
+
+
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     for key, value in SCENARIOS[args.scenario].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.server_pids = [int(p) for p in (args.server_pid or "").split(",") if p.strip()]
+    args.server_pid = args.server_pids[0] if args.server_pids else None
+    if args.servers:
+        args.servers = [parse_address(a) for a in args.servers.split(",") if a.strip()]
+    else:
+        args.servers = [(args.host, args.port)]
     if args.size < TEXT_HEADER_BYTES:
         args.size = TEXT_HEADER_BYTES
     if args.scenario in ("fanout", "latency") and args.rooms != 1:

@@ -17,7 +17,11 @@ def human_table(r: dict) -> str:
         f"  connect         {con['ready']}/{con['clients']} in {con['seconds']:.3f}s, "
         f"{con['failures']} failed, p50 {_ms(con['per_client_ms']['p50'])} ms, "
         f"p99 {_ms(con['per_client_ms']['p99'])} ms",
+        f"  name claim      Hello -> Welcome p50 {_ms(con['claim_ms']['p50'])} ms, "
+        f"p99 {_ms(con['claim_ms']['p99'])} ms ({con['claim_ms']['count']} clients)",
     ]
+    if len(c["servers"]) > 1 or c["proto"] != "native":
+        lines.insert(1, f"  servers         {', '.join(c['servers'])} ({c['proto']} protocol)")
     if r["sent"] or r["scenario"] != "connect":
         lines += [
             f"  sent            {r['sent_per_second']:>14,.0f} msgs/s   ({r['sent']:,} total)",
@@ -39,6 +43,11 @@ def human_table(r: dict) -> str:
             f"RSS idle {_mib(srv['rss_idle_bytes'])}, holding {_mib(srv['rss_hold_bytes'])}, "
             f"peak {_mib(srv['rss_peak_bytes'])}"
             + ("" if per_conn is None else f", {per_conn / 1024:.2f} KiB/connection"))
+        if len(srv["processes"]) > 1:
+            lines.append("  server CPU by process  " + ", ".join(
+                f"{p['name']} {p['pid']}: "
+                + ("-" if p["cpu_seconds"] is None else f"{p['cpu_seconds']:.2f}s")
+                for p in srv["processes"]))
     lines.append(f"  errors          {r['errors']}" +
                  "".join(f"\n    {s}" for s in r["error_samples"]))
     lines.append("  verification    " + ("OK" if r["ok"] else
@@ -52,7 +61,8 @@ def _mib(value) -> str:
 
 CSV_FIELDS = ("scenario", "clients", "senders", "rooms", "size", "rate", "duration",
               "sent_per_second", "delivered_per_second", "p50_ms", "p90_ms", "p99_ms",
-              "p99.9_ms", "max_ms", "connect_seconds", "connect_failures", "errors",
+              "p99.9_ms", "max_ms", "connect_seconds", "connect_failures", "claim_p50_ms",
+              "claim_p99_ms", "errors",
               "generator_cpu_seconds", "generator_saturated", "server_cpu_seconds",
               "server_ns_per_delivery", "server_rss_bytes_per_connection", "ok")
 
@@ -67,7 +77,9 @@ def csv_row(r: dict) -> dict:
             "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"],
             "p99.9_ms": lat["p99.9"], "max_ms": lat["max"],
             "connect_seconds": round(r["connect"]["seconds"], 4),
-            "connect_failures": r["connect"]["failures"], "errors": r["errors"],
+            "connect_failures": r["connect"]["failures"],
+            "claim_p50_ms": r["connect"]["claim_ms"]["p50"],
+            "claim_p99_ms": r["connect"]["claim_ms"]["p99"], "errors": r["errors"],
             "generator_cpu_seconds": round(r["generator"]["cpu_seconds"], 3),
             "generator_saturated": r["generator"]["saturated"],
             "server_cpu_seconds": srv.get("cpu_seconds"),

@@ -28,6 +28,7 @@ class ClientSpec:
     room: str | None          # the room joined, if any
     peer: str | None          # dm: the peer written to
     sender: bool
+    server: int = 0           # index into the run's server addresses (--servers)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -39,11 +40,26 @@ class Plan:
     size: int
     duration: float
     window: int
+    connect_window: int = 256     # handshakes in progress per process
+
+
+def server_of(index: int, rooms: int, servers: int) -> int:
+    """Round-robin over the servers so that every room's members (client ``index`` is member
+    ``index // rooms`` of room ``index % rooms``) and the senders are spread over all of them;
+    a dm pair (``i``, ``i ^ 1``) lands on two servers."""
+    if servers <= 1:
+        return 0
+    if not rooms:
+        return index % servers
+    return (index // rooms + index % rooms) % servers
 
 
 def make_plan(args) -> Plan:
     run = os.urandom(3).hex()
     n, s = args.clients, min(args.senders, args.clients)
+    servers = len(getattr(args, "servers", None) or ()) or 1
+    # IRC servers do not echo a channel message to its sender; chatcore's native protocol does.
+    echo = getattr(args, "proto", "native") != "irc"
     specs = []
     recipients = {}
     if args.scenario == "dm":
@@ -51,7 +67,8 @@ def make_plan(args) -> Plan:
         s = min(s, n)
         for i in range(n):
             peer = i ^ 1
-            specs.append(ClientSpec(i, f"b{run}n{i}", None, f"b{run}n{peer}", i < s))
+            specs.append(ClientSpec(i, f"b{run}n{i}", None, f"b{run}n{peer}", i < s,
+                                    server_of(i, 0, servers)))
             if i < s:
                 recipients[i] = 1
     else:
@@ -62,9 +79,10 @@ def make_plan(args) -> Plan:
             if room is not None:
                 sizes[room] += 1
             specs.append(ClientSpec(i, f"b{run}n{i}", None if room is None else f"b{run}r{room}",
-                                    None, room is not None and i < s))
+                                    None, room is not None and i < s,
+                                    server_of(i, rooms, servers)))
         for spec in specs:
             if spec.sender:
-                recipients[spec.index] = sizes[spec.index % rooms]
+                recipients[spec.index] = sizes[spec.index % rooms] - (not echo)
     return Plan(args.scenario, tuple(specs), recipients, args.rate, args.size, args.duration,
-                args.window)
+                args.window, getattr(args, "connect_window", 256))

@@ -3,6 +3,7 @@ counted (loss, duplicates, reordering, errors), latency percentiles and CDF, CPU
 from __future__ import annotations
 
 from . import verify
+from .procstat import process_name
 from .verify import bucket_floor
 from .worker import ERROR_SAMPLES
 
@@ -80,6 +81,7 @@ def summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle, 
     errors = sum(r["errors"] for r in results)
     samples = [s for r in results for s in r["error_samples"]][:ERROR_SAMPLES]
     connect_hist = merge_hist(r["connect_hist"] for r in results)
+    claim_hist = merge_hist(r["claim_hist"] for r in results)
     connect_first = min(r["connect_first_us"] for r in results)
     connect_last = max(r["connect_last_us"] for r in results)
     sent_in_window = sum(r["sent_at_stop"] for r in results)
@@ -88,8 +90,11 @@ def summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle, 
     wall = (end_us - go_us) / 1e6
     gen_busiest = max(gen_cpu) / max(wall, 1e-9) if gen_cpu else 0.0
     server = None
-    if args.server_pid:
-        server_cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
+    if args.server_pids:
+        each = [(pid, None if cpu0.get(pid) is None or cpu1.get(pid) is None
+                 else cpu1[pid] - cpu0[pid]) for pid in args.server_pids]
+        server_cpu = (None if any(v is None for _, v in each)
+                      else sum(v for _, v in each))
         per_conn = None
         hold_rss = (sorted(rss_samples)[len(rss_samples) // 2] if rss_samples
                     else rss_connected)
@@ -104,6 +109,10 @@ def summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle, 
             "rss_idle_bytes": rss_idle, "rss_connected_bytes": rss_connected,
             "rss_hold_bytes": hold_rss, "rss_peak_bytes": rss_peak,
             "rss_bytes_per_connection": per_conn,
+            # one entry per process (cluster: every node and redis-server), in --server-pid order
+            "processes": [{"pid": pid, "name": process_name(pid), "cpu_seconds": cpu,
+                           "cpu_utilization": cpu / wall if cpu is not None else None}
+                          for pid, cpu in each],
         }
     problems = []
     if failures:
@@ -121,7 +130,9 @@ def summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle, 
                                                                         "latency") else 0,
                    "senders": len(plan.recipients), "rate": plan.rate, "size": plan.size,
                    "duration": duration, "window": plan.window, "procs": procs,
-                   "host": args.host, "port": args.port, "tls": bool(args.tls),
+                   "host": args.servers[0][0], "port": args.servers[0][1],
+                   "servers": [f"{h}:{p}" for h, p in args.servers], "proto": args.proto,
+                   "tls": bool(args.tls),
                    "verifier": verify.IMPLEMENTATION},
         "sent": sum(sent.values()), "acked": sum(acked.values()),
         "delivered": delivered, "expected": expected,
@@ -132,7 +143,9 @@ def summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle, 
         "connect": {"clients": n, "ready": sum(r["ready"] for r in results),
                     "failures": failures,
                     "seconds": max(0, connect_last - connect_first) / 1e6,
-                    "per_client_ms": hist_summary(connect_hist)},
+                    "per_client_ms": hist_summary(connect_hist),
+                    # Hello sent -> Welcome received (IRC: NICK/USER -> 001): the name claim
+                    "claim_ms": hist_summary(claim_hist)},
         "frames": {f"0x{k:02x}": v for k, v in sorted(counts.items())},
         "check": check, "errors": errors, "disconnects": disconnects, "error_samples": samples,
         "generator": {"procs": procs, "cpu_seconds": sum(gen_cpu), "wall_seconds": wall,

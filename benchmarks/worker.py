@@ -25,7 +25,6 @@ from .verify import TEXT_HEADER_BYTES, bucket_of, stamp
 
 RECV_BYTES = 256 * 1024               # one recv per readiness event; large enough for a burst
 WINDOW_MESSAGES = 64                  # in-flight messages per sender when --rate is 0
-CONNECT_WINDOW = 256                  # handshakes in progress per process; the listen backlog
 PROGRESS_SECONDS = 0.5
 DRAIN_IDLE_SECONDS = 0.3              # after the last Ack, quiet this long = nothing in flight
 ERROR_SAMPLES = 5
@@ -40,8 +39,8 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSL
 
 
 class Client:
-    __slots__ = ("spec", "sock", "fd", "stream", "state", "started_us", "out", "writing",
-                 "prefix", "seq", "inflight", "sent", "acked", "msg_type")
+    __slots__ = ("spec", "sock", "fd", "stream", "state", "started_us", "hello_us", "out",
+                 "writing", "prefix", "seq", "inflight", "sent", "acked", "msg_type")
 
     def __init__(self, spec: ClientSpec, tally):
         self.spec = spec
@@ -50,6 +49,7 @@ class Client:
         self.stream = verify.Stream(tally)
         self.state = "new"
         self.started_us = 0
+        self.hello_us = 0                # when Hello went out (Hello -> Welcome: the name claim)
         self.out = bytearray()           # what the kernel did not take yet
         self.writing = False
         self.seq = 0
@@ -80,14 +80,16 @@ def _raise_fd_limit() -> int:
 class Worker:
     """One process's clients in one epoll loop; talks to the parent through ``conn``."""
 
-    def __init__(self, host: str, port: int, plan: Plan, specs, conn,
-                 tls: ssl.SSLContext | None = None):
-        self.addr = (host, port)
+    client_class = Client
+    tally_class = verify.Tally
+
+    def __init__(self, addrs: list, plan: Plan, specs, conn, tls: ssl.SSLContext | None = None):
+        self.addrs = [tuple(a) for a in addrs]       # (host, port) per server; spec.server indexes
         self.tls = tls
         self.plan = plan
         self.conn = conn
-        self.tally = verify.Tally(plan.size)
-        self.clients = [Client(spec, self.tally) for spec in specs]
+        self.tally = self.tally_class(plan.size)
+        self.clients = [self.client_class(spec, self.tally) for spec in specs]
         self.senders = [c for c in self.clients if c.spec.sender]
         self.by_fd: dict = {}
         self.ep = select.epoll()
@@ -101,6 +103,7 @@ class Worker:
         self.failures = 0
         self.ready = 0
         self.connect_hist: dict = {}
+        self.claim_hist: dict = {}                   # Hello sent -> Welcome received, us
         self.first_start_us = self.last_ready_us = 0
         self.phase = "setup"
         self.go_us = self.stop_us = 0
@@ -179,7 +182,7 @@ class Worker:
         c.sock, c.fd, c.state = sock, sock.fileno(), "connecting"
         c.started_us = _now_us()
         self.by_fd[c.fd] = c
-        err = sock.connect_ex(self.addr)
+        err = sock.connect_ex(self.addrs[c.spec.server])
         if err not in (0, errno.EINPROGRESS):
             self.lost_connection(c, OSError(err, os.strerror(err)))
             return
@@ -191,7 +194,7 @@ class Worker:
             self.lost_connection(c, OSError(err, os.strerror(err)))
             return
         if self.tls is not None:
-            c.sock = self.tls.wrap_socket(c.sock, server_hostname=self.addr[0],
+            c.sock = self.tls.wrap_socket(c.sock, server_hostname=self.addrs[c.spec.server][0],
                                           do_handshake_on_connect=False)
             c.state = "tls"
             self.tls_handshake(c)
@@ -219,7 +222,13 @@ class Worker:
                                       request_id=_HELLO_ID))
         if c.spec.room is not None:       # pipelined: the server handles frames in order
             hello += encode_event(ev.JoinRoom(c.spec.room, request_id=_JOIN_ID))
+        c.hello_us = _now_us()
         self.write(c, hello)
+
+    def welcomed(self, c: Client, now_us: int) -> None:
+        """The server accepted the name (on a cluster node: after claiming it in Redis)."""
+        b = bucket_of(now_us - c.hello_us)
+        self.claim_hist[b] = self.claim_hist.get(b, 0) + 1
 
     def became_ready(self, c: Client, now_us: int) -> None:
         c.state = "ready"
@@ -235,8 +244,10 @@ class Worker:
             if msg_type == _PING:
                 self.write(c, encode_frame(_PONG, request_id, payload))
             elif msg_type == _WELCOME:
-                if c.state == "handshake" and c.spec.room is None:
-                    self.became_ready(c, now_us)
+                if c.state == "handshake":
+                    self.welcomed(c, now_us)
+                    if c.spec.room is None:
+                        self.became_ready(c, now_us)
             elif msg_type == _OK:
                 if c.state == "handshake" and request_id == _JOIN_ID:
                     self.became_ready(c, now_us)
@@ -384,7 +395,7 @@ class Worker:
         started = 0
         while pending or self.ready + self.failures + self.disconnects < len(self.clients):
             in_progress = started - self.ready - self.failures - self.disconnects
-            while pending and in_progress < CONNECT_WINDOW:
+            while pending and in_progress < self.plan.connect_window:
                 self.start_connect(pending.pop())
                 started += 1
                 in_progress += 1
@@ -443,7 +454,7 @@ class Worker:
             "clients": len(self.clients), "ready": self.ready, "failures": self.failures,
             "disconnects": self.disconnects, "errors": self.errors,
             "error_samples": self.error_samples,
-            "connect_hist": self.connect_hist,
+            "connect_hist": self.connect_hist, "claim_hist": self.claim_hist,
             "connect_first_us": self.first_start_us, "connect_last_us": self.last_ready_us,
             "sent": {c.spec.index: c.sent for c in self.senders},
             "acked": {c.spec.index: c.acked for c in self.senders},
@@ -459,13 +470,13 @@ class Worker:
             self.close(c)
 
 
-def _worker_main(host, port, plan, specs, conn, cpus, tls) -> None:
+def _worker_main(worker_class, addrs, plan, specs, conn, cpus, tls) -> None:
     if cpus:
         try:
             os.sched_setaffinity(0, cpus)
         except OSError:
             pass
-    worker = Worker(host, port, plan, specs, conn, tls)
+    worker = worker_class(addrs, plan, specs, conn, tls)
     try:
         worker.run()
     except KeyboardInterrupt:

@@ -256,3 +256,71 @@ def test_scenarios_run_over_tls(start_server, tls_files, scenario, tmp_path):
     for _ in range(result["config"]["clients"]):    # one handshake each, as the log says
         line = server.wait_for_log("TLS established", start=seen)
         seen = server.lines.index(line, seen) + 1
+
+
+# -- several servers: a cluster on Redis ------------------------------------------------------
+
+def test_the_plan_splits_rooms_senders_and_pairs_over_the_servers():
+    from benchmarks.loadgen import parse_args
+    from benchmarks.scenarios import make_plan
+    for scenario, flags in (("rooms", ["-c", "40", "--rooms", "4", "--senders", "4"]),
+                            ("fanout", ["-c", "12", "--senders", "4"])):
+        plan = make_plan(parse_args([scenario, *flags, "--servers",
+                                     "127.0.0.1:1,127.0.0.1:2"]))
+        rooms = {}
+        for spec in plan.clients:
+            rooms.setdefault(spec.room, set()).add(spec.server)
+        assert all(servers == {0, 1} for servers in rooms.values()), rooms
+        assert {s.server for s in plan.clients if s.sender} == {0, 1}
+    plan = make_plan(parse_args(["dm", "-c", "10", "--servers", "127.0.0.1:1,127.0.0.1:2"]))
+    by_name = {s.name: s for s in plan.clients}
+    assert all(by_name[s.peer].server != s.server for s in plan.clients)
+    plan = make_plan(parse_args(["rooms", "-c", "40", "--rooms", "4", "--senders", "4"]))
+    assert {s.server for s in plan.clients} == {0}
+
+
+@pytest.fixture
+def two_nodes(start_node, redis_server):
+    exempt = ("--limit-exempt", "127.0.0.1")
+    nodes = [start_node("alpha", *exempt), start_node("beta", *exempt)]
+    servers = ",".join(f"127.0.0.1:{node.port}" for node in nodes)
+    return servers, [node.proc.pid for node in nodes] + [redis_server.proc.pid]
+
+
+# Room scenarios (fanout, rooms, latency) join this list once rooms span nodes (helper crooms).
+@pytest.mark.parametrize("scenario", ["dm"])
+def test_clients_spread_over_two_cluster_nodes_and_every_delivery_is_checked(
+        two_nodes, scenario, tmp_path):
+    servers, pids = two_nodes
+    proc, result = run_bench([scenario, "--servers", servers, "--server-pid",
+                              ",".join(map(str, pids)), "--duration", "0.5", *TINY[scenario]],
+                             tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert result["ok"] and result["config"]["servers"] == servers.split(",")
+    assert result["delivered"] == result["expected"] > 0
+    assert all(v == 0 for v in result["check"].values())
+    processes = result["server"]["processes"]
+    assert [p["pid"] for p in processes] == pids
+    assert processes[-1]["name"] == "redis-server"
+    assert result["server"]["cpu_seconds"] == pytest.approx(
+        sum(p["cpu_seconds"] for p in processes))
+    claims = result["connect"]["claim_ms"]
+    assert claims["count"] == result["config"]["clients"] and claims["p99"] is not None
+
+
+def test_the_suite_starts_a_cluster_and_one_node_with_their_pids(redis_server, tmp_path):
+    """The suite's own starters (benchmarks/deploy.py): redis-server and two nodes, pinned
+    nowhere, every pid reported, all stopped afterwards."""
+    from benchmarks import deploy
+    cluster = deploy.start_cluster("2-nodes", None, tmp_path, nodes=2)
+    try:
+        assert len(cluster.addrs) == 2 and len(cluster.pids) == 3
+        servers = ",".join(f"{h}:{p}" for h, p in cluster.addrs)
+        proc, result = run_bench(["dm", "--servers", servers, "--server-pid",
+                                  ",".join(map(str, cluster.pids)), "--duration", "0.3",
+                                  *TINY["dm"]], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert result["server"]["processes"][-1]["name"] == "redis-server"
+    finally:
+        cluster.stop()
+    assert all(p.poll() is not None for p in cluster.procs)
