@@ -208,3 +208,11 @@ def test_library_negotiates_caps_and_reads_tags(irc_server, native):
         assert action.arguments == ["boops"]
     finally:
         conn.close()
+
+
+def test_a_labeled_quit_gets_its_error_line_labeled(irc):
+    alice = irc("alice", caps="batch labeled-response")
+    alice.send("@label=q1 QUIT :bye")
+    error = alice.expect("ERROR")
+    assert error.tags == {"label": "q1"}
+    alice.expect_closed()

@@ -34,7 +34,7 @@ class IrcConnection(Connection):
 
     __slots__ = ("nick", "username", "realname", "registered", "cap_negotiating",
                  "caps", "cap_version", "registration_lines", "invisible", "echo_message",
-                 "irc", "joined_state", "_captured")
+                 "irc", "joined_state", "_captured", "_label")
 
     def __init__(self, server, sock, address, address_key=None, tls=None):
         super().__init__(server, sock, address, address_key, tls)
@@ -53,6 +53,7 @@ class IrcConnection(Connection):
         self.echo_message = False
         self.joined_state = None        # the hub's RoomJoined for the JOIN being answered
         self._captured: list | None = None      # a labeled command's output, while it runs
+        self._label = ""
 
     def __repr__(self) -> str:
         return f"<IrcConnection {self.nick or '-'} {self.address} {self.state.value}>"
@@ -112,15 +113,27 @@ class IrcConnection(Connection):
             return
         # labeled-response: everything this command makes the server say to this client,
         # its replies and its own relayed lines (the outlet hands those over), as one answer.
-        self._captured = []
+        self._captured, self._label = [], label
         self.irc.capturing.append(self)
         try:
             self._dispatch(message)
         finally:
-            self.irc.capturing.remove(self)
-            captured, self._captured = self._captured, None
-            self.send(labeled(label, b"".join(captured), self.irc.server_name,
-                              time_tag() if self.outlet.timed else b""))
+            self._answer_label()
+
+    def _answer_label(self) -> None:
+        """Send what a labeled command made the server say, as its labeled answer."""
+        if self._captured is None:
+            return
+        self.irc.capturing.remove(self)
+        captured, self._captured = self._captured, None
+        self.send(labeled(self._label, b"".join(captured), self.irc.server_name,
+                          time_tag() if self.outlet.timed else b""))
+
+    def close(self, reason: Reason, why: object = "") -> None:
+        # A labeled QUIT (or a command that ends in a drop): its answer, the ERROR line,
+        # goes out before the connection closes.
+        self._answer_label()
+        super().close(reason, why)
 
     def _dispatch(self, message: Message) -> None:
         try:

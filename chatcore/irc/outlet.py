@@ -57,12 +57,18 @@ def quit_text(reason: int, message: str = "") -> str:
     return QUIT_MESSAGES.get(reason, "Quit")
 
 
+_formatted_second = [-1, ""]     # the last second formatted: strftime costs ~2 us a call
+
+
 def server_time(timestamp_ms: int | None = None) -> str:
     """The IRCv3 ``server-time`` form: UTC, milliseconds, 'Z'."""
     if timestamp_ms is None:
         timestamp_ms = int(time.time() * 1000)
     seconds, millis = divmod(timestamp_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    if seconds != _formatted_second[0]:
+        _formatted_second[:] = seconds, time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                      time.gmtime(seconds))
+    return f"{_formatted_second[1]}.{millis:03d}Z"
 
 
 def time_tag(timestamp_ms: int | None = None) -> bytes:
