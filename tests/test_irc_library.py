@@ -121,3 +121,36 @@ def test_library_sees_nick_collision_across_front_ends(library_user, native, irc
         reactor.process_once(0.05)
     connection.close()
     assert seen and seen[0].arguments[0] == "taken"
+
+
+def test_library_nick_topic_away_whois_and_actions_with_a_native_user(library_user, native):
+    carol = native("carol")
+    carol.join("lobby")
+    bot = library_user("bot")
+    bot.connection.join("#lobby")
+    bot.wait(lambda e: e.type == "endofnames")
+    bot.connection.nick("robot")
+    assert bot.wait(lambda e: e.type == "nick").target == "robot"
+    assert bot.connection.get_nickname() == "robot"
+    renamed = carol.wait_for(ev.NameChanged)
+    assert (renamed.old, renamed.new) == ("bot", "robot")
+    bot.connection.topic("#lobby", "robots welcome")
+    assert bot.wait(lambda e: e.type == "topic").arguments == ["robots welcome"]
+    assert carol.wait_for(ev.TopicChanged).topic == "robots welcome"
+    carol.set_away("tea")
+    bot.connection.whois(["carol"])
+    assert bot.wait(lambda e: e.type == "whoisuser").arguments[0] == "carol"
+    assert bot.wait(lambda e: e.type == "away").arguments == ["carol", "tea"]
+    assert "RTT" in bot.wait(lambda e: e.type == "320").arguments[-1]
+    bot.wait(lambda e: e.type == "endofwhois")
+    bot.connection.action("#lobby", "beeps")
+    assert carol.wait_for(ev.RoomAction).text == "beeps"
+    carol.send_direct_action("robot", "pats the robot")
+    action = bot.wait(lambda e: e.type == "action" and e.target == "robot")
+    assert (action.source.nick, action.arguments) == ("carol", ["pats the robot"])
+    bot.connection.send_raw("AWAY :recharging")
+    bot.wait(lambda e: e.type == "nowaway")
+    carol.send_direct("robot", "hello?")
+    assert carol.wait_for(ev.AwayReply).message == "recharging"
+    errors = [e for e in bot.events if e.type in ("error", "unknowncommand")]
+    assert errors == []
