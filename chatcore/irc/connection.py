@@ -217,6 +217,12 @@ class IrcConnection(Connection):
         """The hub tells the joiner the room's state (topic) inside ``join``."""
         self.joined_state = event
 
+    def ask_hub(self, request, on_outcome) -> None:
+        """``request(done)``: a hub request a cluster may answer later; this client's next
+        lines wait for the answer (``Connection._ask_hub``). ``on_outcome(outcome)`` runs
+        once it is in (inside this call when the answer is immediate) and may ask again."""
+        self._ask_hub(request, on_outcome)
+
     def rename(self, wanted: str) -> None:
         """NICK after registration: the hub's rename (claimed cluster-wide first); the
         NICK line comes from the hub's NameChanged, to this client and its neighbours."""

@@ -38,43 +38,77 @@ def privmsg(conn, params: list, notice: bool = False) -> None:
             conn.reply(rpl.ERR_TOOMANYTARGETS, params[0],
                        f"Too many recipients (at most {MAX_MESSAGE_TARGETS})")
         return
-    raw = params[1]
-    request = parse_ctcp(raw)
-    for target in targets:
-        try:
-            if request is None:
-                _send_one(conn, command, target, strip_formatting(raw))
-            elif request[0] == "ACTION":
-                if not notice:
-                    _send_one(conn, command, target, strip_formatting(request[1]),
-                              action=True)
+    _send_to(conn, command, targets, params[1], parse_ctcp(params[1]), notice)
+
+
+def _send_to(conn, command: str, targets: list, raw: str, request, notice: bool) -> None:
+    """Send to each target in turn: a user of another cluster node takes a round trip,
+    and the next target waits for its answer (so replies keep the targets' order)."""
+    if not targets or conn.session is None:
+        return
+    target, rest = targets[0], targets[1:]
+
+    def refused(exc: ChatError) -> None:
+        if not notice:
+            _message_refused(conn, target, exc)
+
+    def sent(outcome=None) -> None:
+        if isinstance(outcome, ChatError):
+            refused(outcome)
+        _send_to(conn, command, rest, raw, request, notice)
+
+    try:
+        if request is None:
+            _send_one(conn, command, target, strip_formatting(raw), sent)
+        elif request[0] == "ACTION":
+            if notice:
+                sent()
             else:
-                _ctcp(conn, command, target, request, raw)
-        except ChatError as exc:
-            if not notice:
-                _message_refused(conn, target, exc)
+                _send_one(conn, command, target, strip_formatting(request[1]), sent,
+                          action=True)
+        else:
+            _ctcp(conn, command, target, request, raw)
+            sent()
+    except ChatError as exc:
+        sent(exc)
 
 
-def _send_one(conn, command: str, target: str, text: str, action: bool = False) -> None:
+def _send_one(conn, command: str, target: str, text: str, then,
+              action: bool = False) -> None:
+    """Send one message; ``then(outcome)`` once it is sent (now, or when the cluster
+    answers: a ChatError if refused then)."""
     hub = conn.hub
+    session = conn.session
     room = room_of(target)
     if room is not None:
         # The outlet echoes it to the sender with everyone else's copy under echo-message.
         if action:
-            hub.send_room_action(conn.session, room, text)
+            hub.send_room_action(session, room, text)
         else:
-            hub.send_room(conn.session, room, text)
+            hub.send_room(session, room, text)
+        then()
         return
     if target.casefold() == conn.nick.casefold():
         # Messages to yourself come back, as on every IRC server.
         conn.send(conn.relayed_text(command, conn.nick, conn.nick, text, action))
+        then()
         return
     if action:
-        hub.send_direct_action(conn.session, target, text)
-    else:
-        hub.send_direct(conn.session, target, text)
-    if conn.echo_message:
-        conn.send(conn.relayed_text(command, conn.nick, target, text, action))
+        # Actions reach this node's users only until the hub carries them across nodes.
+        hub.send_direct_action(session, target, text)
+        if conn.echo_message:
+            conn.send(conn.relayed_text(command, conn.nick, target, text, action))
+        then()
+        return
+
+    def answered(outcome) -> None:
+        if conn.session is not session:
+            return                      # gone while a node of the cluster answered
+        if not isinstance(outcome, ChatError) and conn.echo_message:
+            conn.send(conn.relayed_text(command, conn.nick, target, text, action))
+        then(outcome)
+
+    conn.ask_hub(lambda done: hub.send_direct(session, target, text, done), answered)
 
 
 def _ctcp(conn, command: str, target: str, request: tuple, raw: str) -> None:
