@@ -42,11 +42,13 @@ class Client:
     __slots__ = ("spec", "sock", "fd", "stream", "state", "started_us", "hello_us", "out",
                  "writing", "prefix", "seq", "inflight", "sent", "acked", "msg_type")
 
+    stream_class = verify.Stream
+
     def __init__(self, spec: ClientSpec, tally):
         self.spec = spec
         self.sock = None
         self.fd = -1
-        self.stream = verify.Stream(tally)
+        self.stream = self.stream_class(tally)
         self.state = "new"
         self.started_us = 0
         self.hello_us = 0                # when Hello went out (Hello -> Welcome: the name claim)

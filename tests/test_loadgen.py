@@ -324,3 +324,67 @@ def test_the_suite_starts_a_cluster_and_one_node_with_their_pids(redis_server, t
     finally:
         cluster.stop()
     assert all(p.poll() is not None for p in cluster.procs)
+
+
+# -- over IRC: chatcore's IRC front end, ngIRCd and InspIRCd ---------------------------------
+
+IRC_SERVERS = ["chatcore-irc", "ngircd", "inspircd"]
+
+
+@pytest.fixture(scope="module", params=IRC_SERVERS)
+def irc_deployment(request, tmp_path_factory):
+    """Started by the suite's own starters (benchmarks/deploy.py: the generated ngIRCd and
+    InspIRCd configurations with their flood limits raised)."""
+    from benchmarks import deploy
+    workdir = tmp_path_factory.mktemp(request.param)
+    if request.param == "chatcore-irc":
+        deployment = deploy.start_chatcore(request.param, None, workdir, proto="irc")
+    elif not deploy.ircd_available(request.param):
+        pytest.skip(f"{request.param} is not installed (apt-get install {request.param})")
+    else:
+        deployment = deploy.start_ircd(request.param, None, workdir)
+    yield request.param, deployment
+    deployment.stop()
+
+
+@pytest.mark.parametrize("scenario", ["fanout", "rooms", "dm", "latency", "connect"])
+def test_each_scenario_runs_over_irc_and_verifies(irc_deployment, scenario, tmp_path):
+    name, deployment = irc_deployment
+    if name != "chatcore-irc" and scenario in ("rooms", "connect"):
+        pytest.skip("the other IRC servers run fanout, dm and latency here (time)")
+    (host, port), = deployment.addrs
+    proc, result = run_bench([scenario, "--proto", "irc", "--servers", f"{host}:{port}",
+                              "--server-pid", str(deployment.pids[0]), "--duration", "0.5",
+                              *TINY[scenario]], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert result["ok"] and result["config"]["proto"] == "irc"
+    assert result["config"]["verifier"] == "python"
+    assert result["connect"]["ready"] == result["config"]["clients"]
+    assert result["connect"]["claim_ms"]["count"] == result["config"]["clients"]
+    if scenario != "connect":
+        assert result["delivered"] == result["expected"] > 0
+        assert all(v == 0 for v in result["check"].values())
+        assert result["frames"]["0x82"] > 0                 # PONGs acknowledged the messages
+        kind = "0x90" if scenario == "dm" else "0xa0"
+        assert result["frames"][kind] == result["delivered"]
+
+
+def test_the_irc_stream_catches_loss_duplicates_and_damage():
+    from benchmarks.irc_client import IrcStream
+    tally = verify_py.Tally(100)
+    stream = IrcStream(tally)
+
+    def line(seq, sender=1, text=None):
+        text = text or verify.stamp(sender, seq, NOW_US - 300, 100)
+        return b":u%d!u@127.0.0.1 PRIVMSG #r :%s\r\n" % (sender, text)
+    data = b"".join(line(q) for q in (0, 1, 3, 3, 2)) + line(0, text=b"x" * 100)
+    data += b":srv PONG srv :16\r\n:srv 001 me :Welcome\r\nPING :abc\r\n"
+    others = []
+    for k in range(0, len(data), 7):                   # cut every 7 bytes
+        others += stream.feed(data[k:k + 7], NOW_US)
+    snap = tally.snapshot()
+    assert snap["messages"] == 3 and snap["gaps"] == 1
+    assert snap["duplicates"] == 1 and snap["reordered"] == 1 and snap["malformed"] == 1
+    assert snap["hist"] == {300: 3}
+    assert stream.acks == 16
+    assert others == [b":srv 001 me :Welcome", b"PING :abc"]
