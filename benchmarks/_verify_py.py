@@ -8,6 +8,10 @@ order, and records each one's latency in the tally's histogram. Acks are only co
 a sender's window); every other frame is handed back to the caller as ``(type, request_id,
 payload)``.
 
+``IrcStream`` is the same for IRC lines (``--proto irc``): it checks the text of every
+``PRIVMSG`` the same way, counts a PONG whose token is a number N as acknowledging messages up
+to N (the sender's ``PING :N``), and hands every other line back without its line end.
+
 Message text (ASCII, ``TEXT_HEADER_BYTES`` long, then padding to the requested size)::
 
     sender id: 8 hex | sequence number: 8 hex | send time, CLOCK_MONOTONIC microseconds: 16 hex
@@ -139,6 +143,11 @@ class Stream:
                 return
             pos += 2 + _U16.unpack_from(buf, pos)[0]
         pos += 16                                      # msg_id, timestamp_ms
+        self._text(buf, pos, stop, now_us)
+
+    def _text(self, buf: bytes, pos: int, stop: int, now_us: int) -> None:
+        """Check the stamped text ``buf[pos:stop]``: order, loss, duplicates, latency."""
+        tally = self.tally
         if stop - pos != tally.text_bytes:
             tally.malformed += 1
             return
@@ -159,3 +168,77 @@ class Stream:
             tally.duplicates += 1
         else:
             tally.reordered += 1
+
+
+# -- IRC lines --------------------------------------------------------------------------------
+
+MAX_LINE_BYTES = 64 * 1024              # an unterminated line longer than this breaks the stream
+IRC_OTHER = 0x00                         # line counts, under the native types' numbers
+IRC_PRIVMSG_CHANNEL = ROOM_MESSAGE
+IRC_PRIVMSG_NICK = DIRECT_MESSAGE
+IRC_PONG = ACK
+
+
+class IrcStream(Stream):
+    """One IRC connection's receive side; ``acks`` counts messages acknowledged by PONG.
+
+    A line is split at LF (a CR before it is dropped). ``:prefix PRIVMSG target :text``: its
+    text is checked (target ``#...``: counted as a channel message, else as to a nick);
+    ``:prefix PONG server :N`` with N all digits: messages up to N are acknowledged; every
+    other line is returned.
+    """
+
+    __slots__ = ("_acked_to",)
+
+    def __init__(self, tally: Tally):
+        super().__init__(tally)
+        self._acked_to = 0
+
+    def feed(self, data, now_us: int) -> list:
+        buf = self._tail + bytes(data) if self._tail else bytes(data)
+        counts = self.tally.counts
+        others = []
+        pos = 0
+        while True:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                break
+            end = nl - 1 if nl > pos and buf[nl - 1] == 0x0D else nl
+            start, pos = pos, nl + 1
+            kind = self._line(buf, start, end, now_us)
+            counts[kind] += 1
+            if kind == IRC_OTHER:
+                others.append(buf[start:end])
+        self._tail = buf[pos:]
+        if len(self._tail) > MAX_LINE_BYTES:
+            raise ValueError(f"a line of more than {MAX_LINE_BYTES} bytes")
+        return others
+
+    def _line(self, buf: bytes, start: int, end: int, now_us: int) -> int:
+        if end <= start or buf[start] != 0x3A:            # ":"
+            return IRC_OTHER
+        sp1 = buf.find(b" ", start, end)
+        if sp1 < 0:
+            return IRC_OTHER
+        sp2 = buf.find(b" ", sp1 + 1, end)
+        if sp2 < 0:
+            return IRC_OTHER
+        command = buf[sp1 + 1:sp2]
+        if command == b"PRIVMSG":
+            text = buf.find(b" :", sp2, end)
+            if text < 0:
+                return IRC_OTHER
+            self._text(buf, text + 2, end, now_us)
+            return IRC_PRIVMSG_CHANNEL if buf[sp2 + 1:sp2 + 2] == b"#" else IRC_PRIVMSG_NICK
+        if command == b"PONG":
+            last = buf.rfind(b" ", sp2, end)
+            token = buf[last + 1:end]
+            if token[:1] == b":":
+                token = token[1:]
+            if token.isdigit() and token.isascii() and len(token) <= 18:
+                acked = int(token)
+                if acked > self._acked_to:
+                    self.acks += acked - self._acked_to
+                    self._acked_to = acked
+            return IRC_PONG
+        return IRC_OTHER

@@ -22,3 +22,4 @@ _impl = (verify_py if os.environ.get("CHATCORE_NO_EXTENSIONS") or verify_c is No
 IMPLEMENTATION = "cython" if _impl is verify_c else "python"
 Tally = _impl.Tally
 Stream = _impl.Stream
+IrcStream = _impl.IrcStream

@@ -8,7 +8,7 @@ from a handful of senders (a room's, or one peer) and they take turns.
 """
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 cdef enum:
     TEXT_HEADER_BYTES = 32
@@ -23,6 +23,8 @@ cdef enum:
     ACK = 0x82
     USER_JOINED = 0xA1
     PAD = 0x2E
+    MAX_LINE_BYTES = 64 * 1024
+    IRC_OTHER = 0x00
 
 
 cdef inline int _bit_length(uint64_t v) noexcept nogil:
@@ -178,15 +180,20 @@ cdef class Stream:
                       bint room, int64_t now_us) except -1:
         cdef Tally tally = self.tally
         cdef int i
-        cdef uint64_t sender, seq, sent_us
-        cdef int64_t last
-        cdef Py_ssize_t k, slot
         for i in range(2 if room else 1):
             if pos + 2 > stop:
                 tally.malformed += 1
                 return 0
             pos += 2 + ((<Py_ssize_t>buf[pos] << 8) | buf[pos + 1])
         pos += 16
+        return self._text(buf, pos, stop, now_us)
+
+    cdef int _text(self, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t stop,
+                   int64_t now_us) except -1:
+        cdef Tally tally = self.tally
+        cdef uint64_t sender, seq, sent_us
+        cdef int64_t last
+        cdef Py_ssize_t k, slot
         if stop - pos != tally.text_bytes:
             tally.malformed += 1
             return 0
@@ -231,3 +238,96 @@ cdef class Stream:
         self._lasts[n] = -1
         self._n = n + 1
         return n
+
+
+cdef inline Py_ssize_t _find_byte(const unsigned char *buf, Py_ssize_t start, Py_ssize_t end,
+                                  unsigned char byte) noexcept nogil:
+    cdef const void *hit
+    if end <= start:
+        return -1
+    hit = memchr(buf + start, byte, end - start)
+    return -1 if hit == NULL else <Py_ssize_t>(<const unsigned char *>hit - buf)
+
+
+cdef class IrcStream(Stream):
+    """IRC lines, as ``benchmarks._verify_py.IrcStream`` (the specification) reads them."""
+    cdef int64_t _acked_to
+
+    def __cinit__(self, Tally tally):
+        self._acked_to = 0
+
+    def feed(self, data, long long now_us):
+        cdef list others = []
+        cdef Py_ssize_t used
+        if len(self._tail):
+            self._tail += data
+            used = self._scan_object(self._tail, now_us, others)
+            del self._tail[:used]
+        else:
+            used = self._scan_object(data, now_us, others)
+            if used < len(data):
+                self._tail += data[used:]
+        if len(self._tail) > MAX_LINE_BYTES:
+            raise ValueError(f"a line of more than {MAX_LINE_BYTES} bytes")
+        return others
+
+    cdef Py_ssize_t _scan(self, const unsigned char *buf, Py_ssize_t end, int64_t now_us,
+                          list others) except -1:
+        cdef Py_ssize_t pos = 0, nl, stop, start
+        cdef int kind
+        cdef Tally tally = self.tally
+        while True:
+            nl = _find_byte(buf, pos, end, 10)
+            if nl < 0:
+                break
+            stop = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+            start = pos
+            pos = nl + 1
+            kind = self._line(buf, start, stop, now_us)
+            tally.counts_[kind] += 1
+            if kind == IRC_OTHER:
+                others.append(buf[start:stop])
+        return pos
+
+    cdef int _line(self, const unsigned char *buf, Py_ssize_t start, Py_ssize_t end,
+                   int64_t now_us) except -1:
+        cdef Py_ssize_t sp1, sp2, k, last
+        cdef int64_t acked
+        if end <= start or buf[start] != 58:                       # ":"
+            return IRC_OTHER
+        sp1 = _find_byte(buf, start, end, 32)
+        if sp1 < 0:
+            return IRC_OTHER
+        sp2 = _find_byte(buf, sp1 + 1, end, 32)
+        if sp2 < 0:
+            return IRC_OTHER
+        if sp2 - sp1 - 1 == 7 and memcmp(buf + sp1 + 1, b"PRIVMSG", 7) == 0:
+            k = sp2
+            while True:                                          # the first " :" after sp2
+                k = _find_byte(buf, k, end, 32)
+                if k < 0 or k + 1 >= end:
+                    return IRC_OTHER
+                if buf[k + 1] == 58:
+                    break
+                k += 1
+            self._text(buf, k + 2, end, now_us)
+            if sp2 + 1 < end and buf[sp2 + 1] == 35:             # "#"
+                return ROOM_MESSAGE
+            return DIRECT_MESSAGE
+        if sp2 - sp1 - 1 == 4 and memcmp(buf + sp1 + 1, b"PONG", 4) == 0:
+            last = end - 1
+            while last >= sp2 and buf[last] != 32:
+                last -= 1
+            k = last + 1
+            if k < end and buf[k] == 58:
+                k += 1
+            if k < end and end - k <= 18:
+                acked = 0
+                while k < end and 48 <= buf[k] <= 57:
+                    acked = acked * 10 + (buf[k] - 48)
+                    k += 1
+                if k == end and acked > self._acked_to:
+                    self.acks += acked - self._acked_to
+                    self._acked_to = acked
+            return ACK
+        return IRC_OTHER
