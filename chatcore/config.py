@@ -120,6 +120,14 @@ class ServerConfig:
     max_turn_work_units: int = setting(20_000, "work one connection's input may cause per loop "
                                                  "turn (1 per request, 1 per delivery, 20 per "
                                                  "list entry); the rest waits a turn")
+    # Writes (one per connection with output) per loop turn: one message to a room of 1 001
+    # is 1 001 writes, 5-15 us each on loopback, so without a bound a big room's turn lasts
+    # as long as the room is big. 256 writes are 1-4 ms; the rest waits a turn (newly
+    # pending output first, so a bystander's reply is not queued behind a fan-out), and a
+    # sender past its fair turn continues once its output is written (Redis bounds writes
+    # per event the same way).
+    max_turn_writes: int = setting(256, "connections written per loop turn; more wait for "
+                                        "the next turn, new output first")
     # Flood control, one token bucket per connection for chat messages and one for other
     # requests and malformed frames (pongs and Quit are free). Past the burst, input is delayed, not
     # dropped ("fake lag", as IRC servers do). IRC servers allow a few lines at once, then
@@ -198,7 +206,7 @@ class ServerConfig:
         if self.max_join_members < 0:
             raise ValueError("max_join_members must not be negative")
         limits.parse_networks(self.limit_exempt)
-        for name in ("max_turn_work_units", "flood_chat_burst_messages",
+        for name in ("max_turn_work_units", "max_turn_writes", "flood_chat_burst_messages",
                      "flood_chat_messages_per_second", "flood_burst_requests",
                      "flood_requests_per_second",
                      "max_flood_lag_seconds", "max_connections_per_address",

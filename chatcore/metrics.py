@@ -70,8 +70,9 @@ class ServerCollector:
             drops.add_metric([reason], count)
         yield drops
         # Queues are non-empty only on backlogged connections and, during a turn, on those
-        # with output queued since the last flush.
+        # with output queued since the last flush (or left for a later turn's writes).
         holders = stats.backlogged.union(outbuf.owner for outbuf in server.outlet.pending)
+        holders.update(outbuf.owner for outbuf in server.flusher.buffers())
         queued = [connection.outbuf.pending_bytes for connection in holders]
         yield _gauge("output_queue_bytes", "Output queued for clients and not yet taken by "
                      "the kernel, all connections together.", sum(queued))

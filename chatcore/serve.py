@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import resource
@@ -131,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         reactor.add_signal_handler(signum, server.shutdown)
     if args.port_file:
         _write_port_file(args.port_file, port)
+    # What exists now (modules, the config, the listeners) lives as long as the process: out
+    # of the collector's sight, every full collection has that much less to scan (22 000
+    # objects, against about 15 a connection).
+    gc.collect()
+    gc.freeze()
     try:
         reactor.run()
     finally:

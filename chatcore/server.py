@@ -9,6 +9,7 @@ import time
 
 from .config import WILDCARD_HOSTS, ServerConfig, parse_host_port
 from .connection import Connection, NativeOutlet
+from .connection.flushing import Flusher
 from .errors import ErrorCode
 from .events import Reason
 from .hub import Hub, HubLimits, NodeInfo
@@ -35,6 +36,7 @@ class Server:
         self.config = config
         self.reactor = reactor
         self.outlet = NativeOutlet()
+        self.flusher = Flusher(self.outlet, reactor, config.max_turn_writes)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self.shutting_down = False
@@ -290,11 +292,9 @@ class Server:
     # -- the per-turn work -----------------------------------------------------------------
 
     def flush_pending(self) -> None:
-        """Write every connection that got output this turn: one write each."""
-        outlet = self.outlet
-        while outlet.pending:
-            for outbuf in outlet.take_pending():
-                outbuf.owner.flush()
+        """Write the connections that got output: one write each, ``max_turn_writes`` a
+        turn at most (chatcore.connection.flushing)."""
+        self.flusher.flush()
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -194,7 +194,9 @@ class Connection(Requests, Pacing, Closing):
             if hub.work_done >= turn_ends_at:
                 self._held_event = held
                 self._pause_reading()
-                self.reactor.call_soon(self._next_turn)
+                # On once what this turn queued is written: a sender cannot queue faster
+                # than the server writes (chatcore.connection.flushing).
+                self.server.flusher.after_output(self._next_turn)
                 return
             turn_ends_at -= 1
             if held is not None:
