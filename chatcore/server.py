@@ -216,6 +216,8 @@ class Server:
             connection.close(Reason.DISCONNECTED)
         elif tls is not None and tls.has_early_data:
             connection.on_readable()        # what came with the handshake's last message
+        elif tls is not None and tls.held_bytes:
+            connection.process_input()      # counts a record begun with that message
 
     # -- TLS handshakes --------------------------------------------------------------------
 
@@ -243,10 +245,16 @@ class Server:
         handshake = TlsHandshake(self.reactor, sock, address, self.tls_context,
                                  self.config.tls_handshake_timeout_seconds,
                                  lambda shake, tls: self._tls_established(shake, tls, kind),
-                                 self._tls_failed)
+                                 self._tls_failed, self._hold_handshake_input)
         self.tls_handshakes.add(handshake)
         if key is not None:
             self._handshake_keys[handshake] = key
+
+    def _hold_handshake_input(self, grown: int) -> bool:
+        """What TLS handshakes received counts toward ``max_held_input_bytes`` until they
+        end; False once the total is past it."""
+        self.held_input_bytes += grown
+        return grown <= 0 or self.held_input_bytes <= self.config.max_held_input_bytes
 
     def _release_handshake(self, handshake: TlsHandshake) -> None:
         self.tls_handshakes.discard(handshake)

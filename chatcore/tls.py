@@ -101,6 +101,46 @@ def describe_error(exc: ssl.SSLError) -> str:
     return f"TLS failed: {reason}"
 
 
+class RecordTracker:
+    """Follows TLS record boundaries in the ciphertext as it arrives (a 5-byte header whose
+    last two bytes are the body's length), so that ``partial`` says how many bytes of an
+    unfinished record the ssl object holds: they are held input like a partial frame.
+    OpenSSL refuses a header longer than a record may be, so ``partial`` stays under 18 KiB."""
+
+    __slots__ = ("partial", "_left", "_header")
+
+    def __init__(self):
+        self.partial = 0                # bytes of the unfinished record received so far
+        self._left = 0                  # of its body still to come
+        self._header = b""              # a header split between two reads
+
+    def feed(self, data: bytes) -> None:
+        size = len(data)
+        at = 0
+        left = self._left
+        partial = self.partial
+        header = self._header
+        while at < size:
+            if left:
+                step = min(left, size - at)
+                at += step
+                left -= step
+                partial = partial + step if left else 0
+                continue
+            need = 5 - len(header)
+            header += data[at:at + need]
+            at += need
+            if len(header) < 5:
+                partial = len(header)
+                break
+            left = int.from_bytes(header[3:5], "big")
+            partial = 5 if left else 0
+            header = b""
+        self._left = left
+        self.partial = partial
+        self._header = header
+
+
 class TlsTransport:
     """An established TLS session over a non-blocking socket, for one ``Connection``.
 
@@ -110,11 +150,13 @@ class TlsTransport:
     """
 
     __slots__ = ("sock", "outbuf", "_tls", "_incoming", "_outgoing", "_cipher", "_taken",
-                 "_early", "_eof")
+                 "_early", "_eof", "_records")
 
     def __init__(self, sock, tls: ssl.SSLObject, incoming: ssl.MemoryBIO,
-                 outgoing: ssl.MemoryBIO):
+                 outgoing: ssl.MemoryBIO, records: RecordTracker | None = None):
+        """``records``: the tracker that has seen every byte of the stream so far."""
         self.sock = sock
+        self._records = records or RecordTracker()
         self.outbuf = None                  # set by the Connection
         self._tls = tls
         self._incoming = incoming
@@ -129,6 +171,12 @@ class TlsTransport:
     def has_early_data(self) -> bool:
         return bool(self._early)
 
+    @property
+    def held_bytes(self) -> int:
+        """Input received and not yet given to the connection: the part of an unfinished
+        record inside the ssl object, and plaintext that came with the handshake."""
+        return self._records.partial + len(self._early)
+
     def recv(self, max_bytes: int) -> bytes:
         if self._early:
             data, self._early = self._early, b""
@@ -138,6 +186,7 @@ class TlsTransport:
         data = self.sock.recv(max_bytes)
         if not data:
             return b""
+        self._records.feed(data)
         self._incoming.write(data)
         plaintext = self._decrypt()
         if not plaintext and not self._eof:
@@ -213,11 +262,18 @@ class TlsHandshake:
     """
 
     __slots__ = ("reactor", "sock", "fd", "address", "_tls", "_incoming", "_outgoing",
-                 "_unsent", "_timer", "_writing", "_done", "_on_established", "_on_failed")
+                 "_unsent", "_timer", "_writing", "_done", "_on_established", "_on_failed",
+                 "_hold", "_received", "_records")
 
     def __init__(self, reactor, sock, address, context: ssl.SSLContext,
-                 timeout_seconds: float, on_established, on_failed):
+                 timeout_seconds: float, on_established, on_failed, hold=None):
+        """``hold(bytes)``: counts bytes received (released with a negative count once the
+        handshake ends) and returns False when the server holds more input than it may; the
+        handshake then fails (drop reason ``input_budget``)."""
         self.reactor = reactor
+        self._hold = hold
+        self._received = 0              # all of it is held until the handshake ends
+        self._records = RecordTracker()
         self._on_established = on_established
         self._on_failed = on_failed
         self.sock = sock
@@ -248,6 +304,12 @@ class TlsHandshake:
             return
         if not data:
             self.fail("closed before the TLS handshake completed", logging.DEBUG)
+            return
+        self._records.feed(data)
+        self._received += len(data)
+        if self._hold is not None and not self._hold(len(data)):
+            self.fail("the server holds all the unhandled input it may; closed during the "
+                      "TLS handshake", logging.WARNING, drop="input_budget")
             return
         self._incoming.write(data)
         try:
@@ -292,15 +354,23 @@ class TlsHandshake:
 
     def _complete(self) -> None:
         try:
-            transport = TlsTransport(self.sock, self._tls, self._incoming, self._outgoing)
+            transport = TlsTransport(self.sock, self._tls, self._incoming, self._outgoing,
+                                     self._records)
         except ssl.SSLError as exc:
             self.fail(f"TLS failed right after the handshake: {exc.reason or exc}")
             return
+        self._release()
         self._timer.cancel()
         self.reactor.remove_fd(self.fd)
         log.debug("%s: TLS established (%s, %s)", self.peer, self._tls.version(),
                   (self._tls.cipher() or ("?",))[0])
         self._on_established(self, transport)
+
+    def _release(self) -> None:
+        # What the handshake held is the connection's to count from now on, or nobody's.
+        if self._hold is not None and self._received:
+            self._hold(-self._received)
+        self._received = 0
 
     def _timed_out(self, timeout_seconds: float) -> None:
         self.fail(f"no TLS handshake within {timeout_seconds:g}s", logging.INFO,
@@ -312,6 +382,7 @@ class TlsHandshake:
         if self.sock.fileno() < 0:
             return
         log.log(level, "%s: %s", self.peer, why)
+        self._release()
         self._timer.cancel()
         self.reactor.remove_fd(self.fd)
         self.sock.close()

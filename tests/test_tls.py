@@ -322,3 +322,151 @@ def test_unusable_certificate_or_key_is_refused(tls_files, tmp_path, problem):
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- input held inside TLS counts toward the held-input budget -------------------------------------
+
+def test_record_tracker_follows_records_split_anywhere():
+    from chatcore.tls import RecordTracker
+    records = b"".join(b"\x17\x03\x03" + len(body).to_bytes(2, "big") + body
+                       for body in (b"a" * 300, b"", b"b" * 7))
+    stream = records + b"\x17\x03\x03\x01\x00" + b"c" * 100      # 105 of a 261-byte record
+    for cut in range(len(stream) + 1):
+        tracker = RecordTracker()
+        tracker.feed(stream[:cut])
+        tracker.feed(stream[cut:])
+        assert tracker.partial == 105, cut
+    whole = RecordTracker()
+    whole.feed(records)
+    assert whole.partial == 0
+    byte_by_byte = RecordTracker()
+    for i in range(len(stream)):
+        byte_by_byte.feed(stream[i:i + 1])
+    assert byte_by_byte.partial == 105
+
+
+class TlsPipe:
+    """A TLS client over a plain socket with memory BIOs, so a test can send half a record."""
+
+    def __init__(self, port: int, ca: str):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ssl.create_default_context(cafile=ca).wrap_bio(
+            self.incoming, self.outgoing, server_hostname="127.0.0.1")
+        self.protocol = NativeProtocol(Role.CLIENT)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if self.outgoing.pending:
+                    self.sock.sendall(self.outgoing.read())
+                self.incoming.write(self.sock.recv(65536))
+        self.sock.sendall(self.outgoing.read())
+
+    def record(self, plaintext: bytes) -> bytes:
+        self.tls.write(plaintext)
+        return self.outgoing.read()
+
+    def send(self, plaintext: bytes) -> None:
+        self.sock.sendall(self.record(plaintext))
+
+    def next_event(self):
+        """The next event from the server; None once it closed the connection."""
+        while (event := self.protocol.next_event()) is NEED_DATA:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.incoming.write(data)
+            try:
+                while chunk := self.tls.read(65536):
+                    self.protocol.receive_data(chunk)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                pass
+        return event
+
+    def wait_for(self, kind):
+        while (event := self.next_event()) is not None:
+            if type(event) is kind:
+                return event
+        raise AssertionError(f"closed before a {kind.__name__} came")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_an_unfinished_tls_record_counts_toward_the_held_input_budget(tls_server, tls_files):
+    # Each parked record holds about 8 KB inside the server's ssl object: two fit in 20 000
+    # bytes, a third does not.
+    server = tls_server("--max-held-input-bytes", "20000")
+    frame = encode_event(ev.SendRoom("nowhere", "x" * 8000, request_id=7))
+    pipes = []
+    try:
+        for i in range(3):
+            pipe = TlsPipe(server.tls_port, tls_files.ca)
+            pipes.append(pipe)
+            pipe.send(encode_event(ev.Hello(PROTOCOL_VERSION, f"p{i}", request_id=1)))
+            pipe.wait_for(ev.Welcome)
+            record = pipe.record(frame)
+            pipe.sock.sendall(record[:-5])              # all of it but its last 5 bytes
+            pipe.rest = record[-5:]
+        error = pipes[2].wait_for(ev.Error)
+        assert (ErrorCode(error.code), error.fatal) == (ErrorCode.INPUT_BUDGET, True)
+        assert pipes[2].next_event() is None
+        # The two others were held, not dropped: the rest of the record makes the frame,
+        # which the server answers (room "nowhere" is not one of ours).
+        for pipe in pipes[:2]:
+            pipe.sock.sendall(pipe.rest)
+            reply = pipe.wait_for(ev.Error)
+            assert (reply.request_id, reply.fatal) == (7, False)
+        # What they held is released: another one may park now.
+        again = TlsPipe(server.tls_port, tls_files.ca)
+        pipes.append(again)
+        again.send(encode_event(ev.Hello(PROTOCOL_VERSION, "p3", request_id=1)))
+        again.wait_for(ev.Welcome)
+        record = again.record(frame)
+        again.sock.sendall(record[:-5])
+        again.sock.sendall(record[-5:])
+        assert again.wait_for(ev.Error).request_id == 7
+    finally:
+        for pipe in pipes:
+            pipe.close()
+    server.wait_for_log("p2: dropped, the server holds")
+
+
+def test_tls_handshakes_count_toward_the_held_input_budget(tls_server, tls_files, clients):
+    hello = client_hello(ssl.create_default_context(cafile=tls_files.ca))
+    half = hello[:len(hello) // 2]
+    # Two half ClientHellos fit in the budget, a third does not.
+    server = tls_server("--max-held-input-bytes", str(len(half) * 3 - 1))
+    stuck = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", server.tls_port), timeout=10)
+            sock.sendall(half)
+            stuck.append(sock)
+        third = socket.create_connection(("127.0.0.1", server.tls_port), timeout=10)
+        stuck.append(third)
+        third.sendall(half)
+        assert closed_by_server(third) == b""
+        server.wait_for_log("closed during the TLS handshake")
+        # The first two were kept waiting for the rest of their handshakes; once they go,
+        # their part of the budget is free again and a whole handshake gets through.
+        for sock in stuck[:2]:
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):    # open, and nothing came: still waiting
+                sock.recv(1)
+            sock.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                ok = clients(server.tls_port, "alice", tls_ca=tls_files.ca)
+                break
+            except (OSError, ConnectionClosed):
+                assert time.monotonic() < deadline, "the budget was never released"
+        assert ok.ping() < 5
+    finally:
+        for sock in stuck:
+            sock.close()

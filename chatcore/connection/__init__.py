@@ -148,6 +148,8 @@ class Connection(Requests, Pacing, Closing):
             else:
                 data = self.tls.recv(self.config.read_chunk_bytes)
         except (BlockingIOError, InterruptedError):
+            if self.tls is not None:
+                self._account_held_input()      # the start of a record, inside the ssl object
             return
         except OSError as exc:
             self.abort(Reason.DISCONNECTED, exc)

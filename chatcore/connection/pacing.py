@@ -72,6 +72,8 @@ class Pacing:
         """Keep the server's total of received but unhandled input; past its budget, the
         connection that would add to it is dropped."""
         held = self.protocol.buffered_bytes
+        if self.tls is not None:
+            held += self.tls.held_bytes     # an unfinished record, inside the ssl object
         grown = held - self.held_bytes
         if not grown:
             return
