@@ -3,11 +3,14 @@
     python -m benchmarks.abuse                       # every attack, fair turns on and off
     python -m benchmarks.abuse --attacks room-burst --repetitions 5
     python -m benchmarks.abuse --attacks held-input  # server memory per parked partial frame
+    python -m benchmarks.abuse --attacks tls-held-input tls-handshakes --repetitions 1
 
 Attacks (issue 8): ``room-burst`` 3 000 room messages in one write into a room of 1 001;
 ``user-lists`` 200 ListUsers in one write with 1 000 users online; ``flood`` 100 000 room
 messages from one connection (flood control on); ``held-input`` 1 000 connections each
-parking a 64 KiB partial frame (server RSS growth per connection).
+parking a 64 KiB partial frame (server RSS growth per connection); ``tls-held-input``
+1 000 TLS clients each parking an unfinished 16 KiB record; ``tls-handshakes`` 1 000 TLS
+handshakes stuck after half a ClientHello (server RSS per one).
 
 Each run starts a fresh server; ``on`` and ``off`` (``--max-turn-work-units 1000000000``)
 alternate within one run. The bystander (from 127.0.0.2, exempt), in a process of its own,
@@ -22,6 +25,7 @@ import multiprocessing
 import os
 import pathlib
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -259,8 +263,116 @@ def attack_held_input(port: int, pid: int, count: int = 1000) -> dict:
             "per_connection_kib": (after - before) / count / 1024}
 
 
+class TlsPipe:
+    """A TLS client over a plain socket and memory BIOs, so it can send half a record."""
+
+    def __init__(self, port: int, context: ssl.SSLContext):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if self.outgoing.pending:
+                    self.sock.sendall(self.outgoing.read())
+                self.incoming.write(self.sock.recv(65536))
+        self.sock.sendall(self.outgoing.read())
+
+    def record(self, plaintext: bytes) -> bytes:
+        self.tls.write(plaintext)
+        return self.outgoing.read()
+
+    def wait_for_plaintext(self) -> None:
+        """Until the server sent something (its Welcome) over the session."""
+        while True:
+            self.incoming.write(self.sock.recv(65536))
+            try:
+                if self.tls.read(65536):
+                    return
+            except ssl.SSLWantReadError:
+                pass
+
+
+def attack_tls_held_input(port: int, pid: int, count: int = 1000) -> dict:
+    """``count`` TLS clients, greeted, then each parks an unfinished 16 KiB record (all of it
+    but 5 bytes): the server's RSS per idle TLS connection and per parked record."""
+    context = ssl.create_default_context(cafile=TLS_FILES["ca"])
+    before = rss_bytes(pid)
+    pipes = []
+    for i in range(count):
+        pipe = TlsPipe(port, context)
+        pipe.sock.sendall(pipe.record(encode_event(
+            ev.Hello(PROTOCOL_VERSION, f"t{i}", "park", request_id=1))))
+        pipe.wait_for_plaintext()
+        pipes.append(pipe)
+    idle = rss_bytes(pid)
+    frame = encode_event(ev.SendRoom("nowhere", "x" * 8000, request_id=7))
+    for pipe in pipes:
+        record = pipe.record(frame + frame[:16384 - len(frame)])   # one full-size record
+        pipe.sock.sendall(record[:-5])
+    probe = ChatClient("127.0.0.1", PLAIN_PORT[0], timeout=60)
+    probe.connect("probe")
+    probe.ping()                                          # every parked byte has been read
+    after = rss_bytes(pid)
+    dropped = 0
+    for pipe in pipes:                                    # dropped: the server closed it
+        pipe.sock.settimeout(0)
+        try:
+            while pipe.sock.recv(65536):
+                pass
+            dropped += 1
+        except BlockingIOError:
+            pass
+        except ConnectionError:
+            dropped += 1
+        pipe.sock.close()
+    probe.close()
+    return {"connections": count, "dropped": dropped,
+            "idle_tls_kib": (idle - before) / count / 1024,
+            "parked_record_kib": (after - idle) / count / 1024,
+            "rss_growth_mib": (after - before) / 2**20}
+
+
+def attack_tls_handshakes(port: int, pid: int, count: int = 1000) -> dict:
+    """``count`` TLS handshakes stuck after half a ClientHello: the server's RSS per one."""
+    context = ssl.create_default_context(cafile=TLS_FILES["ca"])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    try:
+        context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1").do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    before = rss_bytes(pid)
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(hello[:len(hello) // 2])
+        socks.append(sock)
+    probe = ChatClient("127.0.0.1", PLAIN_PORT[0], timeout=60)
+    probe.connect("probe")
+    probe.ping()
+    after = rss_bytes(pid)
+    for sock in socks:
+        sock.close()
+    probe.close()
+    return {"handshakes": count, "per_handshake_kib": (after - before) / count / 1024,
+            "rss_growth_mib": (after - before) / 2**20}
+
+
 ATTACKS = {"room-burst": attack_room_burst, "user-lists": attack_user_lists,
-           "flood": attack_flood, "held-input": attack_held_input}
+           "flood": attack_flood, "held-input": attack_held_input,
+           "tls-held-input": attack_tls_held_input, "tls-handshakes": attack_tls_handshakes}
+TLS_ATTACKS = ("tls-held-input", "tls-handshakes")
+TLS_FILES: dict = {}                    # ca, cert, key: written once per run
+PLAIN_PORT = [0]                        # the TLS attacks' server's plain port, for the probe
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def main(argv=None) -> int:
@@ -293,7 +405,7 @@ def main(argv=None) -> int:
     build = "fallback" if args.fallback else "compiled"
     with tempfile.TemporaryDirectory(prefix="chatcore-abuse-") as tmp:
         for attack in args.attacks:
-            modes = ["on"] if attack in ("flood", "held-input") else args.modes
+            modes = ["on"] if attack in ("flood", "held-input", *TLS_ATTACKS) else args.modes
             for repetition in range(args.repetitions):
                 for mode in modes:
                     flags = list(MODES[mode])
@@ -306,12 +418,24 @@ def main(argv=None) -> int:
                         flags += EXEMPT
                     if attack == "user-lists":      # 8 MB of replies, decoded in Python here
                         flags += ["--max-output-bytes", str(32 * 1024 * 1024)]
-                    if attack == "held-input" and args.held_input_budget:
+                    tls_port = None
+                    if attack in TLS_ATTACKS:
+                        if not TLS_FILES:
+                            from .tls_certs import write_certificates
+                            TLS_FILES.update(write_certificates(os.path.join(tmp, "tls")))
+                        tls_port = free_port()
+                        flags += ["--tls-port", str(tls_port), "--tls-cert", TLS_FILES["cert"],
+                                  "--tls-key", TLS_FILES["key"]]
+                    if attack in ("held-input", *TLS_ATTACKS):
+                        # Parked clients answer no pings: not dropped as idle meanwhile.
+                        flags += ["--idle-timeout-seconds", "600"]
+                    if attack in ("held-input", *TLS_ATTACKS) and args.held_input_budget:
                         flags += ["--max-held-input-bytes", str(args.held_input_budget)]
                     flags += args.server_flags.split()
                     proc, port = start_server(flags, pathlib.Path(tmp), env, server_cpus)
                     try:
-                        result = ATTACKS[attack](port, proc.pid)
+                        PLAIN_PORT[0] = port
+                        result = ATTACKS[attack](tls_port or port, proc.pid)
                     finally:
                         stop_server(proc)
                     shown = " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"

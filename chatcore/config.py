@@ -84,6 +84,13 @@ class ServerConfig:
                                                 "this long is dropped")
     handshake_timeout_seconds: float = setting(10.0, "time to send a valid Hello after "
                                                      "connecting")
+    # Connections the housekeeping tick (about one a second) closes for a handshake or idle
+    # timeout: 100 000 clients of one network going silent together would otherwise all be
+    # told, closed and taken out of their rooms in one tick, seconds of work; 1 000 a tick
+    # are closed 50 a loop turn (1-3 ms each) and 100 000 within two minutes.
+    max_timeouts_per_tick: int = setting(1000, "connections closed by handshake and idle "
+                                               "timeouts per housekeeping tick (about one "
+                                               "a second); the rest wait a tick")
     shutdown_grace_seconds: float = setting(2.0, "time to flush goodbyes on SIGINT/SIGTERM")
     # -- the cluster (docs/cluster.md); all unused without ``redis`` --
     redis: str = setting("", "redis://HOST:PORT/DB: join the cluster on that Redis; "
@@ -113,6 +120,12 @@ class ServerConfig:
     # or hostile, and holds a socket and its TLS state until dropped.
     tls_handshake_timeout_seconds: float = setting(10.0, "time to finish the TLS handshake "
                                                          "after connecting")
+    # A TLS handshake in progress holds about 48 KiB of OpenSSL state (measured), so 100 000
+    # silent ones would take 4.7 GB; 1 000 are 47 MiB and, at a handshake's one or two round
+    # trips, admit more handshakes a second than one core can compute (1-2 ms each). Past
+    # it, new TLS connections wait in the listen backlog until a handshake ends.
+    max_tls_handshakes: int = setting(1000, "TLS handshakes in progress at once; more wait "
+                                            "in the listen backlog")
     # Fair turns: what one connection's input may cost per loop turn, in work units (one per
     # request, plus one per delivery queued and per list entry built); the rest waits for the
     # next turn with its reading paused (Redis's per-client budgets). 20 000 units are about
@@ -206,7 +219,8 @@ class ServerConfig:
         if self.max_join_members < 0:
             raise ValueError("max_join_members must not be negative")
         limits.parse_networks(self.limit_exempt)
-        for name in ("max_turn_work_units", "max_turn_writes", "flood_chat_burst_messages",
+        for name in ("max_turn_work_units", "max_turn_writes", "max_tls_handshakes",
+                     "max_timeouts_per_tick", "flood_chat_burst_messages",
                      "flood_chat_messages_per_second", "flood_burst_requests",
                      "flood_requests_per_second",
                      "max_flood_lag_seconds", "max_connections_per_address",

@@ -35,7 +35,11 @@ class TimerHandle:
         self.cancelled = False
 
     def cancel(self) -> None:
+        # The handle stays in the heap until its time; what it would have called (a closed
+        # connection, a finished TLS handshake and its session) need not stay with it.
         self.cancelled = True
+        self.callback = None
+        self.args = ()
 
 
 class Reactor:

@@ -10,6 +10,7 @@ import time
 from .config import WILDCARD_HOSTS, ServerConfig, parse_host_port
 from .connection import Connection, NativeOutlet
 from .connection.flushing import Flusher
+from .connection.sweeping import Sweep
 from .errors import ErrorCode
 from .events import Reason
 from .hub import Hub, HubLimits, NodeInfo
@@ -55,8 +56,10 @@ class Server:
         self._handshake_keys: dict = {}   # TlsHandshake -> the address key it counts under
         self.irc = None                 # the IRC front end, when irc_port/irc_tls_port is set
         self._accept_paused = False
+        self._tls_accept_paused = False     # max_tls_handshakes are in progress
         self._accept_failures_logged = False
         self._tick_due = 0.0
+        self._sweep: Sweep | None = None     # the tick's visit of the connections
         self._tick_seconds = max(0.02, min(1.0, config.ping_interval_seconds / 4,
                                            config.idle_timeout_seconds / 4,
                                            config.handshake_timeout_seconds / 4))
@@ -133,7 +136,7 @@ class Server:
         if self.listener is not None:
             self.listener.setblocking(False)
             self.reactor.add_reader(self.listener.fileno(), self._on_acceptable)
-        if self.tls_listener is not None:
+        if self.tls_listener is not None and not self._tls_accept_paused:
             self.tls_listener.setblocking(False)
             self.reactor.add_reader(self.tls_listener.fileno(), self._on_tls_acceptable)
         if self.irc is not None:
@@ -166,7 +169,8 @@ class Server:
             except OSError:          # already reset by the peer
                 sock.close()
                 continue
-            adopt(sock, address)
+            if adopt(sock, address) is False:
+                return                      # that listener is paused now
 
     def _pause_accepting(self, exc: OSError) -> None:
         # Logged once per episode: the retries every half second would flood the log.
@@ -249,6 +253,15 @@ class Server:
         self.tls_handshakes.add(handshake)
         if key is not None:
             self._handshake_keys[handshake] = key
+        if len(self.tls_handshakes) >= self.config.max_tls_handshakes:
+            # Each holds about 48 KiB of OpenSSL state: more wait in the listen backlog
+            # until one ends, rather than grow the server by 4.7 GB per 100 000.
+            log.warning("%d TLS handshakes in progress: accepting more once one ends",
+                        len(self.tls_handshakes))
+            self._tls_accept_paused = True
+            self.reactor.remove_reader(self.tls_listener.fileno())
+            return False
+        return True
 
     def _hold_handshake_input(self, grown: int) -> bool:
         """What TLS handshakes received counts toward ``max_held_input_bytes`` until they
@@ -261,6 +274,11 @@ class Server:
         key = self._handshake_keys.pop(handshake, None)
         if key is not None:
             self.per_address.remove(key)
+        if (self._tls_accept_paused and self.tls_listener is not None
+                and len(self.tls_handshakes) < self.config.max_tls_handshakes):
+            self._tls_accept_paused = False
+            if not self._accept_paused:
+                self.reactor.add_reader(self.tls_listener.fileno(), self._on_tls_acceptable)
 
     def _tls_established(self, handshake: TlsHandshake, transport, kind=Connection) -> None:
         # The client is a Connection (of ``kind``: native, IRC) from now on.
@@ -311,8 +329,11 @@ class Server:
         if not enforce_timeouts:
             log.warning("the loop stalled for %.3fs; idle timeouts wait for the next tick",
                         late_seconds)
-        for connection in list(self.connections):
-            connection.tick(now, enforce_timeouts)
+        if self._sweep is not None:
+            self._sweep.stop()
+        self._sweep = Sweep(self.reactor, self.connections, now, enforce_timeouts,
+                            self.config.max_timeouts_per_tick)
+        self._sweep.run()
         if not self.shutting_down:
             self._expire_detached()
             self._schedule_tick()

@@ -398,9 +398,9 @@ class TlsPipe:
 
 
 def test_an_unfinished_tls_record_counts_toward_the_held_input_budget(tls_server, tls_files):
-    # Each parked record holds about 8 KB inside the server's ssl object: two fit in 20 000
-    # bytes, a third does not.
-    server = tls_server("--max-held-input-bytes", "20000")
+    # Each parked record holds about 8 KB inside the server's ssl object, which counts as
+    # 2 x 8 KB + 4 KiB (its copies, as measured): two fit in 50 000 bytes, a third does not.
+    server = tls_server("--max-held-input-bytes", "50000")
     frame = encode_event(ev.SendRoom("nowhere", "x" * 8000, request_id=7))
     pipes = []
     try:
@@ -469,4 +469,31 @@ def test_tls_handshakes_count_toward_the_held_input_budget(tls_server, tls_files
         assert ok.ping() < 5
     finally:
         for sock in stuck:
+            sock.close()
+
+
+def test_tls_handshakes_past_the_limit_wait_in_the_backlog(tls_server, tls_files, clients):
+    import threading
+    server = tls_server("--max-tls-handshakes", "2")
+    silent = [socket.create_connection(("127.0.0.1", server.tls_port), timeout=10)
+              for _ in range(2)]
+    try:
+        server.wait_for_log("2 TLS handshakes in progress: accepting more once one ends")
+        third = ChatClient("127.0.0.1", server.tls_port, tls_ca=tls_files.ca, timeout=30)
+        done = threading.Event()
+
+        def connect() -> None:
+            third.connect("third")
+            done.set()
+        waiter = threading.Thread(target=connect, daemon=True)
+        waiter.start()
+        assert not done.wait(0.5), "a handshake past the limit was accepted"
+        silent.pop().close()            # a handshake ends: the one waiting is accepted
+        assert done.wait(20)
+        assert third.ping() < 5
+        third.quit()
+        # Plain clients were never held up.
+        assert clients(server.port, "plain").ping() < 5
+    finally:
+        for sock in silent:
             sock.close()

@@ -79,6 +79,8 @@ class Closing:
             self._linger_timer.cancel()
         self.reactor.remove_fd(self.fd)
         self.outbuf.close()
+        if self.tls is not None:
+            self.tls.release()
         self.sock.close()
         self.server.forget(self)
 
