@@ -169,7 +169,8 @@ class Server:
             except OSError:          # already reset by the peer
                 sock.close()
                 continue
-            if adopt(sock, address) is False:
+            if adopt(sock, address) is False or (
+                    self._tls_accept_paused and listener in self._tls_listeners()):
                 return                      # that listener is paused now
 
     def _pause_accepting(self, exc: OSError) -> None:
@@ -259,9 +260,14 @@ class Server:
             log.warning("%d TLS handshakes in progress: accepting more once one ends",
                         len(self.tls_handshakes))
             self._tls_accept_paused = True
-            self.reactor.remove_reader(self.tls_listener.fileno())
+            for listener in self._tls_listeners():
+                self.reactor.remove_reader(listener.fileno())
             return False
         return True
+
+    def _tls_listeners(self) -> tuple:
+        irc_tls = self.irc.tls_listener if self.irc is not None else None
+        return tuple(sock for sock in (self.tls_listener, irc_tls) if sock is not None)
 
     def _hold_handshake_input(self, grown: int) -> bool:
         """What TLS handshakes received counts toward ``max_held_input_bytes`` until they
@@ -274,11 +280,11 @@ class Server:
         key = self._handshake_keys.pop(handshake, None)
         if key is not None:
             self.per_address.remove(key)
-        if (self._tls_accept_paused and self.tls_listener is not None
+        if (self._tls_accept_paused
                 and len(self.tls_handshakes) < self.config.max_tls_handshakes):
             self._tls_accept_paused = False
-            if not self._accept_paused:
-                self.reactor.add_reader(self.tls_listener.fileno(), self._on_tls_acceptable)
+            if not self._accept_paused and not self.shutting_down:
+                self._watch_listeners()
 
     def _tls_established(self, handshake: TlsHandshake, transport, kind=Connection) -> None:
         # The client is a Connection (of ``kind``: native, IRC) from now on.

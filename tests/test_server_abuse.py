@@ -1,8 +1,12 @@
 """One client cannot hurt the others: fair turns, flood control, per-address and held-input
 limits, each attack against a real server process with a bystander chatting throughout.
 
-The bystander's worst delivery gap is asserted with a wide margin (the machine is shared);
-the figures against their targets are in docs/benchmarks.md.
+What is asserted is order, not time: the attacker is a member of the bystander's room too,
+so the bystander's messages land in the attacker's own output stream wherever the server
+handled them. Without fair turns an attack is handled in one loop turn and nothing can come
+between its first and its last reply; with them the bystander's messages do. (How long the
+bystander waits, against the 20 ms target, is the benchmark's to measure:
+benchmarks/abuse.py and docs/benchmarks.md.)
 """
 from __future__ import annotations
 
@@ -22,18 +26,26 @@ from chatcore.protocol import PROTOCOL_VERSION, encode_event
 NOT_EXEMPT = ("--limit-exempt", "")
 # The bystander of a flood connects from here, exempt; the flooder from 127.0.0.1 is not.
 BYSTANDER_ADDRESS = "127.0.0.2"
-# Without fair turns these attacks stall the bystander for the whole attack, 1-3 s here
-# (one turn); with them it is served every turn. The target is 20 ms on a quiet machine
-# (docs/benchmarks.md): the limit leaves room for a machine shared by many test suites.
-GAP_LIMIT_SECONDS = 1.0
-MIN_ROUND_TRIPS = 10                    # served again and again during the attack
+# Bystander messages the server handled between an attack's first and last reply: one turn
+# would allow none; fair turns allow one or more per turn of the attack (dozens of them).
+MIN_INTERLEAVED = 3
 
 
-def gap_limit(attack_seconds: float) -> float:
-    """Without fair turns the bystander waits out the whole attack (one turn); on a machine
-    so loaded that the attack takes many seconds, a gap of a quarter of it still proves the
-    attack was spread over many turns."""
-    return max(GAP_LIMIT_SECONDS, attack_seconds / 4)
+def interleaved(stream: list, is_reply, first: int, last: int) -> int:
+    """Bystander messages in ``stream`` (the attacker's events, in order) after the attack's
+    reply number ``first`` and before its reply number ``last`` (1-based, counting the
+    events for which ``is_reply`` holds)."""
+    replies = 0
+    between = 0
+    for event in stream:
+        if is_reply(event):
+            replies += 1
+            if replies == last:
+                break
+        elif (replies >= first and type(event) is ev.RoomMessage
+              and event.sender == "bystander"):
+            between += 1
+    return between
 
 
 class Bystander:
@@ -72,11 +84,10 @@ class Bystander:
         except BaseException as exc:     # reported by the test
             self.error = exc
 
-    @property
-    def worst_gap(self) -> float:
+    def check(self) -> None:
+        """It chatted without an error and got through at least once."""
         assert self.error is None, self.error
         assert self.gaps, "the bystander never got through"
-        return max(self.gaps)
 
 
 def _hello(name: str, request_id: int = 1) -> bytes:
@@ -113,6 +124,19 @@ def _pipeline(client: ChatClient, events: list) -> bytes:
     return b"".join(encode_event(e) for e in events)
 
 
+def collect(client: ChatClient, last, timeout: float = 60.0) -> list:
+    """Every event ``client`` receives, in order, up to and including the one ``last``
+    matches (pings are answered, and kept too)."""
+    stream = []
+    deadline = time.monotonic() + timeout
+    while True:
+        event = client.next_event(timeout=max(0.1, deadline - time.monotonic()))
+        assert event is not None, f"no end of the attack within {timeout}s"
+        stream.append(event)
+        if last(event):
+            return stream
+
+
 # -- fair turns (the attacker is exempt from flood control, as a bot would be) --------------
 
 # The crowd never answers pings: with the test servers' 10 s idle timeout, all 1 000 would
@@ -131,16 +155,17 @@ def test_3000_room_messages_in_one_write_do_not_stall_others(start_server, crowd
     burst = _pipeline(attacker, [ev.SendRoom("big", f"spam {i}", request_id=i + 1)
                                  for i in range(3000)])
     with Bystander(server.port) as bystander:
-        started = time.monotonic()
+        attacker.join("calm")
         attacker.send_raw(burst)
-        attacker.wait_for(lambda e: type(e) is ev.Ack and e.request_id == 3000, timeout=60)
-        attack_seconds = time.monotonic() - started
+        stream = collect(attacker, lambda e: type(e) is ev.Ack and e.request_id == 3000)
+    bystander.check()
     # Every message was delivered (none dropped), and the bystander went on meanwhile.
-    attacker.wait_for(lambda e: type(e) is ev.RoomMessage and e.text == "spam 2999")
+    # (Each message reaches its sender before the Ack does: the stream has all of them.)
+    spam = [e.text for e in stream if type(e) is ev.RoomMessage and e.room == "big"]
+    assert spam == [f"spam {i}" for i in range(3000)]
+    acks = lambda e: type(e) is ev.Ack and e.request_id <= 3000     # noqa: E731
+    assert interleaved(stream, acks, 1, 3000) >= MIN_INTERLEAVED
     attacker.close()
-    assert bystander.worst_gap < gap_limit(attack_seconds), (bystander.worst_gap,
-                                                             attack_seconds)
-    assert len(bystander.gaps) >= MIN_ROUND_TRIPS
 
 
 def test_200_user_lists_in_one_write_do_not_stall_others(start_server, crowd):
@@ -152,17 +177,17 @@ def test_200_user_lists_in_one_write_do_not_stall_others(start_server, crowd):
     crowd(server.port, 1000)
     while attacker.list_users().total < 1001:
         pass                            # the crowd's Hellos are still on their way
-    burst = _pipeline(attacker, [ev.ListUsers("", request_id=i + 1) for i in range(200)])
+    burst = _pipeline(attacker, [ev.ListUsers("", request_id=i + 1000) for i in range(200)])
     with Bystander(server.port) as bystander:
-        started = time.monotonic()
+        attacker.join("calm")
         attacker.send_raw(burst)
-        replies = [attacker.wait_for(ev.UserList, timeout=60) for _ in range(200)]
-        attack_seconds = time.monotonic() - started
-    assert [r.request_id for r in replies] == list(range(1, 201))
+        stream = collect(attacker, lambda e: type(e) is ev.UserList and e.request_id == 1199)
+    bystander.check()
+    replies = [e for e in stream if type(e) is ev.UserList]
+    assert [r.request_id for r in replies] == list(range(1000, 1200))
     assert all(r.total >= 1001 for r in replies)
+    assert interleaved(stream, lambda e: type(e) is ev.UserList, 1, 200) >= MIN_INTERLEAVED
     attacker.close()
-    assert bystander.worst_gap < gap_limit(attack_seconds)
-    assert len(bystander.gaps) >= MIN_ROUND_TRIPS
 
 
 def test_room_lists_in_one_write_on_100000_rooms_do_not_stall_others(start_server):
@@ -180,20 +205,22 @@ def test_room_lists_in_one_write_on_100000_rooms_do_not_stall_others(start_serve
         attacker.connect("attacker")
         while attacker.list_rooms().total < 100_000:
             pass                        # the crowd's joins are still on their way
-        burst = _pipeline(attacker, [ev.ListRooms(request_id=i + 1) for i in range(500)])
+        burst = _pipeline(attacker, [ev.ListRooms(request_id=i + 1000) for i in range(500)])
         with Bystander(server.port) as bystander:
-            started = time.monotonic()
+            attacker.join("calm")
             attacker.send_raw(burst)
-            replies = [attacker.wait_for(ev.RoomList, timeout=60) for _ in range(500)]
-            attack_seconds = time.monotonic() - started
-        assert [r.request_id for r in replies] == list(range(1, 501))
+            stream = collect(attacker, lambda e: type(e) is ev.RoomList
+                             and e.request_id == 1499)
+        bystander.check()
+        replies = [e for e in stream if type(e) is ev.RoomList]
+        assert [r.request_id for r in replies] == list(range(1000, 1500))
         assert all(r.total >= 100_000 and r.rooms for r in replies)
+        assert interleaved(stream, lambda e: type(e) is ev.RoomList, 1,
+                           500) >= MIN_INTERLEAVED
         attacker.close()
     finally:
         for sock in socks:
             sock.close()
-    assert bystander.worst_gap < gap_limit(attack_seconds)
-    assert len(bystander.gaps) >= MIN_ROUND_TRIPS
 
 
 # -- flood control ----------------------------------------------------------------------------
@@ -208,7 +235,9 @@ def test_a_person_typing_is_not_delayed(start_server):
             alice.send(ev.SendRoom("lobby", f"line {i}"))
         for _ in range(10):
             alice.wait_for(ev.Ack)
-        assert time.monotonic() - started < 1.0
+        # Flood control would hold each message past the burst half a second: a wide margin
+        # for a loaded machine still tells "not delayed" from "delayed".
+        assert time.monotonic() - started < 4.0
 
 
 def test_a_flood_is_delayed_then_cut_off(start_server):
@@ -218,6 +247,7 @@ def test_a_flood_is_delayed_then_cut_off(start_server):
         flooder = ChatClient("127.0.0.1", server.port, timeout=10)
         flooder.connect("flooder")
         flooder.join("lobby")
+        flooder.join("calm")                # sees the bystander's messages among its acks
         flood = _pipeline(flooder, [ev.SendRoom("lobby", f"flood {i}", request_id=i + 10)
                                     for i in range(100_000)])
         writer = threading.Thread(target=_write_until_closed, args=(flooder.sock, flood),
@@ -225,10 +255,12 @@ def test_a_flood_is_delayed_then_cut_off(start_server):
         started = time.monotonic()
         writer.start()
         acks = []
+        stream = []
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 event = flooder.next_event(timeout=20)
                 assert event is not None, "neither delayed acks nor an error came"
+                stream.append(event)
                 if type(event) is ev.Ack:
                     acks.append((time.monotonic() - started, event.request_id))
                 elif type(event) is ev.Error:
@@ -243,7 +275,9 @@ def test_a_flood_is_delayed_then_cut_off(start_server):
     assert [request_id for _, request_id in acks] == list(range(10, 10 + len(acks)))
     assert 11 <= len(acks) <= 40, acks
     assert acks[-1][0] - acks[0][0] >= 0.4
-    assert bystander.worst_gap < GAP_LIMIT_SECONDS
+    # Meanwhile the bystander chatted on: its messages came between the flooder's acks.
+    bystander.check()
+    assert interleaved(stream, lambda e: type(e) is ev.Ack, 1, len(acks)) >= MIN_INTERLEAVED
 
 
 def test_others_see_the_flooder_leave_for_flooding(start_server):
@@ -272,8 +306,8 @@ def test_exempt_addresses_are_not_metered(start_server):
         started = time.monotonic()
         bot.send_raw(_pipeline(bot, [ev.SendRoom("lobby", "beep", request_id=i + 10)
                                      for i in range(2000)]))
-        bot.wait_for(lambda e: type(e) is ev.Ack and e.request_id == 2009)
-        assert time.monotonic() - started < 10
+        bot.wait_for(lambda e: type(e) is ev.Ack and e.request_id == 2009, timeout=60)
+        assert time.monotonic() - started < 30      # metered, 2 000 would take 2 000 s
 
 
 def test_other_requests_have_their_own_bucket(start_server):
@@ -391,7 +425,7 @@ def test_partial_input_has_a_server_wide_budget(start_server):
         _finish_frame(parked[-1])
         for client in parked[1:3]:
             _finish_frame(client)
-    assert bystander.worst_gap < GAP_LIMIT_SECONDS
+    bystander.check()
     for client in parked:
         client.close()
 
