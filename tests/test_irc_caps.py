@@ -132,6 +132,15 @@ def test_labeled_response_covers_a_commands_own_relayed_lines(irc):
     assert join.tags == {"batch": start.params[0][1:]}
     alice.expect("366")
     alice.expect("BATCH", "-" + start.params[0][1:])
+    bob.send("AWAY :lunch")
+    bob.expect("306")
+    alice.send("@label=d3 PRIVMSG bob :there?")           # the echo and the away reply
+    start = alice.expect("BATCH")
+    assert start.tags == {"label": "d3"}
+    ref = start.params[0][1:]
+    assert alice.expect("PRIVMSG", "bob", "there?").tags == {"batch": ref}
+    assert alice.expect("301", "bob").tags == {"batch": ref}
+    alice.expect("BATCH", "-" + ref)
     # An escaped label comes back as it was sent.
     alice.send(r"@label=a\sb\:c PING x")
     assert alice.expect("PONG").tags == {"label": "a b;c"}

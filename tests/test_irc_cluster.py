@@ -31,3 +31,17 @@ def test_direct_messages_between_an_irc_user_and_a_user_of_another_node(start_no
     dave.expect("PRIVMSG", "carol", "x")
     carol.quit("bye")
     assert dave.expect("QUIT").params[-1] == "Quit: bye"
+
+
+def test_a_labeled_message_to_a_user_of_another_node_is_answered_once_sent(start_node, clients,
+                                                                          irc_on):
+    alpha, beta = _nodes(start_node)
+    carol = clients(beta, "carol")
+    dave = irc_on(alpha, "dave", caps="batch labeled-response echo-message")
+    dave.send("@label=m1 PRIVMSG carol :hi", "@label=m2 PRIVMSG nobody :hi")
+    assert dave.expect("PRIVMSG", "carol", "hi").tags == {"label": "m1"}
+    assert dave.expect("401", "nobody").tags == {"label": "m2"}
+    assert carol.wait_for(ev.DirectMessage).text == "hi"
+    no_label = irc_on(alpha, "erin", caps="echo-message")
+    no_label.send("PRIVMSG carol :plain")
+    assert no_label.expect("PRIVMSG", "carol", "plain").tags == {}

@@ -66,7 +66,7 @@ class IrcConnection(Connection):
         return self.nick or "*"
 
     def send(self, data: bytes) -> None:
-        if self._captured is not None:
+        if self._captured is not None and self in self.irc.capturing:
             self._captured.append(data)
         else:
             super().send(data)
@@ -113,18 +113,34 @@ class IrcConnection(Connection):
             return
         # labeled-response: everything this command makes the server say to this client,
         # its replies and its own relayed lines (the outlet hands those over), as one answer.
+        # Only while the command runs: if it waits for the cluster, what reaches the client
+        # meanwhile is not part of it, and the answer is complete once the wait is over.
         self._captured, self._label = [], label
         self.irc.capturing.append(self)
         try:
             self._dispatch(message)
         finally:
-            self._answer_label()
+            self.irc.capturing.remove(self)
+            if not self._awaiting:
+                self._answer_label()
+
+    def _answered(self, outcome, on_outcome) -> None:
+        if self._captured is None or self._awaiting != "waiting":
+            # No label, or an answer at once: inside the command, which captures already.
+            super()._answered(outcome, on_outcome)
+            return
+        self.irc.capturing.append(self)
+        try:
+            super()._answered(outcome, on_outcome)
+        finally:
+            self.irc.capturing.remove(self)
+            if not self._awaiting:
+                self._answer_label()
 
     def _answer_label(self) -> None:
         """Send what a labeled command made the server say, as its labeled answer."""
         if self._captured is None:
             return
-        self.irc.capturing.remove(self)
         captured, self._captured = self._captured, None
         self.send(labeled(self._label, b"".join(captured), self.irc.server_name,
                           time_tag() if self.outlet.timed else b""))

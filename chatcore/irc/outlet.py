@@ -140,7 +140,11 @@ class IrcOutlet:
 
     def deliver(self, endpoint, event) -> None:
         data = self._encode_one(endpoint, event)
-        if data and endpoint.append(data):
+        if not data:
+            return
+        if self.front.capturing and endpoint.owner in self.front.capturing:
+            endpoint.owner.send(data)       # part of a labeled command's answer
+        elif endpoint.append(data):
             self.pending.append(endpoint)
 
     def evict(self, endpoint) -> None:
