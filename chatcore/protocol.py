@@ -292,6 +292,9 @@ def _decode_room_and_text(cls, payload: bytes, request_id: int):
 
 _FAST_DECODERS = {0x22: ev.SendRoom, 0x12: ev.SendDirect}
 _GREETINGS = {0x01, 0x05}           # Hello and Resume: the frames that open a handshake
+# Ping is answered before the handshake too: a client measuring the RTT to several servers
+# to choose one (chatcore.probe) must not claim a name on each.
+_PING_TYPE = 0x02
 
 
 def decode_frame(msg_type: int, request_id: int, payload: bytes, *, role: Role):
@@ -409,6 +412,8 @@ class NativeProtocol:
             # next_event already tried the fast decoders: what is left needs the schema.
             return decode_frame_generic(msg_type, request_id, payload, role=Role.SERVER)
         if self.state is State.AWAITING_HELLO and not hello:
+            if msg_type == _PING_TYPE:
+                return decode_frame(msg_type, request_id, payload, role=self.role)
             self._broken = ProtocolError(
                 ErrorCode.HANDSHAKE_REQUIRED,
                 f"expected Hello (type 0x01) or Resume (0x05) first, got type "

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,8 +18,6 @@ from .formatting import code_name, error_name, record, rtt_ms
 # Typed while offline: kept in memory until the server is back. Past this the oldest are
 # dropped with a notice; a chat client is not a mail queue.
 MAX_OUTBOX_MESSAGES = 1000
-# /servers measures the RTT to other servers by a TCP connect; this bounds a dead one.
-SERVER_PROBE_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -270,13 +267,6 @@ class CommandActions:
             return
         self._page(*self._more)
 
-    def _cmd_servers(self) -> None:
-        if self._offline_hint("/servers"):
-            return
-        self._request(ev.ListServers(),
-                      lambda reply: self._spawn(self._probe_servers(reply)),
-                      label="/servers")
-
     def _cmd_ping(self) -> None:
         if self._offline_hint("/ping"):
             return
@@ -343,29 +333,6 @@ class CommandActions:
         token = time.monotonic_ns() & 0xFFFFFFFFFFFFFFFF
         self._request(ev.Ping(token), lambda reply: on_rtt(time.monotonic() - started),
                       label="/ping")
-
-    async def _probe_servers(self, reply: ev.ServerList) -> None:
-        async def probe(server: ev.ServerInfo) -> float | None:
-            if _same(server.name, self.server):
-                done = asyncio.get_running_loop().create_future()
-                self.ping(lambda seconds: done.done() or done.set_result(seconds))
-                async with asyncio.timeout(SERVER_PROBE_TIMEOUT_SECONDS):
-                    return await done
-            host = server.host if server.host not in ("", "0.0.0.0", "::") else self.config.host
-            started = time.monotonic()
-            async with asyncio.timeout(SERVER_PROBE_TIMEOUT_SECONDS):
-                _, writer = await asyncio.open_connection(host, server.port)
-            seconds = time.monotonic() - started
-            writer.close()
-            return seconds
-
-        results = await asyncio.gather(*(probe(s) for s in reply.servers),
-                                       return_exceptions=True)
-        self.emit(record("servers", total=reply.total, servers=[
-            {"name": s.name, "host": s.host, "port": s.port, "users": s.users,
-             "rtt_ms": round(r * 1000, 3) if isinstance(r, float) else None,
-             "current": _same(s.name, self.server)}
-            for s, r in zip(reply.servers, results)]))
 
     def send_text(self, target: Target, text: str) -> None:
         """Send ``text`` to ``target``: refused with a note when it is over the server's

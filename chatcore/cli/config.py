@@ -1,7 +1,7 @@
 """Command-line arguments, environment variables and the TOML config file, merged once.
 
 Precedence, highest first: command line, environment (``CHATCORE_HOST``, ``CHATCORE_PORT``,
-``CHATCORE_NAME``, ``CHATCORE_LOCAL_PORT``), the config file (``--config FILE``, else
+``CHATCORE_NAME``, ``CHATCORE_LOCAL_PORT``, ``CHATCORE_SERVERS``), the config file (``--config FILE``, else
 ``$CHATCORE_CONFIG``, else ``$XDG_CONFIG_HOME/chatcore/client.toml`` when it exists), defaults.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import serverchoice
+from ..serverchoice import ChoicePolicy, parse_server
 from ..tls import client_context
 
 DEFAULT_HOST = "127.0.0.1"
@@ -29,9 +31,13 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 # A chatcore server answers Hello within milliseconds; a peer silent this long after accepting
 # the connection is something else (or hung), and the user is told so instead of waiting.
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
+# After losing its server, how long the client retries its name while another server says
+# NAME_TAKEN: a dead cluster node's names are free once its lease lapses (6 s by default,
+# node_silence_seconds, docs/cluster.md), and another user may claim the name after that.
+NAME_LEASE_SECONDS = 10.0
 
 ENV_VARS = {"host": "CHATCORE_HOST", "port": "CHATCORE_PORT", "name": "CHATCORE_NAME",
-            "local_port": "CHATCORE_LOCAL_PORT"}
+            "local_port": "CHATCORE_LOCAL_PORT", "servers": "CHATCORE_SERVERS"}
 
 
 class ConfigError(Exception):
@@ -56,6 +62,24 @@ class ClientConfig:
     tls: bool = False                     # speak TLS (the server's tls_port)
     tls_ca: str | None = None             # trust this PEM file's CAs, not the system's
     tls_insecure: bool = False            # no certificate check: self-signed test servers only
+    servers: tuple[str, ...] = ()         # HOST:PORT of each server; empty: host and port
+    probe_interval_seconds: float = serverchoice.PROBE_INTERVAL_SECONDS
+    move_ratio: float = serverchoice.MOVE_RATIO
+    move_sustain_seconds: float = serverchoice.MOVE_SUSTAIN_SECONDS
+    move_min_gain_ms: float = serverchoice.MOVE_MIN_GAIN_SECONDS * 1000
+    name_lease_seconds: float = NAME_LEASE_SECONDS
+
+    def server_list(self) -> list[tuple[str, int]]:
+        """Every configured server as (host, port): ``servers``, else ``host:port``."""
+        if not self.servers:
+            return [(self.host, self.port)]
+        return [parse_server(text, self.port) for text in self.servers]
+
+    def choice_policy(self) -> ChoicePolicy:
+        return ChoicePolicy(probe_interval_seconds=self.probe_interval_seconds,
+                            move_ratio=self.move_ratio,
+                            move_sustain_seconds=self.move_sustain_seconds,
+                            move_min_gain_seconds=self.move_min_gain_ms / 1000)
 
     def tls_context(self) -> ssl.SSLContext | None:
         """The TLS context to connect with, or None for a plain connection."""
@@ -70,9 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat on a chatcore server. Interactive on a terminal; reads commands and "
                     "messages from stdin and writes one line per event otherwise.",
         epilog="Type /help in the client for its commands. Environment: CHATCORE_HOST, "
-               "CHATCORE_PORT, CHATCORE_NAME, CHATCORE_LOCAL_PORT, CHATCORE_CONFIG.")
+               "CHATCORE_PORT, CHATCORE_NAME, CHATCORE_LOCAL_PORT, CHATCORE_SERVERS "
+               "(HOST:PORT,HOST:PORT), CHATCORE_CONFIG.")
     parser.add_argument("--host", help=f"server host (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=_port, help=f"server port (default {DEFAULT_PORT})")
+    parser.add_argument("--server", action="append", metavar="HOST:PORT", dest="servers",
+                        help="a server to choose from (repeat it for several): the client "
+                             "measures the RTT to each, uses the lowest and fails over to "
+                             "the next; replaces --host and --port")
     parser.add_argument("--local-port", type=_port, metavar="PORT",
                         help="bind this local port for the connection (default: any)")
     parser.add_argument("--name", help="your user name (asked for when missing)")
@@ -150,7 +179,7 @@ def load_config(argv=None, environ=None) -> ClientConfig:
     for attr, var in ENV_VARS.items():
         if environ.get(var):
             values[attr] = environ[var]
-    for attr in ("host", "port", "local_port", "name", "to", "room"):
+    for attr in ("host", "port", "local_port", "name", "to", "room", "servers"):
         if getattr(args, attr) is not None:
             values[attr] = getattr(args, attr)
     if args.to is not None or args.room is not None:      # one target: the command line's
@@ -190,10 +219,29 @@ def _typed(values: dict) -> ClientConfig:
                 typed[attr] = bool(value)
             elif attr == "send":
                 typed[attr] = value
+            elif attr == "servers":
+                typed[attr] = _servers(value)
             else:
                 typed[attr] = str(value)
         except (argparse.ArgumentTypeError, ValueError) as exc:
             raise ConfigError(f"bad value for {attr}: {exc}") from None
+    if typed.get("move_ratio") is not None and not 0 < typed["move_ratio"] < 1:
+        raise ConfigError(f"bad value for move_ratio: {typed['move_ratio']} is not between "
+                          f"0 and 1")
     if typed.get("room"):
         typed["room"] = typed["room"].lstrip("#")
-    return ClientConfig(**typed)
+    config = ClientConfig(**typed)
+    try:
+        config.server_list()
+    except ValueError as exc:
+        raise ConfigError(f"bad server: {exc}") from None
+    return config
+
+
+def _servers(value) -> tuple[str, ...]:
+    """A list of HOST:PORT strings (TOML array, or one string separated by commas)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"not a list of HOST:PORT: {value!r}")
+    return tuple(v.strip() for v in value if v.strip())

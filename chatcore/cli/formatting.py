@@ -291,14 +291,37 @@ def _body(rec: dict, multiline: bool) -> str:
         servers = []
         for s in rec["servers"]:
             rtt = _ms(s["rtt_ms"]) if s["rtt_ms"] is not None else "unreachable"
+            users = f"{s['users']} users, " if s.get("users") is not None else ""
+            node = (f", node rtt {_ms(s['node_rtt_ms'])[4:]}"
+                    if s.get("node_rtt_ms") is not None else "")
             mark = ", connected" if s.get("current") else ""
             servers.append(f"{s['name']} {s['host']}:{s['port']} "
-                           f"({s['users']} users, {rtt}{mark})")
+                           f"({users}{rtt}{node}{mark})")
         return _listing(f"-- {_counted(rec['total'], 'server')}", servers, multiline)
+    if kind == "measured":
+        rtts = ", ".join(f"{_address(s)} {_ms(s['rtt_ms'])[4:]}" if s["rtt_ms"] is not None
+                         else f"{_address(s)} unreachable" for s in rec["servers"])
+        return f"-- rtt to {rtts}: using {rec['using']}"
+    if kind == "moved":
+        here = f"{rec['server']} ({_address(rec)})"
+        kept = [f"#{room}" for room in rec.get("rooms", ())] + list(rec.get("chats", ()))
+        keeping = f", rejoining {', '.join(kept)}" if kept else ""
+        if rec.get("why") == "closer":
+            was = (f" ({_ms(rec['rtt_ms'])} against {_ms(rec['old_rtt_ms'])[4:]})"
+                   if rec.get("rtt_ms") is not None and rec.get("old_rtt_ms") is not None
+                   else "")
+            return f"-- moved from {rec['old_server']} to the closer {here}{was}{keeping}"
+        after = f" after {rec['seconds']:.1f}s" if rec.get("seconds") is not None else ""
+        return f"-- {rec['old_server']} was lost: now on {here}{after}{keeping}"
     if kind == "help":
         return _listing("-- commands", rec["lines"], multiline)
     return f"-- {kind}: " + ", ".join(f"{k}={v}" for k, v in rec.items()
                                      if k not in ("type", "ts"))
+
+
+def _address(rec: dict) -> str:
+    host = rec["host"]
+    return f"[{host}]:{rec['port']}" if ":" in host else f"{host}:{rec['port']}"
 
 
 def _from(rec: dict) -> str:

@@ -14,19 +14,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from .. import events as ev
-from ..errors import ErrorCode
-from . import exitcodes
+from ..serverchoice import Server
 from .actions import CommandActions, Outgoing
 from .config import ClientConfig
 from .connection import Connection, ConnectionLost
 from .conversations import Conversations, Target, mentions
 from .formatting import code_name, error_name, reason_name, record
 from .moderation import ModerationActions
+from .roaming import Roaming
 from .vocabulary import VocabularyActions
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ MAX_KNOWN_NAMES = 5000
 
 REPLY_TYPES = (ev.Ok, ev.Ack, ev.Error, ev.UserList, ev.RoomList, ev.ServerList, ev.Pong,
                ev.UserPage, ev.RoomPage, ev.UserDetails, ev.RoomModes)
-NAME_ERRORS = (ErrorCode.NAME_TAKEN, ErrorCode.NAME_INVALID)
 
 
 @dataclass(slots=True)
@@ -49,13 +47,18 @@ class Pending:
     on_error: Callable
     outgoing: Outgoing | None = None
     label: str = ""
+    background: bool = False        # the client's own (server list, RTT): nobody waits for it
 
 
 def _same(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()
 
 
-class Session(CommandActions, VocabularyActions, ModerationActions):
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+class Session(Roaming, CommandActions, VocabularyActions, ModerationActions):
     def __init__(self, config: ClientConfig, emit: Callable[[dict], None], *,
                  ask_name: Callable[[], Awaitable[str]] | None = None,
                  on_change: Callable[[], None] = lambda: None, page_all: bool = False):
@@ -90,6 +93,7 @@ class Session(CommandActions, VocabularyActions, ModerationActions):
         self._reconnecting: asyncio.Task | None = None
         self._changed = asyncio.Event()
         self._closing = False
+        self._init_roaming()
 
     # -- state shown to the user -------------------------------------------------------------
 
@@ -126,12 +130,15 @@ class Session(CommandActions, VocabularyActions, ModerationActions):
 
     @property
     def waiting_for_replies(self) -> bool:
-        return bool(self._pending or self._tasks)
+        return self._awaited() or bool(self._tasks)
 
     @property
     def busy(self) -> bool:
         """Something typed is not yet acknowledged, or a reply is outstanding."""
-        return bool(self._pending or self.outbox or self._tasks)
+        return self._awaited() or bool(self.outbox or self._tasks)
+
+    def _awaited(self) -> bool:
+        return any(not pending.background for pending in self._pending.values())
 
     def _notify(self) -> None:
         self._changed.set()
@@ -139,46 +146,10 @@ class Session(CommandActions, VocabularyActions, ModerationActions):
 
     # -- connecting --------------------------------------------------------------------------
 
-    async def start(self) -> int | None:
-        """Connect and say Hello; None on success, else an exit status (already explained)."""
-        config = self.config
-        try:
-            conn = await Connection.open(config.host, config.port, local_port=config.local_port,
-                                         timeout=config.connect_timeout_seconds,
-                                         tls=config.tls_context())
-        except OSError as exc:
-            self._error(str(exc), code="UNAVAILABLE")
-            return exitcodes.UNAVAILABLE
-        while True:
-            try:
-                reply = await conn.hello(self.name, config.handshake_timeout_seconds)
-            except ConnectionLost as exc:
-                message = str(exc)
-                if not message.startswith(conn.address):
-                    message = f"{conn.address} closed the connection during the handshake: " \
-                              f"{message}"
-                self._error(message, code="UNAVAILABLE")
-                conn.close()
-                return exitcodes.UNAVAILABLE
-            if type(reply) is ev.Welcome:
-                break
-            self._error_event(reply, f"the server refused the name {self.name!r}"
-                              if reply.code in NAME_ERRORS else "the server refused us")
-            if reply.code not in NAME_ERRORS or reply.fatal:
-                conn.close()
-                return exitcodes.UNAVAILABLE
-            if self.ask_name is None:
-                conn.close()
-                return exitcodes.NAME_REFUSED
-            self.name = await self.ask_name()
-        self._attach(conn, reply)
-        if config.room:
-            self.join(config.room)
-        elif config.to:
-            self.open_chat(config.to, sticky=True)
-        return None
-
-    def _attach(self, conn: Connection, welcome: ev.Welcome) -> None:
+    def _attach(self, conn: Connection, welcome: ev.Welcome, server: Server, *,
+                moved_from: Server | None = None, **why) -> None:
+        """On ``server`` now; ``moved_from``: the server before it (``why`` says why: "lost",
+        "closer"), told in one line instead of "connected"."""
         self._conn = conn
         if conn.resume_token is not None:
             self.resume_token = conn.resume_token.token
@@ -186,10 +157,18 @@ class Session(CommandActions, VocabularyActions, ModerationActions):
         self.server = welcome.server
         self.max_text_bytes = welcome.max_text_bytes
         self.connected = True
-        self.emit(record("connected", name=welcome.name, server=welcome.server,
-                         host=self.config.host, port=self.config.port))
+        fields = dict(name=welcome.name, server=welcome.server, host=server.host,
+                      port=server.port)
+        if moved_from is None:
+            self.emit(record("connected", **fields))
+        else:
+            self.emit(record("moved", **fields, rtt_ms=_ms(server.rtt),
+                             old_server=moved_from.label, old_rtt_ms=_ms(why.get("old_rtt")),
+                             why=why.get("why", ""), seconds=why.get("seconds"),
+                             rooms=list(self.rooms), chats=list(self.chats)))
         silent = SILENT_PING_INTERVALS * welcome.ping_interval_ms / 1000 or None
         self._spawn(self._read(conn, silent), track=False)
+        self._on_attached(server, welcome)
         self._notify()
 
     async def _read(self, conn: Connection, silent_seconds: float | None) -> None:
@@ -198,7 +177,10 @@ class Session(CommandActions, VocabularyActions, ModerationActions):
                 self._on_event(await conn.next_event(silent_seconds))
         except ConnectionLost as exc:
             if conn is self._conn:
-                self._lost(str(exc))
+                if self._moving:                # the move decides what happens next
+                    self._lost_while_moving = str(exc)
+                else:
+                    self._lost(str(exc))
 
     def _lost(self, reason: str) -> None:
         """The connection broke: keep what is unacknowledged, start reconnecting."""
@@ -211,73 +193,26 @@ class Session(CommandActions, VocabularyActions, ModerationActions):
             self._notify()
             return
         self.emit(record("disconnected", reason=reason))
+        self._take_back_unacknowledged()
+        self._reconnecting = self._spawn(self._reconnect(reason), track=False)
+        self._notify()
+
+    def _take_back_unacknowledged(self, quiet: bool = False) -> None:
+        """The connection is gone: messages it had not acknowledged go back to the front of
+        the outbox (sent again on the next one); other requests are reported lost."""
         unsent = []
         for request_id in sorted(self._pending):
             pending = self._pending[request_id]
             if pending.outgoing is not None:
                 unsent.append(pending.outgoing)
-                self.emit(record("queued", text=pending.outgoing.text,
-                                 why="not acknowledged before the connection was lost",
-                                 **pending.outgoing.target.fields()))
+                if not quiet:
+                    self.emit(record("queued", text=pending.outgoing.text,
+                                     why="not acknowledged before the connection was lost",
+                                     **pending.outgoing.target.fields()))
             elif pending.label:
                 self._error(f"no reply to {pending.label}: the connection was lost")
         self._pending.clear()
         self.outbox.extendleft(reversed(unsent))
-        self._reconnecting = self._spawn(self._reconnect(reason), track=False)
-        self._notify()
-
-    async def _reconnect(self, why: str) -> None:
-        config = self.config
-        delay = config.reconnect_initial_seconds
-        attempt = 0
-        while not self._closing:
-            attempt += 1
-            wait = delay * random.uniform(0.5, 1.0)       # "equal jitter": never all at once
-            self.emit(record("reconnecting", delay_seconds=round(wait, 3), attempt=attempt,
-                             why=why))
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, config.reconnect_max_seconds)
-            try:
-                conn = await Connection.open(config.host, config.port,
-                                             local_port=config.local_port,
-                                             timeout=config.connect_timeout_seconds,
-                                             tls=config.tls_context())
-            except OSError as exc:
-                why = str(exc)
-                continue
-            resumed = False
-            try:
-                if self.resume_token:
-                    # The server holds our name, rooms and chats for a grace period after a
-                    # drop; the token proves they are ours.
-                    reply = await conn.resume(self.name, self.resume_token,
-                                              config.handshake_timeout_seconds)
-                    resumed = type(reply) is ev.Welcome
-                    if not resumed and reply.code == ErrorCode.RESUME_REFUSED:
-                        self.resume_token = ""      # gone: start afresh on this connection
-                        reply = await conn.hello(self.name, config.handshake_timeout_seconds)
-                else:
-                    reply = await conn.hello(self.name, config.handshake_timeout_seconds)
-            except ConnectionLost as exc:
-                conn.close()
-                why = str(exc)
-                continue
-            if type(reply) is ev.Error:
-                conn.close()
-                why = (f"the name {self.name} is still taken (the old session has not timed "
-                       f"out yet)" if reply.code == ErrorCode.NAME_TAKEN
-                       else f"refused: {reply.message or error_name(reply.code)}")
-                continue
-            if self._closing:
-                conn.close()
-                return
-            self._reconnecting = None
-            self._attach(conn, reply)
-            if resumed:
-                self._resume()
-            else:
-                self._restore()
-            return
 
     def _resume(self) -> None:
         """The server gave our session back: it replays the rooms and chats it held (as
@@ -390,10 +325,11 @@ class Session(CommandActions, VocabularyActions, ModerationActions):
     # -- requests and replies ----------------------------------------------------------------
 
     def _request(self, event, on_reply: Callable, on_error: Callable | None = None, *,
-                 outgoing: Outgoing | None = None, label: str = "") -> None:
+                 outgoing: Outgoing | None = None, label: str = "",
+                 background: bool = False) -> None:
         request_id = self._conn.send(event)
         self._pending[request_id] = Pending(event, on_reply, on_error or self._refused(label),
-                                            outgoing, label)
+                                            outgoing, label, background)
 
     def _refused(self, label: str):
         def refused(error: ev.Error) -> None:

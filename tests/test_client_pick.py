@@ -1,0 +1,179 @@
+"""The CLI client choosing among plain servers (real server processes; a delaying proxy
+makes one of them "far"): the lowest RTT at start, a move only after the sustained period,
+no move on a short spike, /servers, and a single server as before."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.cli_helpers import ScriptClient
+from tests.delayproxy import DelayProxy
+
+pytestmark = pytest.mark.timeout(90)
+
+FAR_SECONDS = 0.1                   # each way: a far server's RTT is 200 ms more
+SUSTAIN_SECONDS = 1.5
+
+
+def pick_config(tmp_path, **settings) -> str:
+    """A client config that measures and decides fast (a test's time, not a day's)."""
+    values = dict(probe_interval_seconds=0.2, move_sustain_seconds=SUSTAIN_SECONDS,
+                  reconnect_initial_seconds=0.2, reconnect_max_seconds=1.0)
+    values.update(settings)
+    path = tmp_path / "client.toml"
+    path.write_text("".join(f"{key} = {value!r}\n" for key, value in values.items()))
+    return str(path)
+
+
+class JsonClient(ScriptClient):
+    """The client in --json script mode: ``record(type)`` waits for the next such record."""
+
+    def record(self, kind: str, timeout: float = 15.0, **fields) -> dict:
+        while True:
+            rec = json.loads(self.expect(r'"type":"%s"' % kind, timeout).string)
+            if all(rec.get(key) == value for key, value in fields.items()):
+                return rec
+
+    def records(self, kind: str) -> list[dict]:
+        return [json.loads(line) for line in self.lines if f'"type":"{kind}"' in line]
+
+
+@pytest.fixture
+def json_clients():
+    started: list[JsonClient] = []
+
+    def start(*args: str) -> JsonClient:
+        client = JsonClient("--json", *args)
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.close()
+
+
+@pytest.fixture
+def proxies():
+    started: list[DelayProxy] = []
+
+    def start(server, delay_seconds: float = 0.0) -> DelayProxy:
+        proxy = DelayProxy(server.port, delay_seconds)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.close()
+
+
+def at(proxy_or_server) -> str:
+    return f"127.0.0.1:{proxy_or_server.port}"
+
+
+def test_it_connects_to_the_lowest_rtt_server_whatever_the_order(start_server, proxies,
+                                                                 json_clients, tmp_path):
+    near, far = start_server(), start_server()
+    far_proxy = proxies(far, FAR_SECONDS)
+    alice = json_clients("--name", "alice", "--config", pick_config(tmp_path),
+                         "--server", at(far_proxy), "--server", at(near))
+    measured = alice.record("measured")
+    assert measured["using"] == at(near)
+    rtts = {s["port"]: s["rtt_ms"] for s in measured["servers"]}
+    assert rtts[far_proxy.port] >= 2 * FAR_SECONDS * 1000 > rtts[near.port]
+    connected = alice.record("connected")
+    assert (connected["port"], connected["name"]) == (near.port, "alice")
+    assert far.wait_for_log("closing (peer closed its side)")     # the probe: no name taken
+    assert "alice" not in far.log
+
+
+def test_a_single_server_without_a_list_is_used_as_before(server, json_clients, tmp_path):
+    alice = json_clients("--name", "alice", "--port", str(server.port),
+                         "--config", pick_config(tmp_path))
+    assert alice.record("connected")["port"] == server.port
+    alice.write("/servers")
+    listed = alice.record("servers")
+    assert [(s["port"], s["current"]) for s in listed["servers"]] == [(server.port, True)]
+    assert not alice.records("measured") and not alice.records("moved")
+
+
+def test_it_moves_only_after_the_sustained_period(start_server, proxies, json_clients,
+                                                  tmp_path):
+    first, second = start_server(), start_server()
+    first_proxy, second_proxy = proxies(first), proxies(second, 0.02)
+    bob = json_clients("--name", "bob", "--port", str(first.port), "--room", "lobby")
+    bob.record("joined", name="bob")
+    alice = json_clients("--name", "alice", "--config", pick_config(tmp_path),
+                         "--server", at(first_proxy), "--server", at(second_proxy),
+                         "--room", "lobby")
+    assert alice.record("connected")["port"] == first_proxy.port
+    alice.record("joined", name="alice")
+
+    first_proxy.delay_seconds = FAR_SECONDS
+    slowed_at = time.monotonic()
+    moved = alice.record("moved", timeout=30)
+    assert time.monotonic() - slowed_at >= SUSTAIN_SECONDS
+    assert (moved["why"], moved["port"], moved["name"]) == ("closer", second_proxy.port,
+                                                            "alice")
+    assert moved["rooms"] == ["lobby"]
+    alice.record("joined", name="alice", room="lobby")          # rejoined on the new one
+    bob.record("left", name="alice", message="moving to a closer server")
+    alice.write("still here")
+    assert alice.record("sent")["text"] == "still here"
+    assert second.wait_for_log("alice")
+
+
+def test_a_short_spike_does_not_move_it(start_server, proxies, json_clients, tmp_path):
+    first, second = start_server(), start_server()
+    first_proxy, second_proxy = proxies(first), proxies(second, 0.02)
+    alice = json_clients("--name", "alice", "--config",
+                         pick_config(tmp_path, move_sustain_seconds=4.0),
+                         "--server", at(first_proxy), "--server", at(second_proxy))
+    assert alice.record("connected")["port"] == first_proxy.port
+    first_proxy.delay_seconds = FAR_SECONDS                     # a spike of 1 s ...
+    time.sleep(1.0)
+    first_proxy.delay_seconds = 0.0                             # ... and it is over
+    accepted = second_proxy.accepted
+    deadline = time.monotonic() + 6.0                           # past the sustained period
+    while time.monotonic() < deadline:
+        alice.write("/ping")
+        alice.record("pong")
+        time.sleep(0.5)
+    assert second_proxy.accepted > accepted                     # it kept measuring ...
+    assert not alice.records("moved")                           # ... and stayed
+
+
+def test_servers_shows_every_server_with_its_rtt_and_the_current_one(
+        start_server, proxies, json_clients, tmp_path):
+    near, far = start_server(), start_server()
+    far_proxy = proxies(far, FAR_SECONDS)
+    alice = json_clients("--name", "alice", "--config", pick_config(tmp_path),
+                         "--server", at(near), "--server", at(far_proxy))
+    alice.record("connected")
+    alice.write("/servers")
+    listed = alice.record("servers")
+    rows = {s["port"]: s for s in listed["servers"]}
+    assert set(rows) == {near.port, far_proxy.port}
+    assert rows[near.port]["current"] and not rows[far_proxy.port]["current"]
+    assert rows[near.port]["users"] == 1
+    assert rows[far_proxy.port]["rtt_ms"] >= 2 * FAR_SECONDS * 1000
+    assert listed["servers"][0]["current"]                      # the current one first
+
+
+def test_servers_as_text(start_server, proxies, tmp_path):
+    near, far = start_server(), start_server()
+    far_proxy = proxies(far, FAR_SECONDS)
+    alice = ScriptClient("--name", "alice", "--config", pick_config(tmp_path),
+                         "--server", at(near), "--server", at(far_proxy))
+    try:
+        alice.expect(r"-- rtt to 127\.0\.0\.1:%d [\d.]+ ms, 127\.0\.0\.1:%d [\d.]+ ms: "
+                     r"using 127\.0\.0\.1:%d$" % (near.port, far_proxy.port, near.port))
+        alice.expect("connected to")
+        alice.write("/servers")
+        alice.expect(r"-- 2 servers: chatcore@127\.0\.0\.1:%d 127\.0\.0\.1:%d \(1 users, "
+                     r"rtt [\d.]+ ms, connected\), 127\.0\.0\.1:%d 127\.0\.0\.1:%d "
+                     r"\(rtt [\d.]+ ms\)$" % (near.port, near.port, far_proxy.port,
+                                             far_proxy.port))
+    finally:
+        alice.close()
