@@ -3,11 +3,15 @@ makes one of them "far"): the lowest RTT at start, a move only after the sustain
 no move on a short spike, /servers, and a single server as before."""
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
 
-from tests.cli_helpers import ScriptClient
+from chatcore import events as ev
+from chatcore.cli import exitcodes
+from chatcore.client import ChatClient
+from tests.cli_helpers import ScriptClient, run_client
 from tests.pick_helpers import SUSTAIN_SECONDS, json_clients, pick_config, proxies  # noqa: F401
 
 pytestmark = pytest.mark.timeout(90)
@@ -124,3 +128,33 @@ def test_servers_as_text(start_server, proxies, tmp_path):
                                              far_proxy.port))
     finally:
         alice.close()
+
+
+def test_send_goes_through_the_lowest_rtt_server(start_server, proxies, connect):
+    near, far = start_server(), start_server()
+    far_proxy = proxies(far, FAR_SECONDS)
+    bob = ChatClient("127.0.0.1", near.port, timeout=10)
+    try:
+        bob.connect("bob")
+        result = run_client("--name", "alice", "--server", at(far_proxy), "--server",
+                            at(near), "--send", "bob", "hi from the near one")
+        assert result.returncode == 0, result.stderr
+        assert bob.wait_for(ev.DirectMessage).text == "hi from the near one"
+    finally:
+        bob.close()
+
+
+def test_no_server_reachable_is_one_line_and_status_3(tmp_path):
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    servers = [arg for port in ports for arg in ("--server", f"127.0.0.1:{port}")]
+    result = run_client("--name", "alice", *servers, input="")
+    assert result.returncode == exitcodes.UNAVAILABLE
+    assert result.stderr.count("\n") == 1
+    assert "cannot connect to any of the 2 servers" in result.stderr
+    sent = run_client("--name", "alice", *servers, "--send", "bob", "hi")
+    assert sent.returncode == exitcodes.UNAVAILABLE
+    assert "none of the 2 servers can be reached" in sent.stderr

@@ -272,8 +272,9 @@ class Roaming:
         return best
 
     def _learn_servers(self) -> None:
-        """Ask the current server for the cluster's list; learn the nodes in it."""
-        if self.connected:
+        """Ask the current server for the cluster's list; learn the nodes in it. Not with
+        TLS: a server list gives each node's plain port only (list them with --server)."""
+        if self.connected and self._tls is None:
             self._request(ev.ListServers(), lambda reply: self.choice.learn(reply.servers),
                           lambda error: None, background=True)
 
@@ -362,7 +363,8 @@ class Roaming:
         """Every known server: the cluster's list (users, the current node's RTT to it) and
         this client's RTT to each, measured now."""
         choice = self.choice
-        choice.learn(reply.servers)
+        if self._tls is None:
+            choice.learn(reply.servers)
         await self._measure_all()
         listed = {entry.name.casefold(): entry for entry in reply.servers}
         rows = []
