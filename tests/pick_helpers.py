@@ -25,10 +25,23 @@ def pick_config(tmp_path, **settings) -> str:
 class JsonClient(ScriptClient):
     """The client in --json script mode: ``record(type)`` waits for the next such record."""
 
+    name = ""
+
     def record(self, kind: str, timeout: float = 15.0, **fields) -> dict:
         while True:
             rec = json.loads(self.expect(r'"type":"%s"' % kind, timeout).string)
             if all(rec.get(key) == value for key, value in fields.items()):
+                return rec
+
+    def back_in(self, room: str, timeout: float = 15.0) -> dict:
+        """After a move: the session resumed (a cluster that resumes across nodes), or the
+        client's own join of ``room`` again (a Hello there)."""
+        while True:
+            rec = json.loads(self.expect(r'"type":"(resumed|joined)"', timeout).string)
+            if rec["type"] == "resumed":
+                assert room in rec["rooms"], rec
+                return rec
+            if rec["room"] == room and rec["name"] == self.name:
                 return rec
 
     def records(self, kind: str) -> list[dict]:
@@ -41,6 +54,8 @@ def json_clients():
 
     def start(*args: str) -> JsonClient:
         client = JsonClient("--json", *args)
+        if "--name" in args:
+            client.name = args[args.index("--name") + 1]
         started.append(client)
         return client
 

@@ -68,7 +68,7 @@ def test_it_moves_only_after_the_sustained_period(start_server, proxies, json_cl
     assert (moved["why"], moved["port"], moved["name"]) == ("closer", second_proxy.port,
                                                             "alice")
     assert moved["rooms"] == ["lobby"]
-    alice.record("joined", name="alice", room="lobby")          # rejoined on the new one
+    alice.back_in("lobby")          # rejoined on the new one
     bob.record("left", name="alice", message="moving to a closer server")
     alice.write("still here")
     assert alice.record("sent")["text"] == "still here"

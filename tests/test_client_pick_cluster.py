@@ -55,7 +55,7 @@ def test_it_learns_the_nodes_from_its_server_and_moves_to_a_closer_one(
                                                               "closer")
     assert moved["old_server"] == "alpha"
     assert moved["rtt_ms"] * 1.5 < moved["old_rtt_ms"]
-    alice.record("joined", name="alice", room="lobby")
+    alice.back_in("lobby")
     alice.write("/servers")
     rows = {s["name"]: s for s in alice.record("servers")["servers"]}
     assert set(rows) == {"alpha", "beta"}
@@ -86,7 +86,7 @@ def test_a_killed_node_fails_over_to_the_next_best_and_chats_on(
     moved = alice.record("moved", timeout=30)
     assert (moved["why"], moved["server"], moved["name"]) == ("lost", "beta", "alice")
     assert moved["rooms"] == ["lobby"] and moved["chats"] == ["bob"]
-    alice.record("joined", name="alice", room="lobby")
+    alice.back_in("lobby")
     alice.write("after")
     alice.record("sent", text="after")
     message = bob.record("message", text="after")

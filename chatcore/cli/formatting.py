@@ -305,7 +305,7 @@ def _body(rec: dict, multiline: bool) -> str:
     if kind == "moved":
         here = f"{rec['server']} ({_address(rec)})"
         kept = [f"#{room}" for room in rec.get("rooms", ())] + list(rec.get("chats", ()))
-        keeping = f", rejoining {', '.join(kept)}" if kept else ""
+        keeping = f", with {', '.join(kept)}" if kept else ""
         if rec.get("why") == "closer":
             was = (f" ({_ms(rec['rtt_ms'])} against {_ms(rec['old_rtt_ms'])[4:]})"
                    if rec.get("rtt_ms") is not None and rec.get("old_rtt_ms") is not None
