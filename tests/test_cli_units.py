@@ -131,6 +131,25 @@ TS = int(time.mktime((2026, 1, 2, 13, 14, 15, 0, 0, -1)) * 1000)
     (record("servers", TS, total=1, servers=[
         {"name": "s1", "host": "h", "port": 1, "users": 3, "rtt_ms": 12.5, "current": True}]),
      "13:14:15 -- 1 server: s1 h:1 (3 users, rtt 12.5 ms, connected)"),
+    (record("servers", TS, total=2, servers=[
+        {"name": "alpha", "host": "h", "port": 1, "users": 3, "rtt_ms": 0.3,
+         "node_rtt_ms": None, "current": True},
+        {"name": "h:2", "host": "h", "port": 2, "users": None, "rtt_ms": None,
+         "node_rtt_ms": 1.5, "current": False}]),
+     "13:14:15 -- 2 servers: alpha h:1 (3 users, rtt 0.30 ms, connected), "
+     "h:2 h:2 (unreachable, node rtt 1.5 ms)"),
+    (record("measured", TS, using="h:1", servers=[
+        {"host": "h", "port": 1, "rtt_ms": 0.5}, {"host": "::1", "port": 2, "rtt_ms": None}]),
+     "13:14:15 -- rtt to h:1 0.50 ms, [::1]:2 unreachable: using h:1"),
+    (record("moved", TS, name="alice", server="beta", host="h", port=2, rtt_ms=0.4,
+            old_server="alpha", old_rtt_ms=201.0, why="closer", seconds=None,
+            rooms=["lobby"], chats=["bob"]),
+     "13:14:15 -- moved from alpha to the closer beta (h:2) (rtt 0.40 ms against 201.0 ms), "
+     "with #lobby, bob"),
+    (record("moved", TS, name="alice", server="beta", host="h", port=2, rtt_ms=None,
+            old_server="alpha", old_rtt_ms=None, why="lost", seconds=1.04, rooms=[],
+            chats=[]),
+     "13:14:15 -- alpha was lost: now on beta (h:2) after 1.0s"),
     (record("pong", TS, server="s1", rtt_ms=0.123), "13:14:15 -- pong from s1: rtt 0.12 ms"),
     (record("hint", TS, text="unknown command /x"), "13:14:15 !! unknown command /x"),
 ])
@@ -205,3 +224,33 @@ def test_bad_port_on_the_command_line(capsys):
     with pytest.raises(SystemExit):
         load_config(["--port", "http"], environ={})
     assert "not a port number: 'http'" in capsys.readouterr().err
+
+
+def test_servers_from_flags_environment_and_file(tmp_path):
+    path = tmp_path / "client.toml"
+    path.write_text('servers = ["a.example:7001", "[::1]:7002"]\nmove_sustain_seconds = 5\n')
+    config = load_config(["--config", str(path)], environ={})
+    assert config.server_list() == [("a.example", 7001), ("::1", 7002)]
+    assert config.choice_policy().move_sustain_seconds == 5
+    config = load_config(["--config", str(path)], environ={"CHATCORE_SERVERS": "b:1, c"})
+    assert config.server_list() == [("b", 1), ("c", 7878)]
+    config = load_config(["--config", str(path), "--server", "d:2", "--server", "e:3"],
+                         environ={"CHATCORE_SERVERS": "b:1"})
+    assert config.server_list() == [("d", 2), ("e", 3)]
+    assert load_config(["--port", "9"], environ={}).server_list() == [("127.0.0.1", 9)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--server", "a:notaport"], "bad server"),
+    (["--server", ":7000"], "bad server"),
+])
+def test_bad_servers(args, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(args, environ={})
+
+
+def test_a_move_ratio_outside_0_1_is_refused(tmp_path):
+    path = tmp_path / "client.toml"
+    path.write_text("move_ratio = 1.5\n")
+    with pytest.raises(ConfigError, match="move_ratio"):
+        load_config(["--config", str(path)], environ={})
