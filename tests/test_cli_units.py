@@ -254,3 +254,11 @@ def test_a_move_ratio_outside_0_1_is_refused(tmp_path):
     path.write_text("move_ratio = 1.5\n")
     with pytest.raises(ConfigError, match="move_ratio"):
         load_config(["--config", str(path)], environ={})
+
+
+def test_every_reason_has_a_name_and_a_newer_one_is_shown_as_a_number():
+    from chatcore import events as ev
+    from chatcore.cli.formatting import reason_name
+    assert reason_name(ev.Reason.SERVER_LOST) == "server lost"
+    assert all(not reason_name(r).startswith("reason ") for r in ev.Reason)
+    assert reason_name(200) == "reason 200"

@@ -174,7 +174,13 @@ class Session(Roaming, CommandActions, VocabularyActions, ModerationActions):
     async def _read(self, conn: Connection, silent_seconds: float | None) -> None:
         try:
             while True:
-                self._on_event(await conn.next_event(silent_seconds))
+                event = await conn.next_event(silent_seconds)
+                try:
+                    self._on_event(event)
+                except Exception:
+                    # One event the client cannot show must not stop it reading (and
+                    # answering the server's pings).
+                    log.exception("cannot handle %r", event)
         except ConnectionLost as exc:
             if conn is self._conn:
                 if self._moving:                # the move decides what happens next
