@@ -22,7 +22,7 @@ REASONS = {ev.Reason.CLOSED: "closed", ev.Reason.QUIT: "quit",
            ev.Reason.DISCONNECTED: "disconnected", ev.Reason.TIMED_OUT: "timed out",
            ev.Reason.TOO_SLOW: "too slow", ev.Reason.SERVER_SHUTDOWN: "server shutdown",
            ev.Reason.FLOODED: "flooding", ev.Reason.OVER_LIMIT: "over a server limit",
-            ev.Reason.KICKED: "kicked", ev.Reason.SERVER_LOST: "server lost"}
+           ev.Reason.KICKED: "kicked", ev.Reason.SERVER_LOST: "server lost"}
 
 ERROR_TEXT = {
     ErrorCode.NAME_TAKEN: "name taken",
