@@ -45,6 +45,7 @@ class ErrorCode(enum.IntEnum):
     INPUT_BUDGET = 52               # the server holds as much unhandled input as it may
     # The cluster.
     CLUSTER_UNREACHABLE = 70
+    NAME_CONFLICT = 75          # two nodes held one name after an outage: one user renamed
     # Room moderation.
     NOT_OPERATOR = 80               # the request needs a room operator
     MODE_INVALID = 81               # an unknown mode letter, a bad parameter, a fixed mode

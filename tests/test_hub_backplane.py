@@ -5,7 +5,7 @@ import pytest
 
 from chatcore.errors import ChatError, ErrorCode
 from chatcore.events import Reason
-from chatcore.hub import Hub, NodeInfo
+from chatcore.hub import Hub, LocalBackplane, NodeInfo
 
 
 class Outlet:
@@ -20,7 +20,7 @@ class Outlet:
             self.got.append((endpoint, event))
 
 
-class LaterBackplane:
+class LaterBackplane(LocalBackplane):
     """Holds each claim until the test answers it; names in ``elsewhere`` are another
     node's."""
 

@@ -78,7 +78,20 @@ class Requests:
         return on_outcome
 
     def _on_resume(self, event: ev.Resume) -> None:
-        self.session = self.hub.resume(event.name, event.token, self.outlet, self.outbuf)
+        # A cluster may find the session on another node (see _ask_hub).
+        self._ask_hub(lambda done: self.hub.resume(event.name, event.token, self.outlet,
+                                                   self.outbuf, done),
+                      lambda outcome: self._on_resumed(event, outcome))
+
+    def _on_resumed(self, event: ev.Resume, outcome) -> None:
+        if self.state is not State.OPEN:            # gone while Redis was asked
+            if not isinstance(outcome, ChatError):
+                self.hub.detach(outcome, Reason.DISCONNECTED)
+            return
+        if isinstance(outcome, ChatError):
+            self.send_error(outcome.code, outcome.message, False, event.request_id)
+            return
+        self.session = outcome
         self._welcome(event.request_id)
         self.hub.replay(self.session)
         log.info("%s resumed %s (%s)", self.peer, self.session.name, event.client or "?")
@@ -134,10 +147,13 @@ class Requests:
             self._reply(event.request_id, acked))
 
     def _on_send_direct_action(self, event: ev.SendDirectAction) -> None:
-        msg_id, timestamp_ms = self.hub.send_direct_action(self.session, event.peer,
-                                                           event.text)
-        self.stats.direct_messages += 1
-        self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
+        def acked(stamp):
+            self.stats.direct_messages += 1
+            return encode_ack(*stamp, event.request_id)
+
+        self._ask_hub(lambda done: self.hub.send_direct_action(self.session, event.peer,
+                                                               event.text, done),
+                      self._reply(event.request_id, acked))
 
     def _on_send_room_action(self, event: ev.SendRoomAction) -> None:
         msg_id, timestamp_ms = self.hub.send_room_action(self.session, event.room, event.text)
@@ -168,14 +184,19 @@ class Requests:
         self.send_event(ev.Ok(event.request_id))
 
     def _on_whois(self, event: ev.Whois) -> None:
-        details = self.hub.whois(self.session, event.name)
-        details.request_id = event.request_id
+        # A user of another node is looked up in Redis (see _ask_hub).
+        self._ask_hub(lambda done: self.hub.whois(self.session, event.name, done),
+                      self._reply(event.request_id, lambda details: self._details_frame(
+                          details, event.request_id)))
+
+    def _details_frame(self, details: ev.UserDetails, request_id: int) -> bytes:
+        details.request_id = request_id
         frame = encode_event(details)
         while len(frame) - 4 > self.config.max_frame_bytes and details.rooms:
             # Only a server with a tiny max_frame_bytes gets here: fewer rooms, still a reply.
             details.rooms = details.rooms[:len(details.rooms) // 2]
             frame = encode_event(details)
-        self.send(frame)
+        return frame
 
     def _on_join(self, event: ev.JoinRoom) -> None:
         self.hub.join(self.session, event.room)
@@ -225,9 +246,11 @@ class Requests:
         if self._hidden(event.room):
             self.send_event(ev.UserList(0, (), event.request_id))
             return
-        page = self.hub.users_page(event.room)
-        self.send(self._fitted(lambda entries, _: ev.UserList(page.total, entries,
-                                                              event.request_id), page))
+        # A cluster reads the users of every node from Redis (see _ask_hub).
+        self._ask_hub(lambda done: self.hub.users_page(event.room, done=done),
+                      self._reply(event.request_id, lambda page: self._fitted(
+                          lambda entries, _: ev.UserList(page.total, entries,
+                                                         event.request_id), page)))
 
     def _on_list_rooms(self, event: ev.ListRooms) -> None:
         page = self.hub.rooms_page()
@@ -238,9 +261,12 @@ class Requests:
         if self._hidden(event.room):
             self.send_event(ev.UserPage(0, True, "", (), event.request_id))
             return
-        page = self.hub.users_page(event.room, event.after, event.pattern, event.limit)
-        self.send(self._fitted(lambda entries, next_after: ev.UserPage(
-            page.total, page.total_exact, next_after, entries, event.request_id), page))
+        self._ask_hub(lambda done: self.hub.users_page(event.room, event.after, event.pattern,
+                                                       event.limit, done),
+                      self._reply(event.request_id, lambda page: self._fitted(
+                          lambda entries, next_after: ev.UserPage(
+                              page.total, page.total_exact, next_after, entries,
+                              event.request_id), page)))
 
     def _on_list_rooms_page(self, event: ev.ListRoomsPage) -> None:
         page = self.hub.rooms_page(event.after, event.pattern, event.limit)

@@ -131,17 +131,56 @@ class Conversations:
                     sender, int(message.get("reason", Reason.CLOSED)),
                     str(message.get("message", ""))))
             return
+        if kind == "away":
+            recipient.outlet.deliver(recipient.endpoint,
+                                     ev.AwayReply(sender, str(message.get("text", ""))))
+            return
+        if kind == "renamed":
+            self._remote_renamed(recipient, str(message.get("old", "")), sender)
+            return
+        if kind == "conflict":
+            recipient.outlet.deliver(recipient.endpoint, ev.Error(
+                ErrorCode.NAME_CONFLICT, False, str(message.get("text", ""))))
+            return
+        if kind not in ("open", "direct", "action"):
+            return
         if sender_key not in recipient.conversations:
             recipient.conversations.add(sender_key)
             self.remote_peers[sender_key] = sender
             recipient.outlet.deliver(recipient.endpoint, ev.ChatOpened(sender))
-        if kind == "direct":
-            recipient.outlet.deliver(recipient.endpoint, ev.DirectMessage(
-                sender, int(message["msg_id"]), int(message["ts"]), str(message["text"])))
+        if kind == "open":
+            return
+        event = ev.DirectMessage if kind == "direct" else ev.DirectAction
+        recipient.outlet.deliver(recipient.endpoint, event(
+            sender, int(message["msg_id"]), int(message["ts"]), str(message["text"])))
+        self.work_done += 1
+        if recipient.away and sender_key not in recipient.away_replied:
+            # The away reply goes back the way the message came: once per sender per period.
+            recipient.away_replied.add(sender_key)
+            self.backplane.send_to_user(sender_key, {"kind": "away", "from": recipient.name,
+                                                     "text": recipient.away})
+
+    def _remote_renamed(self, recipient: Session, old_name: str, new_name: str) -> None:
+        """A conversation partner on another node took a new name."""
+        old_key, new_key = old_name.casefold(), new_name.casefold()
+        if old_key not in recipient.conversations:
+            return
+        if old_key != new_key:
+            recipient.conversations.discard(old_key)
+            recipient.conversations.add(new_key)
+            if old_key in recipient.away_replied:
+                recipient.away_replied.discard(old_key)
+                recipient.away_replied.add(new_key)
+            self._forget_remote(old_key)
+        self.remote_peers[new_key] = new_name
+        recipient.outlet.deliver(recipient.endpoint, ev.NameChanged(old_name, new_name))
+        self.work_done += 1
 
     def remote_users_lost(self, keys, reason: Reason = Reason.SERVER_LOST) -> None:
         """Users of a node that is gone: their conversations end, with ``reason``."""
         for key in keys:
+            if key in self.sessions:        # resumed here meanwhile: not lost
+                continue
             name = self.remote_peers.pop(key, None)
             if name is None:
                 continue
@@ -150,25 +189,24 @@ class Conversations:
                     session.conversations.discard(key)
                     session.outlet.deliver(session.endpoint, ev.ChatClosed(name, reason))
 
-    def send_direct_action(self, session: Session, peer_name: str,
-                           text: str) -> tuple[int, int]:
-        """An action ("/me waves") to one user, like ``send_direct`` (this node's users only:
-        actions to users of other cluster nodes are not carried yet)."""
+    def send_direct_action(self, session: Session, peer_name: str, text: str, done=None):
+        """An action ("/me waves") to one user, like ``send_direct``."""
         self._touch(session)
         peer = self._peer(session, peer_name)
-        if peer is None:
-            raise ChatError(ErrorCode.NO_SUCH_USER,
-                            f"no user named {quote(peer_name)} is online")
         self._check_text(text)
+        msg_id, timestamp_ms = self._stamp()
+        if peer is None:
+            return self._to_remote(session, peer_name, {
+                "kind": "action", "msg_id": msg_id, "ts": timestamp_ms, "text": text},
+                (msg_id, timestamp_ms), done)
         self._check_attached(peer)
         self._open(session, peer)
-        msg_id, timestamp_ms = self._stamp()
         peer.outlet.deliver(peer.endpoint,
                             ev.DirectAction(session.name, msg_id, timestamp_ms, text))
         self.work_done += 1
         if peer.away:
             self._away_reply(session, peer)
-        return msg_id, timestamp_ms
+        return answer_or_return(done, (msg_id, timestamp_ms))
 
     def _check_attached(self, peer: Session) -> None:
         if peer.outlet is DETACHED:

@@ -65,6 +65,7 @@ class Identity:
                                   connected_at_ms=int(self._wallclock() * 1000))
                 self.sessions[key] = session
                 self._user_index.add(key)
+                self.backplane.publish_user(session)
                 done(session)
             elif isinstance(answer, ChatError):
                 done(answer)
@@ -133,10 +134,40 @@ class Identity:
             else:
                 self._rekey(session, new_key)
                 self.backplane.release_name(old_key)
+                self.backplane.forget_user(old_key)
                 self._renamed(session, new_name)
                 done(None)
 
         self.backplane.claim_name(new_key, answered)
+
+    def name_lost(self, key: str, attempt: int = 0) -> None:
+        """The name of local user ``key`` is held in the cluster by a user of another node
+        (claimed there while this node was cut off from Redis): the name stays with that
+        user, and this one gets a fresh guest name (NameChanged to it and its neighbours,
+        then a NAME_CONFLICT error saying why); the holder is told through the backplane."""
+        session = self.sessions.get(key)
+        if session is None:
+            return
+        old_name = session.name
+
+        def renamed(error) -> None:
+            if isinstance(error, ChatError) and error.code == ErrorCode.NAME_TAKEN \
+                    and attempt + 1 < GUEST_CLAIM_ATTEMPTS:
+                for _ in range(random.randrange(GUEST_SKIP_MAX)):
+                    next(self._guest_numbers)
+                self.name_lost(key, attempt + 1)
+            elif error is None:
+                text = (f"the name {old_name} was taken by a user of another server while "
+                        f"this one was cut off from the cluster; you are now {session.name}")
+                session.outlet.deliver(session.endpoint,
+                                       ev.Error(ErrorCode.NAME_CONFLICT, False, text))
+                self.backplane.send_to_user(key, {
+                    "kind": "conflict", "from": old_name,
+                    "text": f"another user held the name {old_name} on server "
+                            f"{self.node.name} while it was cut off from the cluster; "
+                            f"the name stays yours, and they are now {session.name}"})
+
+        self._rename(session, self._guest_name(), renamed)
 
     def _rekey(self, session: Session, new_key: str) -> None:
         old_key = session.key
@@ -151,7 +182,9 @@ class Identity:
                 room.member_index.discard(old_key)
                 room.member_index.add(new_key)
         for peer_key in session.conversations:
-            peer = self.sessions[peer_key]
+            peer = self.sessions.get(peer_key)
+            if peer is None:                # on another node: told by _renamed
+                continue
             peer.conversations.discard(old_key)
             peer.conversations.add(new_key)
             if old_key in peer.away_replied:
@@ -162,6 +195,11 @@ class Identity:
     def _renamed(self, session: Session, new_name: str) -> None:
         old_name, session.name = session.name, new_name
         self._tell_once(self._neighbours(session), ev.NameChanged(old_name, new_name))
+        for peer_key in session.conversations:
+            if peer_key not in self.sessions:       # a partner on another node
+                self.backplane.send_to_user(peer_key, {"kind": "renamed", "from": new_name,
+                                                       "old": old_name})
+        self.backplane.publish_user(session)
 
     def _neighbours(self, session: Session) -> dict:
         """The user and everyone sharing a room or a conversation with it, by key."""
@@ -169,7 +207,9 @@ class Identity:
         for room in session.rooms.values():
             known.update(room.members)
         for peer_key in session.conversations:
-            known[peer_key] = self.sessions[peer_key]
+            peer = self.sessions.get(peer_key)
+            if peer is not None:
+                known[peer_key] = peer
         return known
 
     def _tell_once(self, sessions: dict, event) -> None:
@@ -202,6 +242,7 @@ class Identity:
             session.detached_until = None
             self.held_sessions -= 1
         self.backplane.release_name(session.key)
+        self.backplane.forget_user(session.key)
         for room in list(session.rooms.values()):
             self._remove_member(room, session, reason, message)
         for peer_key in session.conversations:

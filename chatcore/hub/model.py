@@ -71,6 +71,32 @@ class LocalBackplane:
     def peer_servers(self) -> list[ev.ServerInfo]:
         return []
 
+    # -- users in shared state (a cluster keeps them in Redis; see chatcore.cluster) --------
+
+    shared_users = False        # True: lists and whois reach the users of other nodes
+
+    def publish_user(self, session) -> None:
+        """The user arrived, or its name, away state or resume token changed."""
+
+    def forget_user(self, key: str) -> None:
+        """The user ``key`` of this node is gone (left, or renamed away from ``key``)."""
+
+    def users_page(self, after: str, pattern: str, page_size: int, scan_limit: int,
+                   done) -> None:
+        """``done(Page)`` of every node's users (only when ``shared_users``)."""
+        raise NotImplementedError
+
+    def user_details(self, key: str, done) -> None:
+        """``done(dict)`` describing the user ``key`` of another node, ``done(None)`` if no
+        node has it, ``done(ChatError)`` if that cannot be known now."""
+        done(None)
+
+    def take_over_session(self, key: str, token: str, done) -> None:
+        """Resume here the session ``key`` of another node if ``token`` is its token:
+        ``done(record)`` (name, chats, rooms, away), ``done(None)`` if refused, or
+        ``done(ChatError)``. The other node, if alive, is told to let it go."""
+        done(None)
+
 
 @dataclass(eq=False, slots=True)
 class Session:
@@ -90,6 +116,7 @@ class Session:
     connected_at_ms: int = 0            # wall clock, for user details
     away: str = ""                      # the away message; empty when not away
     away_replied: set = field(default_factory=set)     # keys told the away message already
+    rejoin: tuple = ()                  # rooms to join once resumed here from another node
 
     def record_rtt(self, sample_seconds: float) -> None:
         """Fold one RTT sample into the smoothed estimate."""

@@ -6,7 +6,7 @@ import re
 from .. import events as ev
 from ..errors import ChatError, ErrorCode
 from ..listing import KeyPage, NameIndex
-from .checks import check_text, quote, rtt_us
+from .checks import answer_or_return, check_text, quote, rtt_us
 from .model import Page, Session
 from .rooms import LIST_ENTRY_WORK_UNITS
 
@@ -21,19 +21,49 @@ class Presence:
         check_text("away message", message, self.limits.max_away_bytes, empty_ok=True)
         session.away = message
         session.away_replied = set()
+        self.backplane.publish_user(session)
 
-    def whois(self, session: Session, name: str) -> ev.UserDetails:
-        """A user's details, with the rooms it shares with ``session``."""
+    def whois(self, session: Session, name: str, done=None):
+        """A user's details, with the rooms it shares with ``session``; returned, or given
+        to ``done`` (a user of another node is looked up in the cluster's shared state)."""
         user = self.sessions.get(name.casefold())
-        if user is None:
-            raise ChatError(ErrorCode.NO_SUCH_USER, f"no user named {quote(name)} is online")
+        if user is not None:
+            common = sorted((ev.RoomInfo(room.name, len(room.members))
+                             for key, room in user.rooms.items() if key in session.rooms),
+                            key=lambda info: info.name.casefold())
+            self.work_done += 1 + len(common) * LIST_ENTRY_WORK_UNITS
+            return answer_or_return(done, ev.UserDetails(
+                user.name, self.node.name, user.connected_at_ms,
+                int(self._clock() - user.last_active), rtt_us(user.rtt_seconds), user.away,
+                tuple(common)))
+        missing = ChatError(ErrorCode.NO_SUCH_USER, f"no user named {quote(name)} is online")
+        if done is None or not self.backplane.shared_users:
+            raise missing
+
+        def answered(record) -> None:
+            if isinstance(record, ChatError):
+                done(record)
+            elif record is None:
+                done(missing)
+            else:
+                done(self._remote_details(session, record))
+
+        self.backplane.user_details(name.casefold(), answered)
+        return None
+
+    def _remote_details(self, session: Session, record: dict) -> ev.UserDetails:
+        """UserDetails of a user of another node, from its record in shared state."""
+        now_ms = int(self._wallclock() * 1000)
         common = sorted((ev.RoomInfo(room.name, len(room.members))
-                         for key, room in user.rooms.items() if key in session.rooms),
-                        key=lambda info: info.name.casefold())
+                         for room in (session.rooms.get(str(name).casefold())
+                                      for name in record.get("rooms", ()))
+                         if room is not None), key=lambda info: info.name.casefold())
         self.work_done += 1 + len(common) * LIST_ENTRY_WORK_UNITS
-        return ev.UserDetails(user.name, self.node.name, user.connected_at_ms,
-                              int(self._clock() - user.last_active), rtt_us(user.rtt_seconds),
-                              user.away, tuple(common))
+        return ev.UserDetails(str(record["name"]), str(record.get("node", "")),
+                              int(record.get("since", 0)),
+                              max(0, (now_ms - int(record.get("active", now_ms))) // 1000),
+                              int(record.get("rtt", ev.UNKNOWN_RTT)),
+                              str(record.get("away", "")), tuple(common))
 
     def list_users(self, room_name: str = "") -> list[ev.UserInfo]:
         """The first page of users (of one room), sorted by name."""
@@ -44,13 +74,26 @@ class Presence:
         return self.rooms_page().entries
 
     def users_page(self, room_name: str = "", after: str = "", pattern: str = "",
-                   limit: int = 0) -> Page:
+                   limit: int = 0, done=None) -> Page | None:
         """A page of the users on the server, or in one room (none for an unknown room),
-        in name order: see ``listing.NameIndex.page``."""
+        in name order: see ``listing.NameIndex.page``. With ``done``, in a cluster, the
+        users of every node (from shared state: one Redis round trip or two)."""
+        if done is not None and not room_name and self.backplane.shared_users:
+            self._check_pattern(pattern)
+            page_size, scan_limit = self._page_bounds(limit)
+
+            def answered(page) -> None:
+                if isinstance(page, Page):
+                    self.work_done += len(page.entries) * LIST_ENTRY_WORK_UNITS
+                done(page)
+
+            self.backplane.users_page(after.casefold(), pattern.casefold(), page_size,
+                                      scan_limit, answered)
+            return None
         if room_name:
             room = self.rooms.get(room_name.casefold())
             if room is None:
-                return Page([], [], 0, True, "")
+                return answer_or_return(done, Page([], [], 0, True, ""))
             members = room.members
             index = room.member_index if room.member_index is not None else NameIndex(members)
         else:
@@ -62,7 +105,8 @@ class Presence:
                                server, s.away)
                    for s in map(members.__getitem__, keys.keys)]
         self.work_done += len(entries) * LIST_ENTRY_WORK_UNITS
-        return Page(entries, keys.keys, keys.total, keys.total_exact, keys.next_after)
+        return answer_or_return(done, Page(entries, keys.keys, keys.total, keys.total_exact,
+                                           keys.next_after))
 
     def rooms_page(self, after: str = "", pattern: str = "", limit: int = 0) -> Page:
         """A page of the rooms in name order: see ``listing.NameIndex.page``."""
@@ -74,6 +118,11 @@ class Presence:
         return Page(entries, keys.keys, keys.total, keys.total_exact, keys.next_after)
 
     def _page(self, index: NameIndex, after: str, pattern: str, limit: int) -> KeyPage:
+        self._check_pattern(pattern)
+        page_size, scan_limit = self._page_bounds(limit)
+        return index.page(after.casefold(), pattern.casefold(), page_size, scan_limit)
+
+    def _check_pattern(self, pattern: str) -> None:
         limits = self.limits
         if len(pattern) > limits.max_list_pattern_chars:
             raise ChatError(ErrorCode.LIST_PATTERN_INVALID,
@@ -83,9 +132,11 @@ class Presence:
             raise ChatError(ErrorCode.LIST_PATTERN_INVALID,
                             f"pattern {quote(pattern)} may only contain name characters "
                             f"and the wildcards * ? [ ] !")
+
+    def _page_bounds(self, limit: int) -> tuple[int, int]:
+        limits = self.limits
         page_size = min(limit, limits.max_list_page_entries) or limits.max_list_page_entries
-        return index.page(after.casefold(), pattern.casefold(), page_size,
-                          limits.max_list_scan_entries)
+        return page_size, limits.max_list_scan_entries
 
     def list_servers(self) -> list[ev.ServerInfo]:
         """This node first, then every live peer of the cluster."""

@@ -7,7 +7,7 @@ import secrets
 from .. import events as ev
 from ..errors import ChatError, ErrorCode
 from ..events import Reason
-from .checks import new_token, quote
+from .checks import answer_or_return, new_token, quote
 from .model import DETACHED, Session
 
 
@@ -29,14 +29,21 @@ class Resuming:
         self.held_sessions += 1
         self._detached.append((session.detached_until, session))
 
-    def resume(self, name: str, token: str, outlet, endpoint) -> Session:
+    def resume(self, name: str, token: str, outlet, endpoint, done=None) -> Session | None:
         """Bind the session named ``name`` to a new endpoint, if ``token`` is its token.
 
         The session may be detached or still connected (its user noticed the drop before
-        the server did): then the old endpoint is evicted. The token is replaced.
+        the server did): then the old endpoint is evicted. The token is replaced. With
+        ``done``, in a cluster, a session of another node (alive or dead) is taken over
+        from its record in shared state, and the outcome (Session or ChatError) goes to
+        ``done`` once Redis answered.
         """
-        session = self.sessions.get(name.casefold())
+        key = name.casefold()
+        session = self.sessions.get(key)
         if session is None:
+            if done is not None and self.backplane.shared_users and key not in self._claiming:
+                self._resume_from_elsewhere(name, key, token, outlet, endpoint, done)
+                return None
             raise ChatError(ErrorCode.RESUME_REFUSED,
                             f"no session named {quote(name)} to resume: it ended (quit, or "
                             f"its grace period passed) or never existed")
@@ -49,13 +56,85 @@ class Resuming:
             session.detached_until = None
             self.held_sessions -= 1
         session.resume_token = new_token()
+        self.backplane.publish_user(session)
         old_outlet.evict(old_endpoint)
-        return session
+        return answer_or_return(done, session)
+
+    def _resume_from_elsewhere(self, name: str, key: str, token: str, outlet, endpoint,
+                               done) -> None:
+        self._claiming.add(key)
+
+        def answered(record) -> None:
+            self._claiming.discard(key)
+            if isinstance(record, ChatError):
+                done(record)
+                return
+            if record is None or key in self.sessions:
+                done(ChatError(ErrorCode.RESUME_REFUSED,
+                               f"no session named {quote(name)} to resume on any server of "
+                               f"the cluster, or the token does not match"))
+                return
+            now = self._clock()
+            session = Session(str(record.get("name", name)), key, outlet, endpoint, now, now,
+                              resume_token=new_token(),
+                              connected_at_ms=int(record.get("since", 0))
+                              or int(self._wallclock() * 1000))
+            session.away = str(record.get("away", ""))
+            self.sessions[key] = session
+            self._user_index.add(key)
+            self.remote_peers.pop(key, None)        # this node's own user now
+            for peer_name in record.get("chats", ()):
+                peer_key = str(peer_name).casefold()
+                if peer_key == key:
+                    continue
+                session.conversations.add(peer_key)
+                peer = self.sessions.get(peer_key)
+                if peer is not None:
+                    peer.conversations.add(key)
+                else:
+                    self.remote_peers.setdefault(peer_key, str(peer_name))
+            session.rejoin = tuple(str(room) for room in record.get("rooms", ()))
+            self.backplane.publish_user(session)
+            done(session)
+
+        self.backplane.take_over_session(key, token, answered)
+
+    def moved_elsewhere(self, key: str, node_name: str) -> bool:
+        """The session ``key`` was resumed on node ``node_name``: it leaves this node
+        without telling its conversation partners (they keep the conversation, now with a
+        user of another node); its rooms here are left. False if there was none."""
+        session = self.sessions.get(key)
+        if session is None:
+            return False
+        del self.sessions[key]
+        self._user_index.discard(key)
+        if session.detached_until is not None:
+            session.detached_until = None
+            self.held_sessions -= 1
+        for room in list(session.rooms.values()):
+            self._remove_member(room, session, Reason.DISCONNECTED,
+                                f"resumed on server {node_name}")
+        for peer_key in session.conversations:
+            peer = self.sessions.get(peer_key)
+            if peer is not None and key in peer.conversations:
+                self.remote_peers[key] = session.name
+        session.conversations.clear()
+        session.outlet.evict(session.endpoint)
+        return True
 
     def replay(self, session: Session) -> None:
-        """Tell a resumed session where it is: its rooms and its open conversations."""
+        """Tell a resumed session where it is: its rooms and its open conversations (a
+        session taken over from another node joins its rooms here now)."""
+        rejoin, session.rejoin = session.rejoin, ()
+        for room_name in rejoin:
+            try:
+                self.join(session, room_name)
+            except ChatError:
+                pass                # a limit of this node: the room is not rejoined
+        rejoined = {name.casefold() for name in rejoin}
         for room in session.rooms.values():
-            session.outlet.deliver(session.endpoint, ev.UserJoined(room.name, session.name))
+            if room.key not in rejoined:
+                session.outlet.deliver(session.endpoint, ev.UserJoined(room.name, session.name))
         for peer_key in session.conversations:
             peer = self.sessions.get(peer_key)
             name = peer.name if peer is not None else self.remote_peers.get(peer_key)
