@@ -6,7 +6,8 @@ It is a facade over one module per job, sharing the state set up here:
 - ``node``: announcements, the live peers with the RTT to each, the server list, and the
   node name claimed at start-up (``claim_node_name``);
 - ``names``: user names claimed cluster-wide;
-- ``users``: each user's channel and the direct chats carried on it.
+- ``users``: each user's channel, the direct chats carried on it, sessions taken over;
+- ``presence_users``: every user of the cluster in Redis (user list, whois, resume records).
 
 A server without ``--redis`` never imports this package (nor hiredis).
 """
@@ -17,6 +18,7 @@ from ..events import Reason
 from .envelope import ENVELOPE_VERSION, KEY_VERSION, Envelopes, key_prefix, log, unreachable  # noqa: F401
 from .names import CLAIM_NAME_SCRIPT, RELEASE_NAME_SCRIPT, Names
 from .node import RTT_SMOOTHING, ClusterStartError, Nodes, Peer, claim_node_name
+from .presence_users import SharedUsers
 from .users import Users
 
 __all__ = ["CLAIM_NAME_SCRIPT", "ENVELOPE_VERSION", "KEY_VERSION", "RELEASE_NAME_SCRIPT",
@@ -24,7 +26,7 @@ __all__ = ["CLAIM_NAME_SCRIPT", "ENVELOPE_VERSION", "KEY_VERSION", "RELEASE_NAME
            "key_prefix", "unreachable"]
 
 
-class Cluster(Envelopes, Nodes, Names, Users):
+class Cluster(Envelopes, Nodes, Names, Users, SharedUsers):
     """This node's membership and backplane: announcements out, peers in, RTT to each peer,
     names claimed and users reached cluster-wide."""
 
@@ -52,6 +54,9 @@ class Cluster(Envelopes, Nodes, Names, Users):
         self.seq = 0
         self._unknown_versions: set = set()
         self._announce_timer = None
+        self._lease_held = False
+        self._init_users()
+        self._init_shared_users()
         self.broker = Broker(reactor, address, timeout_seconds=config.redis_timeout_seconds,
                              max_output_bytes=config.redis_max_output_bytes,
                              on_up=self._on_broker_up, on_down=self._on_broker_down)
@@ -73,6 +78,7 @@ class Cluster(Envelopes, Nodes, Names, Users):
         self._publish_control({"kind": "leave"})
         self.broker.call("DEL", self.node_key, self.alive_key)     # frees its users' names
         self.broker.call("ZREM", self.nodes_key, self.node.name)
+        self._forget_instance(self.instance)                        # and their records
 
     def close(self) -> None:
         self.broker.flush()
@@ -82,9 +88,11 @@ class Cluster(Envelopes, Nodes, Names, Users):
         log.info("cluster %r: connected to Redis at %s as node %r (advertised %s:%d)",
                  self.config.cluster_name, self.broker.address.url, self.node.name,
                  self.node.host, self.node.port)
+        self._lease_held = False        # claimed again below: no lapse to report
         self.announce()
         self._discover()
         self._reclaim_names()
+        self._republish_users()
 
     def _on_broker_down(self) -> None:
         log.warning("cluster %r: other nodes are out of reach until Redis is back",
@@ -93,3 +101,4 @@ class Cluster(Envelopes, Nodes, Names, Users):
     def _node_gone(self, node_name: str, reason: Reason) -> None:
         """A peer was dropped (silent) or left: what its users had with ours ends."""
         self._users_of_node_lost(node_name, reason)
+        self._forget_node_users(node_name)

@@ -66,14 +66,16 @@ class Names:
                          self.instance)
 
     def _reclaim_names(self) -> None:
-        """After an outage, hold this node's names again. One that a user of another node
-        took meanwhile (possible once the outage outlasted the alive key) stays with both
-        users until one leaves; it is logged."""
+        """After an outage, or after this node's lease lapsed (a stall longer than the
+        silence), hold this node's names again. A name that a user of another node claimed
+        meanwhile stays with that user (the cluster has known that user by it since); ours
+        is renamed to a guest name, and both are told (``Hub.name_lost``)."""
         for key, session in list(self.hub.sessions.items()):
-            def answered(reply, name=session.name) -> None:
+            def answered(reply, key=key, name=session.name) -> None:
                 if reply == 0:
                     self.name_conflicts += 1
-                    log.warning("cluster: name %r was claimed on another node while Redis "
-                                "was out of reach; both users keep it until one leaves", name)
+                    log.warning("cluster: name %r was claimed on another node while this "
+                                "node was cut off; its user here gets a guest name", name)
+                    self.hub.name_lost(key)
             self.broker.call("EVAL", CLAIM_NAME_SCRIPT, 1, self.name_prefix + key,
                              self.instance, self.alive_prefix, callback=answered)

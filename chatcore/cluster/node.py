@@ -112,12 +112,24 @@ class Nodes:
                                   "users": len(self.hub.sessions),
                                   "load": self.load_permille(), "sent": time.monotonic()})
         silence_ms = int(self.config.node_silence_seconds * 1000)
+        # PEXPIRE answers 0 when the alive key was gone: the lease lapsed (this node was
+        # stalled, or its link silent, for longer than the silence), so other nodes may
+        # have claimed its users' names meanwhile.
+        self.broker.call("PEXPIRE", self.alive_key, silence_ms, callback=self._lease_renewed)
         self.broker.call("SET", self.alive_key, node.name, "PX", silence_ms)
         self.broker.call("SET", self.node_key, message, "PX", silence_ms)
         now_ms = int(time.time() * 1000)
         self.broker.call("ZADD", self.nodes_key, now_ms + silence_ms, node.name)
         self.broker.call("ZREMRANGEBYSCORE", self.nodes_key, "-inf", now_ms)
         self.broker.publish(self.control_channel, message)
+        self.refresh_users()
+
+    def _lease_renewed(self, reply) -> None:
+        if reply == 0 and self._lease_held and self.hub.sessions:
+            log.warning("cluster: this node's lease had lapsed; claiming its %d name(s) again",
+                        len(self.hub.sessions))
+            self._reclaim_names()
+        self._lease_held = isinstance(reply, int)
 
     def _control_message(self, fields: dict) -> bytes:
         """A message of the control stream: numbered, so receivers can count gaps."""

@@ -1,16 +1,46 @@
-"""Users of other nodes: each user's channel, and the direct chats carried on it.
+"""Users of other nodes: each user's channel, the direct chats carried on it, and a session
+taken over from another node (resume).
 
 - ``{p}:user:{casefolded name}`` channel, messages to one user from users of other nodes;
   the user's node subscribes while the user is connected.
+
+Every message published on a user channel carries ``seq``, numbered per (origin instance,
+channel) from 1; the receiving node counts per (origin instance, channel) and logs a jump
+(pub/sub is at-most-once: this is how a loss shows). A number lower than the last one seen
+is the origin's counter starting over (it keeps at most ``MAX_SEQ_CHANNELS`` counters).
 """
 from __future__ import annotations
 
+import json
+
+from ..broker import BrokerUnavailable, ReplyError
 from ..events import Reason
-from .envelope import unreachable
+from .envelope import log, unreachable
+from .presence_users import token_hash
+
+MAX_SEQ_CHANNELS = 65536        # user channels one node numbers its messages for at once
+
+# ARGV: prefix, key, sha256 of the presented token, this instance. The name is taken over
+# from its holder when the token matches the holder's resume record: {holder, record}.
+TAKE_OVER_SCRIPT = """
+local p, k, inst = ARGV[1], ARGV[2], ARGV[4]
+local owner = redis.call('GET', p .. ':name:' .. k)
+if not owner or owner == inst then return false end
+local rec = redis.call('HGET', p .. ':sessions:' .. owner, k)
+if not rec or cjson.decode(rec)['token'] ~= ARGV[3] then return false end
+redis.call('SET', p .. ':name:' .. k, inst)
+redis.call('HDEL', p .. ':sessions:' .. owner, k)
+return {owner, rec}
+"""
 
 
 class Users:
     """The users part of ``Cluster``. Its state is the Cluster's (``remote_nodes``)."""
+
+    def _init_users(self) -> None:
+        self._out_seqs: dict[str, int] = {}         # user channel -> last seq published
+        self._in_seqs: dict[str, dict] = {}         # local user key -> {instance: last seq}
+        self.user_message_gaps = 0
 
     def _subscribe_user(self, key: str, on_subscribed) -> None:
         self.broker.subscribe(self.user_prefix + key,
@@ -18,6 +48,7 @@ class Users:
                               on_subscribed)
 
     def _unsubscribe_user(self, key: str) -> None:
+        self._in_seqs.pop(key, None)
         self.broker.unsubscribe(self.user_prefix + key)
 
     def send_to_user(self, key: str, message: dict, done=None) -> None:
@@ -34,23 +65,48 @@ class Users:
             else:
                 done(unreachable())
 
-        self.broker.publish(self.user_prefix + key, self._envelope(message),
+        seqs = self._out_seqs
+        if key not in seqs and len(seqs) >= MAX_SEQ_CHANNELS:
+            seqs.clear()                # receivers see the numbers start over, not a gap
+        seq = seqs[key] = seqs.get(key, 0) + 1
+        self.broker.publish(self.user_prefix + key, self._envelope({**message, "seq": seq}),
                             callback=answered if done is not None else None)
+
+    def _count_user_gap(self, key: str, message: dict) -> None:
+        seq, instance = message.get("seq"), message.get("instance")
+        if not isinstance(seq, int) or not instance:
+            return
+        seen = self._in_seqs.setdefault(key, {})
+        last = seen.get(instance)
+        if last is not None and seq > last + 1:
+            missed = seq - last - 1
+            self.user_message_gaps += missed
+            log.warning("cluster: missed %d message(s) from node %r to user %r (seq %d "
+                        "after %d)", missed, message.get("node"), key, seq, last)
+        seen[instance] = seq
 
     def _on_user_message(self, key: str, data: bytes) -> None:
         message = self._decode(data, "user message", ("node", "from"))
         if message is None:
             return
+        self._count_user_gap(key, message)
         origin, sender = message["node"], message["from"]
         sender_key = str(sender).casefold()
+        kind = message.get("kind")
+        if kind == "moved":
+            if message.get("holder") == self.instance:
+                self._moved_away(key, origin)
+            return
+        if message.get("instance") == self.instance and kind == "conflict":
+            return                      # our own notice to the name's holder
         if origin != self.node.name:
             self.remote_nodes[sender_key] = origin
-        if message.get("kind") in ("peer", "probe"):     # where a user is; does it exist
+        if kind in ("peer", "probe"):   # where a user is; does it exist
             return
         recipient = self.hub.sessions.get(key)
         new = recipient is not None and sender_key not in recipient.conversations
         self.hub.receive_from_user(key, message)
-        if new and message.get("kind") in ("open", "direct"):
+        if new and kind in ("open", "direct", "action"):
             # Tell the sender's node where this user is, so it can end the conversation
             # with SERVER_LOST if this node dies.
             self.send_to_user(sender_key, {"kind": "peer", "from": recipient.name})
@@ -61,3 +117,57 @@ class Users:
         for key in keys:
             del self.remote_nodes[key]
         self.hub.remote_users_lost(keys, reason)
+
+    # -- a session moving between nodes ----------------------------------------------------
+
+    def take_over_session(self, key: str, token: str, done) -> None:
+        """The hub's backplane: take the session ``key`` over from the node holding it, if
+        ``token`` matches its resume record; then tell that node (on the user's channel,
+        which it hears) to let it go, and the user's chat partners where it is now."""
+        if not self.broker.up:
+            done(unreachable())
+            return
+
+        def answered(reply) -> None:
+            if isinstance(reply, BrokerUnavailable | ReplyError):
+                if isinstance(reply, ReplyError):
+                    log.error("cluster: Redis refused a session take-over: %s", reply)
+                done(unreachable())
+                return
+            if not isinstance(reply, list) or len(reply) != 2:
+                done(None)
+                return
+            holder, raw = reply[0].decode(), reply[1]
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                done(None)
+                return
+            self.remote_nodes.pop(key, None)
+            self._subscribe_user(key, lambda ok: subscribed(ok, holder, record))
+
+        def subscribed(ok: bool, holder: str, record: dict) -> None:
+            if not ok:
+                self.release_name(key)
+                done(unreachable())
+                return
+            name = str(record.get("name", key))
+            self.send_to_user(key, {"kind": "moved", "from": name, "holder": holder})
+            for peer_name in record.get("chats", ()):
+                peer_key = str(peer_name).casefold()
+                if peer_key not in self.hub.sessions:
+                    self.send_to_user(peer_key, {"kind": "peer", "from": name})
+            log.info("cluster: %s resumed here, taken over from instance %s", name, holder)
+            done(record)
+
+        self.broker.call("EVAL", TAKE_OVER_SCRIPT, 0, self._prefix, key, token_hash(token),
+                         self.instance, callback=answered)
+
+    def _moved_away(self, key: str, node_name: str) -> None:
+        """Our user ``key`` resumed on ``node_name``: let the session go (the name and its
+        records are that node's now)."""
+        self._published.pop(key, None)
+        self._unsubscribe_user(key)
+        self.remote_nodes[key] = node_name
+        if self.hub.moved_elsewhere(key, node_name):
+            log.info("cluster: %s resumed on node %r: session handed over", key, node_name)

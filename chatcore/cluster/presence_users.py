@@ -1,0 +1,299 @@
+"""Every user of the cluster in shared state: the user list, whois, and what a resume on
+another node needs, kept in Redis by each node for its own users (never scatter-gather).
+
+- ``{p}:users``               sorted set, every user's casefolded name (all scored 0, so
+  ``ZRANGEBYLEX`` reads them in name order, a page at a time).
+- ``{p}:userinfo``            hash, casefolded name -> the user's record (JSON: name, node,
+  instance, since, active, rtt, away, rooms). A record is believed only while its
+  instance is alive (this node or a live peer): a dead node's users vanish from lists
+  and whois at once when it is dropped, before any cleanup.
+- ``{p}:iusers:{instance}``   set, the names an instance wrote records for: how any node
+  removes a dead instance's records (once its alive key is gone).
+- ``{p}:sessions:{instance}`` hash, casefolded name -> the resume record (JSON: name,
+  sha256 of the resume token, open chats, rooms, away, since); expires
+  ``node_silence_seconds + resume_grace_seconds`` after the instance's last announcement.
+
+Records are written only while the writer holds the name (checked in the script), so a
+node that lost a name during an outage never overwrites its new holder's record. They are
+written at once when a user arrives, renames, sets away or resumes, and otherwise at most
+once per announcement tick, batched into one command, for what changed (RTT by more than
+a tenth, idle, rooms, chats).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from .. import events as ev
+from ..hub import Page
+from ..hub.checks import rtt_us
+from ..listing import compile_pattern, split_pattern
+from .envelope import unreachable
+
+WRITE_BATCH_USERS = 500         # records per script call in a tick's refresh
+RTT_REWRITE_FRACTION = 0.1      # an RTT is rewritten once it moved by more than this ...
+RTT_REWRITE_MIN_US = 200        # ... and by more than this (a ping's jitter is not news)
+
+# ARGV: prefix, instance, sessions ttl ms, then (key, user record, resume record) triples.
+WRITE_USERS_SCRIPT = """
+local p, inst = ARGV[1], ARGV[2]
+local written = 0
+for i = 4, #ARGV, 3 do
+  local k = ARGV[i]
+  if redis.call('GET', p .. ':name:' .. k) == inst then
+    redis.call('HSET', p .. ':userinfo', k, ARGV[i + 1])
+    redis.call('ZADD', p .. ':users', 0, k)
+    redis.call('SADD', p .. ':iusers:' .. inst, k)
+    redis.call('HSET', p .. ':sessions:' .. inst, k, ARGV[i + 2])
+    written = written + 1
+  end
+end
+redis.call('PEXPIRE', p .. ':sessions:' .. inst, ARGV[3])
+return written
+"""
+# ARGV: prefix, instance, key.
+FORGET_USER_SCRIPT = """
+local p, inst, k = ARGV[1], ARGV[2], ARGV[3]
+local rec = redis.call('HGET', p .. ':userinfo', k)
+if rec and cjson.decode(rec)['instance'] == inst then
+  redis.call('HDEL', p .. ':userinfo', k)
+  redis.call('ZREM', p .. ':users', k)
+end
+redis.call('SREM', p .. ':iusers:' .. inst, k)
+redis.call('HDEL', p .. ':sessions:' .. inst, k)
+return 1
+"""
+# ARGV: prefix, the dead instance. Refused (-1) while that instance is alive.
+FORGET_INSTANCE_SCRIPT = """
+local p, inst = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p .. ':alive:' .. inst) == 1 then return -1 end
+local keys = redis.call('SMEMBERS', p .. ':iusers:' .. inst)
+for _, k in ipairs(keys) do
+  local rec = redis.call('HGET', p .. ':userinfo', k)
+  if rec and cjson.decode(rec)['instance'] == inst then
+    redis.call('HDEL', p .. ':userinfo', k)
+    redis.call('ZREM', p .. ':users', k)
+  end
+end
+redis.call('DEL', p .. ':iusers:' .. inst)
+return #keys
+"""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SharedUsers:
+    """The shared-users part of ``Cluster``: records in Redis for this node's users, and the
+    user list and whois answered from them. Its state is the Cluster's."""
+
+    shared_users = True
+
+    def _init_shared_users(self) -> None:
+        self._published: dict[str, tuple] = {}      # key -> what its records last said
+        self._peer_instances: dict[str, str] = {}   # node name -> instance, for cleanup
+        self._forgotten_instances: set[str] = set()
+
+    def _live_instances(self) -> set[str]:
+        return {self.instance, *(peer.instance for peer in self.peers.values())}
+
+    # -- writing this node's users ---------------------------------------------------------
+
+    def _records(self, session, now: float, now_ms: int) -> tuple[tuple, str, str]:
+        """(what changed-detection compares, the user record, the resume record)."""
+        rtt = rtt_us(session.rtt_seconds)
+        rooms = tuple(room.name for room in session.rooms.values())
+        hub = self.hub
+        chats = tuple(sorted(
+            peer.name if (peer := hub.sessions.get(key)) is not None
+            else hub.remote_peers.get(key, key) for key in session.conversations))
+        active_ms = now_ms - int((now - session.last_active) * 1000)
+        user = json.dumps({"name": session.name, "node": self.node.name,
+                           "instance": self.instance, "since": session.connected_at_ms,
+                           "active": active_ms, "rtt": rtt, "away": session.away,
+                           "rooms": rooms})
+        resume = json.dumps({"name": session.name, "token": token_hash(session.resume_token),
+                             "chats": chats, "rooms": rooms, "away": session.away,
+                             "since": session.connected_at_ms})
+        return ((session.name, int(session.last_active), rtt, session.away, rooms, chats,
+                 session.resume_token), user, resume)
+
+    def _changed(self, key: str, detector: tuple) -> bool:
+        last = self._published.get(key)
+        if last is None or last[:2] != detector[:2] or last[3:] != detector[3:]:
+            return True
+        old, new = last[2], detector[2]
+        return (old != new and (ev.UNKNOWN_RTT in (old, new) or abs(new - old) >
+                                max(RTT_REWRITE_MIN_US, old * RTT_REWRITE_FRACTION)))
+
+    def publish_user(self, session) -> None:
+        """The hub's backplane: write ``session``'s records now (arrival, rename, away,
+        resume)."""
+        if not self.broker.up or self.hub.sessions.get(session.key) is not session:
+            return
+        detector, user, resume = self._records(session, time.monotonic(),
+                                               int(time.time() * 1000))
+        self._published[session.key] = detector
+        self._write_records([(session.key, user, resume)])
+
+    def refresh_users(self) -> None:
+        """Once per announcement tick: rewrite the records of users whose state changed,
+        in batches of WRITE_BATCH_USERS, and keep this instance's resume records alive."""
+        if not self.broker.up:
+            return
+        self._peer_instances = {name: peer.instance for name, peer in self.peers.items()}
+        now, now_ms = time.monotonic(), int(time.time() * 1000)
+        batch = []
+        for key, session in self.hub.sessions.items():
+            detector, user, resume = self._records(session, now, now_ms)
+            if self._changed(key, detector):
+                self._published[key] = detector
+                batch.append((key, user, resume))
+                if len(batch) >= WRITE_BATCH_USERS:
+                    self._write_records(batch)
+                    batch = []
+        self._write_records(batch)
+
+    def _write_records(self, batch: list) -> None:
+        ttl_ms = int((self.config.node_silence_seconds
+                      + self.hub.limits.resume_grace_seconds) * 1000)
+        args = [item for triple in batch for item in triple]
+        self.broker.call("EVAL", WRITE_USERS_SCRIPT, 0, self._prefix, self.instance, ttl_ms,
+                         *args)
+
+    def forget_user(self, key: str) -> None:
+        """The hub's backplane: this node's user ``key`` is gone (left, or renamed)."""
+        self._published.pop(key, None)
+        if self.broker.up:
+            self.broker.call("EVAL", FORGET_USER_SCRIPT, 0, self._prefix, self.instance, key)
+
+    def _republish_users(self) -> None:
+        """After an outage (Redis may have restarted empty): every record again."""
+        self._published.clear()
+        self.refresh_users()
+
+    def _forget_instance(self, instance: str) -> None:
+        """Remove a dead instance's records (any node may; the script checks it is dead)."""
+        if instance and instance not in self._forgotten_instances and self.broker.up:
+            self._forgotten_instances.add(instance)
+            self.broker.call("EVAL", FORGET_INSTANCE_SCRIPT, 0, self._prefix, instance)
+
+    def _forget_node_users(self, node_name: str) -> None:
+        self._forget_instance(self._peer_instances.pop(node_name, ""))
+
+    # -- reading every node's users --------------------------------------------------------
+
+    def _live_record(self, raw, live: set) -> dict | None:
+        if not isinstance(raw, bytes):
+            return None
+        try:
+            record = json.loads(raw)
+            instance = record["instance"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if instance not in live:
+            self._forget_instance(instance)       # lazily: its node is gone
+            return None
+        return record
+
+    def user_details(self, key: str, done) -> None:
+        """The hub's backplane: the record of user ``key`` (of another node), or None."""
+        if not self.broker.up:
+            done(unreachable())
+            return
+
+        def answered(raw) -> None:
+            if isinstance(raw, Exception):
+                done(unreachable())
+            else:
+                done(self._live_record(raw, self._live_instances()))
+
+        self.broker.call("HGET", f"{self._prefix}:userinfo", key, callback=answered)
+
+    def users_page(self, after: str, pattern: str, page_size: int, scan_limit: int,
+                   done) -> None:
+        """The hub's backplane: a page of every node's users in name order, from
+        ``{p}:users`` (at most ``scan_limit`` names examined) and their records (one
+        round trip each). ``total`` counts names in Redis, which may still hold the users of
+        a node dropped a moment ago (then ``total_exact`` is False)."""
+        if not self.broker.up:
+            done(unreachable())
+            return
+        prefix, rest = split_pattern(pattern)
+        users_key = f"{self._prefix}:users"
+        if prefix and rest == "":               # a plain name: at most one
+            keys = [prefix] if prefix > after else []
+            self._page_records(keys, None, True, "", done)
+            return
+        if after and after >= prefix:
+            low = "(" + after
+        else:
+            low = "[" + prefix if prefix else "-"
+        high = "(" + prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "+"
+        filtered = rest not in ("", "*")
+        count = scan_limit if filtered else page_size + 1
+        state = {}
+
+        def got_total(reply) -> None:
+            state["total"] = reply
+
+        def got_keys(reply) -> None:
+            if not isinstance(reply, list) or not isinstance(state.get("total"), int):
+                done(unreachable())
+                return
+            examined = [key.decode() for key in reply]
+            if not filtered:
+                keys = examined[:page_size]
+                next_after = keys[-1] if len(examined) > page_size else ""
+            else:
+                keys = list(filter(compile_pattern(pattern), examined))[:page_size]
+                if len(keys) == page_size:
+                    next_after = keys[-1] if (keys[-1] != examined[-1]
+                                              or len(examined) == scan_limit) else ""
+                else:
+                    next_after = examined[-1] if len(examined) == scan_limit else ""
+            self._page_records(keys, state["total"], not filtered, next_after, done)
+
+        self.broker.call("ZLEXCOUNT", users_key, "[" + prefix if prefix else "-", high,
+                         callback=got_total)
+        self.broker.call("ZRANGEBYLEX", users_key, low, high, "LIMIT", 0, count,
+                         callback=got_keys)
+
+    def _page_records(self, keys: list, total: int | None, exact: bool, next_after: str,
+                      done) -> None:
+        """The page of ``keys`` (``total``: the count in Redis; None: count the entries)."""
+        if not keys:
+            done(Page([], [], total or 0, exact, next_after))
+            return
+
+        def answered(raws) -> None:
+            if not isinstance(raws, list):
+                done(unreachable())
+                return
+            live = self._live_instances()
+            hub = self.hub
+            now, now_ms = time.monotonic(), int(time.time() * 1000)
+            entries, listed, dead = [], [], 0
+            for key, raw in zip(keys, raws):
+                session = hub.sessions.get(key)
+                if session is not None:         # this node's own: fresher than Redis
+                    entries.append(ev.UserInfo(session.name, rtt_us(session.rtt_seconds),
+                                               int(now - session.last_active),
+                                               self.node.name, session.away))
+                    listed.append(key)
+                    continue
+                record = self._live_record(raw, live)
+                if record is None:
+                    dead += 1
+                    continue
+                entries.append(ev.UserInfo(
+                    str(record["name"]), int(record.get("rtt", ev.UNKNOWN_RTT)),
+                    max(0, (now_ms - int(record.get("active", now_ms))) // 1000),
+                    str(record.get("node", "")), str(record.get("away", ""))))
+                listed.append(key)
+            done(Page(entries, listed, len(entries) if total is None else total,
+                      exact and not dead, next_after))
+
+        self.broker.call("HMGET", f"{self._prefix}:userinfo", *keys, callback=answered)
