@@ -24,6 +24,12 @@ class Conversations:
             session.conversations.add(peer.key)
             peer.conversations.add(session.key)
             peer.outlet.deliver(peer.endpoint, ev.ChatOpened(session.name))
+            self._chats_changed(session, peer)
+
+    def _chats_changed(self, *sessions: Session) -> None:
+        """Open chats are part of what a resume on another node restores: kept current."""
+        for session in sessions:
+            self.backplane.publish_user(session)
 
     def open_chat(self, session: Session, peer_name: str, done=None):
         """Open a conversation; ``done(None)`` or ``done(ChatError)`` (see ``connect``)."""
@@ -50,8 +56,10 @@ class Conversations:
         if peer is not None:
             peer.conversations.discard(session.key)
             peer.outlet.deliver(peer.endpoint, ev.ChatClosed(session.name, Reason.CLOSED))
+            self._chats_changed(session, peer)
             return answer_or_return(done, None)
         self._forget_remote(key)
+        self._chats_changed(session)
         return self._to_remote(session, peer_name,
                                {"kind": "close", "reason": int(Reason.CLOSED)}, None, done,
                                opens=False)
@@ -97,9 +105,11 @@ class Conversations:
                 finish(ChatError(ErrorCode.NO_SUCH_USER,
                                  f"no user named {quote(peer_name)} is online"))
             else:
-                if opens and self.sessions.get(session.key) is session:
+                if opens and self.sessions.get(session.key) is session \
+                        and key not in session.conversations:
                     session.conversations.add(key)
                     self.remote_peers.setdefault(key, peer_name)
+                    self._chats_changed(session)
                 finish(result)
 
         self.backplane.send_to_user(key, {"from": session.name, **message}, answered)
@@ -130,6 +140,7 @@ class Conversations:
                 recipient.outlet.deliver(recipient.endpoint, ev.ChatClosed(
                     sender, int(message.get("reason", Reason.CLOSED)),
                     str(message.get("message", ""))))
+                self._chats_changed(recipient)
             return
         if kind == "away":
             recipient.outlet.deliver(recipient.endpoint,
@@ -148,6 +159,7 @@ class Conversations:
             recipient.conversations.add(sender_key)
             self.remote_peers[sender_key] = sender
             recipient.outlet.deliver(recipient.endpoint, ev.ChatOpened(sender))
+            self._chats_changed(recipient)
         if kind == "open":
             return
         event = ev.DirectMessage if kind == "direct" else ev.DirectAction

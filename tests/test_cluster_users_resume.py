@@ -1,0 +1,103 @@
+"""Resuming a session on another cluster node (real server processes, a real redis-server):
+moving while the old node lives (it lets the session go), after the old node was killed
+(no wait for its lease), the open chats and rooms coming along, and a wrong token refused."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from chatcore import events as ev
+from chatcore.client import ChatClient, ConnectionClosed
+from chatcore.errors import ChatError, ErrorCode
+from tests.test_cluster_nodes import eventually
+
+
+def resume_on(node, old: ChatClient) -> ChatClient:
+    """A new connection to ``node`` resuming ``old``'s session with its token."""
+    client = ChatClient("127.0.0.1", node.port, timeout=10)
+    client._open_socket()
+    client.resume(old.name, old.resume_token)
+    return client
+
+
+def test_a_session_moves_to_another_live_node_with_its_chats(start_node, clients):
+    alpha, beta = start_node("alpha"), start_node("beta")
+    alice, carol = clients(alpha, "alice"), clients(alpha, "carol")
+    bob = clients(beta, "bob")
+    alice.send_direct("bob", "hi bob")
+    bob.wait_for(ev.DirectMessage)
+    alice.send_direct("carol", "hi carol")
+    carol.wait_for(ev.DirectMessage)
+    alice.join("lobby")
+    bob.join("lobby")
+    # Rooms reach the resume record with the next announcement tick: seen in a whois.
+    eventually(lambda: bob.whois("alice").rooms, lambda rooms: rooms)
+    moved = resume_on(beta, alice)
+    try:
+        assert moved.welcome.name == "alice" and moved.welcome.server == "beta"
+        opened = {moved.wait_for(ev.ChatOpened).peer for _ in range(2)}
+        assert opened == {"bob", "carol"}
+        assert moved.wait_for(ev.RoomJoined).room == "lobby"
+        # The old node lets the old connection go.
+        error = alice.wait_for(ev.Error)
+        assert error.code == ErrorCode.SESSION_RESUMED
+        # Chats go on, with the user on its new node.
+        bob.send_direct("alice", "welcome to beta")
+        assert moved.wait_for(ev.DirectMessage).text == "welcome to beta"
+        carol.send_direct("alice", "you moved")
+        assert moved.wait_for(ev.DirectMessage).text == "you moved"
+        moved.send_direct("carol", "yes")
+        assert carol.wait_for(ev.DirectMessage).text == "yes"
+        assert not [e for e in carol.drain() + bob.drain() if isinstance(e, ev.ChatClosed)]
+        assert moved.whois("carol").server == "alpha"
+        assert carol.whois("alice").server == "beta"
+        with pytest.raises(ChatError) as taken:
+            clients(alpha, "alice")
+        assert taken.value.code == ErrorCode.NAME_TAKEN
+    finally:
+        moved.close()
+
+
+def test_a_session_of_a_killed_node_resumes_elsewhere_at_once(start_node, clients):
+    alpha, beta, gamma = start_node("alpha"), start_node("beta"), start_node("gamma")
+    alice, bob = clients(alpha, "alice"), clients(gamma, "bob")
+    alice.send_direct("bob", "hi")
+    bob.wait_for(ev.DirectMessage)
+    bob.send_direct("alice", "hi alice")
+    alice.wait_for(ev.DirectMessage)
+    alpha.signal(signal.SIGKILL)
+    with pytest.raises((ConnectionClosed, OSError)):
+        alice.wait_for(ev.DirectMessage, timeout=10)
+    started = time.monotonic()
+    moved = resume_on(beta, alice)          # no wait for alpha's lease to run out
+    try:
+        took = time.monotonic() - started
+        assert moved.welcome.name == "alice" and took < 5
+        assert moved.wait_for(ev.ChatOpened).peer == "bob"
+        # gamma drops alpha after the silence; bob's chat with alice is not lost with it.
+        gamma.wait_for_log("node 'alpha' silent", timeout=15)
+        bob.send_direct("alice", "still there?")
+        assert moved.wait_for(ev.DirectMessage).text == "still there?"
+        moved.send_direct("bob", "yes, on beta")
+        assert bob.wait_for(ev.DirectMessage).text == "yes, on beta"
+        assert not [e for e in bob.drain() if isinstance(e, ev.ChatClosed)]
+    finally:
+        moved.close()
+
+
+def test_a_wrong_token_is_refused_on_another_node(start_node, clients):
+    alpha, beta = start_node("alpha"), start_node("beta")
+    alice = clients(alpha, "alice")
+    client = ChatClient("127.0.0.1", beta.port, timeout=10)
+    client._open_socket()
+    try:
+        for name, token in (("alice", "not-the-token"), ("nobody", alice.resume_token)):
+            with pytest.raises(ChatError) as refused:
+                client.resume(name, token)
+            assert refused.value.code == ErrorCode.RESUME_REFUSED
+    finally:
+        client.close()
+    alice.ping()                        # alice is untouched
+    assert alice.whois("alice").server == "alpha"
