@@ -1,5 +1,6 @@
-"""What the cluster costs a user: name-claim latency (Hello -> Welcome) and direct-message
-latency (sent -> received), on one server without Redis against two cluster nodes.
+"""What the cluster costs a user: name-claim latency (Hello -> Welcome), direct-message
+latency (sent -> received), whois and user-list latency (request -> reply) and resume
+latency (Resume -> Welcome), on one server without Redis against two cluster nodes.
 
 Starts its own redis-server (127.0.0.1, a free port, no persistence) and server processes on
 the active hot path; one request in flight at a time, so the figures are latencies, not
@@ -50,7 +51,8 @@ def start_redis() -> tuple[subprocess.Popen, str]:
 
 def start_server(*flags: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "server.py"), "--port", "0",
-                             "--log-level", "INFO", *flags],
+                             "--log-level", "INFO", "--limit-exempt", "127.0.0.0/8",
+                             *flags],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     port = None
@@ -88,6 +90,36 @@ def direct_latencies(alice: ChatClient, bob: ChatClient, count: int) -> list[flo
     return samples
 
 
+def request_latencies(client: ChatClient, make_request, count: int) -> list[float]:
+    """One request at a time (whois, a user-list page): sent -> its reply."""
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        client.call(make_request())
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def resume_latencies(first_port: int, other_port: int, count: int) -> list[float]:
+    """A session resumed alternately on the other node and back: Resume -> Welcome."""
+    client = ChatClient("127.0.0.1", first_port, timeout=10)
+    client.connect("mover")
+    samples = []
+    ports = (other_port, first_port)
+    for i in range(count):
+        # The old connection stays open (its user moves before it noticed a drop): the
+        # server that held the session closes it once the session is resumed.
+        old, client = client, ChatClient("127.0.0.1", ports[i % 2], timeout=10)
+        client._open_socket()
+        started = time.perf_counter()
+        client.resume(old.name, old.resume_token)
+        samples.append(time.perf_counter() - started)
+        old.wait_for(lambda e: type(e) is ev.Error)         # SESSION_RESUMED: let go
+        old.close()
+    client.quit()
+    return samples
+
+
 def summary(samples: list[float]) -> str:
     ms = sorted(s * 1000 for s in samples)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
@@ -118,8 +150,17 @@ def main(argv: list[str] | None = None) -> int:
             direct_latencies(alice, bob, 50)            # warm up
             samples = direct_latencies(alice, bob, args.count)
             print(f"direct message, {label:<17}: {summary(samples)}")
+            samples = request_latencies(alice, lambda: ev.Whois(bob.name), args.count)
+            print(f"whois, {label:<26}: {summary(samples)}")
+            samples = request_latencies(alice, lambda: ev.ListUsersPage("", "", "", 50),
+                                        args.count)
+            print(f"user list page, {label:<17}: {summary(samples)}")
             alice.quit()
             bob.quit()
+        samples = resume_latencies(alone_port, alone_port, args.count)
+        print(f"resume, one server              : {summary(samples)}")
+        samples = resume_latencies(alpha_port, beta_port, args.count)
+        print(f"resume on the other node        : {summary(samples)}")
     finally:
         for proc in reversed(processes):
             proc.terminate()

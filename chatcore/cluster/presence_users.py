@@ -128,15 +128,18 @@ class SharedUsers:
         return (old != new and (ev.UNKNOWN_RTT in (old, new) or abs(new - old) >
                                 max(RTT_REWRITE_MIN_US, old * RTT_REWRITE_FRACTION)))
 
-    def publish_user(self, session) -> None:
+    def publish_user(self, session, done=None) -> None:
         """The hub's backplane: write ``session``'s records now (arrival, rename, away,
-        resume)."""
+        chats, resume); ``done()`` once Redis answered (or could not)."""
         if not self.broker.up or self.hub.sessions.get(session.key) is not session:
+            if done is not None:
+                done()
             return
         detector, user, resume = self._records(session, time.monotonic(),
                                                int(time.time() * 1000))
         self._published[session.key] = detector
-        self._write_records([(session.key, user, resume)])
+        self._write_records([(session.key, user, resume)],
+                            None if done is None else (lambda reply: done()))
 
     def refresh_users(self) -> None:
         """Once per announcement tick: rewrite the records of users whose state changed,
@@ -156,12 +159,12 @@ class SharedUsers:
                     batch = []
         self._write_records(batch)
 
-    def _write_records(self, batch: list) -> None:
+    def _write_records(self, batch: list, callback=None) -> None:
         ttl_ms = int((self.config.node_silence_seconds
                       + self.hub.limits.resume_grace_seconds) * 1000)
         args = [item for triple in batch for item in triple]
         self.broker.call("EVAL", WRITE_USERS_SCRIPT, 0, self._prefix, self.instance, ttl_ms,
-                         *args)
+                         *args, callback=callback)
 
     def forget_user(self, key: str) -> None:
         """The hub's backplane: this node's user ``key`` is gone (left, or renamed)."""

@@ -20,16 +20,22 @@ from .presence_users import token_hash
 
 MAX_SEQ_CHANNELS = 65536        # user channels one node numbers its messages for at once
 
-# ARGV: prefix, key, sha256 of the presented token, this instance. The name is taken over
-# from its holder when the token matches the holder's resume record: {holder, record}.
+# ARGV: prefix, key, sha256 of the presented token, this instance, sha256 of the session's
+# next token. The name is taken over from its holder when the token matches the holder's
+# resume record: {holder, record}. The record moves to this instance's hash with the next
+# token in the same step, so the session can move on again at once.
 TAKE_OVER_SCRIPT = """
 local p, k, inst = ARGV[1], ARGV[2], ARGV[4]
 local owner = redis.call('GET', p .. ':name:' .. k)
 if not owner or owner == inst then return false end
 local rec = redis.call('HGET', p .. ':sessions:' .. owner, k)
-if not rec or cjson.decode(rec)['token'] ~= ARGV[3] then return false end
+if not rec then return false end
+local decoded = cjson.decode(rec)
+if decoded['token'] ~= ARGV[3] then return false end
 redis.call('SET', p .. ':name:' .. k, inst)
 redis.call('HDEL', p .. ':sessions:' .. owner, k)
+decoded['token'] = ARGV[5]
+redis.call('HSET', p .. ':sessions:' .. inst, k, cjson.encode(decoded))
 return {owner, rec}
 """
 
@@ -94,7 +100,9 @@ class Users:
         sender_key = str(sender).casefold()
         kind = message.get("kind")
         if kind == "moved":
-            if message.get("holder") == self.instance:
+            session = self.hub.sessions.get(key)
+            if (message.get("holder") == self.instance and session is not None
+                    and token_hash(session.resume_token) == message.get("token")):
                 self._moved_away(key, origin)
             return
         if message.get("instance") == self.instance and kind == "conflict":
@@ -120,9 +128,9 @@ class Users:
 
     # -- a session moving between nodes ----------------------------------------------------
 
-    def take_over_session(self, key: str, token: str, done) -> None:
+    def take_over_session(self, key: str, token: str, token_after: str, done) -> None:
         """The hub's backplane: take the session ``key`` over from the node holding it, if
-        ``token`` matches its resume record; then tell that node (on the user's channel,
+        ``token`` matches its resume record (which becomes ``token_after``'s); then tell that node (on the user's channel,
         which it hears) to let it go, and the user's chat partners where it is now."""
         if not self.broker.up:
             done(unreachable())
@@ -152,7 +160,10 @@ class Users:
                 done(unreachable())
                 return
             name = str(record.get("name", key))
-            self.send_to_user(key, {"kind": "moved", "from": name, "holder": holder})
+            # ``token`` names the session taken over: a later session of the same name on
+            # that instance (this move read late, after the user came back) is not it.
+            self.send_to_user(key, {"kind": "moved", "from": name, "holder": holder,
+                                    "token": record.get("token", "")})
             for peer_name in record.get("chats", ()):
                 peer_key = str(peer_name).casefold()
                 if peer_key not in self.hub.sessions:
@@ -161,7 +172,7 @@ class Users:
             done(record)
 
         self.broker.call("EVAL", TAKE_OVER_SCRIPT, 0, self._prefix, key, token_hash(token),
-                         self.instance, callback=answered)
+                         self.instance, token_hash(token_after), callback=answered)
 
     def _moved_away(self, key: str, node_name: str) -> None:
         """Our user ``key`` resumed on ``node_name``: let the session go (the name and its

@@ -65,8 +65,9 @@ class Identity:
                                   connected_at_ms=int(self._wallclock() * 1000))
                 self.sessions[key] = session
                 self._user_index.add(key)
-                self.backplane.publish_user(session)
-                done(session)
+                # In a cluster the Welcome waits for the user's records in Redis, so a
+                # resume on another node right after it finds them.
+                self.backplane.publish_user(session, lambda: done(session))
             elif isinstance(answer, ChatError):
                 done(answer)
             elif wanted_name:

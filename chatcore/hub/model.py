@@ -75,8 +75,11 @@ class LocalBackplane:
 
     shared_users = False        # True: lists and whois reach the users of other nodes
 
-    def publish_user(self, session) -> None:
-        """The user arrived, or its name, away state or resume token changed."""
+    def publish_user(self, session, done=None) -> None:
+        """The user arrived, or its name, away state, chats or resume token changed;
+        ``done()`` once that is in the shared state (here: at once)."""
+        if done is not None:
+            done()
 
     def forget_user(self, key: str) -> None:
         """The user ``key`` of this node is gone (left, or renamed away from ``key``)."""
@@ -91,10 +94,11 @@ class LocalBackplane:
         node has it, ``done(ChatError)`` if that cannot be known now."""
         done(None)
 
-    def take_over_session(self, key: str, token: str, done) -> None:
-        """Resume here the session ``key`` of another node if ``token`` is its token:
-        ``done(record)`` (name, chats, rooms, away), ``done(None)`` if refused, or
-        ``done(ChatError)``. The other node, if alive, is told to let it go."""
+    def take_over_session(self, key: str, token: str, token_after: str, done) -> None:
+        """Resume here the session ``key`` of another node if ``token`` is its token (its
+        token becomes ``token_after``): ``done(record)`` (name, chats, rooms, away),
+        ``done(None)`` if refused, or ``done(ChatError)``. The other node, if alive, is
+        told to let it go."""
         done(None)
 
 

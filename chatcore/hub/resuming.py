@@ -40,14 +40,19 @@ class Resuming:
         """
         key = name.casefold()
         session = self.sessions.get(key)
+        matches = session is not None and secrets.compare_digest(
+            token.encode(), session.resume_token.encode())
+        if not matches and done is not None and self.backplane.shared_users \
+                and key not in self._claiming:
+            # Held by another node, or by this one in a life it has moved on from (a move
+            # away whose notice has not arrived yet): Redis decides.
+            self._resume_from_elsewhere(name, key, token, outlet, endpoint, done)
+            return None
         if session is None:
-            if done is not None and self.backplane.shared_users and key not in self._claiming:
-                self._resume_from_elsewhere(name, key, token, outlet, endpoint, done)
-                return None
             raise ChatError(ErrorCode.RESUME_REFUSED,
                             f"no session named {quote(name)} to resume: it ended (quit, or "
                             f"its grace period passed) or never existed")
-        if not secrets.compare_digest(token.encode(), session.resume_token.encode()):
+        if not matches:
             raise ChatError(ErrorCode.RESUME_REFUSED,
                             f"the resume token for {quote(name)} does not match")
         old_outlet, old_endpoint = session.outlet, session.endpoint
@@ -63,20 +68,25 @@ class Resuming:
     def _resume_from_elsewhere(self, name: str, key: str, token: str, outlet, endpoint,
                                done) -> None:
         self._claiming.add(key)
+        token_after = new_token()
 
         def answered(record) -> None:
             self._claiming.discard(key)
             if isinstance(record, ChatError):
                 done(record)
                 return
-            if record is None or key in self.sessions:
+            if record is None:
                 done(ChatError(ErrorCode.RESUME_REFUSED,
                                f"no session named {quote(name)} to resume on any server of "
                                f"the cluster, or the token does not match"))
                 return
+            if key in self.sessions:
+                # Redis had the name elsewhere: this node's session of that name is one
+                # that moved away (its notice still on the way). It goes quietly.
+                self.moved_elsewhere(key, self.node.name)
             now = self._clock()
             session = Session(str(record.get("name", name)), key, outlet, endpoint, now, now,
-                              resume_token=new_token(),
+                              resume_token=token_after,
                               connected_at_ms=int(record.get("since", 0))
                               or int(self._wallclock() * 1000))
             session.away = str(record.get("away", ""))
@@ -97,7 +107,7 @@ class Resuming:
             self.backplane.publish_user(session)
             done(session)
 
-        self.backplane.take_over_session(key, token, answered)
+        self.backplane.take_over_session(key, token, token_after, answered)
 
     def moved_elsewhere(self, key: str, node_name: str) -> bool:
         """The session ``key`` was resumed on node ``node_name``: it leaves this node
