@@ -69,7 +69,7 @@ def test_library_users_chat_in_a_channel_and_directly(library_user):
     alice.wait(lambda e: e.type == "endofnames")
     bob.connection.join("#lobby")
     names = bob.wait(lambda e: e.type == "namreply")
-    assert set(names.arguments[2].split()) == {"alice", "bob"}
+    assert set(names.arguments[2].split()) == {"@alice", "bob"}     # the first joiner: op
     joined = alice.wait(lambda e: e.type == "join" and e.source.nick == "bob")
     assert joined.target == "#lobby"
     bob.connection.privmsg("#lobby", "hello from bob")
@@ -91,7 +91,7 @@ def test_library_user_and_native_user_share_a_room_and_a_chat(library_user, nati
     bot = library_user("bot")
     bot.connection.join("#lobby")
     names = bot.wait(lambda e: e.type == "namreply")
-    assert set(names.arguments[2].split()) == {"bot", "carol"}
+    assert set(names.arguments[2].split()) == {"bot", "@carol"}
     carol.wait_for(lambda e: isinstance(e, ev.UserJoined) and e.name == "bot")
     carol.send_room("lobby", "hello bot")
     heard = bot.wait(lambda e: e.type == "pubmsg")

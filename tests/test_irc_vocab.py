@@ -154,7 +154,7 @@ def test_who_flags_say_here_or_gone(irc, native):
         reply = alice.expect("352", "#lobby")
         flags[reply.params[5]] = reply.params[6]
     alice.expect("315", "#lobby")
-    assert flags == {"alice": "H", "bob": "G", "carol": "G"}
+    assert flags == {"alice": "H@", "bob": "G", "carol": "G"}     # alice joined first: op
     alice.send("WHO bob")
     assert alice.expect("352", "*", None, None, None, "bob").params[6] == "G"
     alice.expect("315")

@@ -17,6 +17,12 @@ _LIST_ENDS = {"b": (rpl.RPL_ENDOFBANLIST, "End of channel ban list"),
               "I": (rpl.RPL_ENDOFINVITELIST, "End of channel invite list")}
 
 
+_JOIN_REFUSALS = {ErrorCode.BANNED: (rpl.ERR_BANNEDFROMCHAN, "+b"),
+                  ErrorCode.INVITE_ONLY: (rpl.ERR_INVITEONLYCHAN, "+i"),
+                  ErrorCode.BAD_ROOM_KEY: (rpl.ERR_BADCHANNELKEY, "+k"),
+                  ErrorCode.ROOM_FULL: (rpl.ERR_CHANNELISFULL, "+l")}
+
+
 def join(conn, params: list) -> None:
     if not need(conn, "JOIN", params, 1):
         return
@@ -24,7 +30,8 @@ def join(conn, params: list) -> None:
         for room in list(conn.session.rooms.values()):
             conn.hub.leave(conn.session, room.name)
         return
-    for target in params[0].split(","):
+    keys = params[1].split(",") if len(params) > 1 else []
+    for index, target in enumerate(params[0].split(",")):
         room = room_of(target)
         if room is None:
             conn.reply(rpl.ERR_NOSUCHCHANNEL, target,
@@ -32,10 +39,13 @@ def join(conn, params: list) -> None:
             continue
         conn.joined_state = None
         try:
-            joined = conn.hub.join(conn.session, room)
+            joined = conn.hub.join(conn.session, room, keys[index] if index < len(keys) else "")
         except ChatError as exc:
             if exc.code == ErrorCode.TOO_MANY_ROOMS:
                 conn.reply(rpl.ERR_TOOMANYCHANNELS, target, "You have joined too many channels")
+            elif exc.code in _JOIN_REFUSALS:       # the room's modes (irc/moderation)
+                numeric, mode = _JOIN_REFUSALS[exc.code]
+                conn.reply(numeric, target, f"Cannot join channel ({mode})")
             else:
                 conn.reply(rpl.ERR_NOSUCHCHANNEL, target, f"Illegal channel name: {exc.message}")
             continue
@@ -85,7 +95,7 @@ def names_of(conn, target: str) -> None:
     """353 lines (as many as the names need) and 366 for one channel."""
     room = room_of(target)
     found = conn.hub.rooms.get(room.casefold()) if room else None
-    if found is not None:
+    if found is not None and not conn.hub.room_hidden(conn.session, found.name):   # +s
         channel = channel_of(found.name)
         long_form = "userhost-in-names" in conn.caps
         all_prefixes = "multi-prefix" in conn.caps
@@ -117,7 +127,7 @@ def list_(conn, params: list) -> None:
     if wanted is not None:
         for key in sorted(wanted):
             room = conn.hub.rooms.get(key)
-            if room is not None:
+            if room is not None and not conn.hub.room_hidden(conn.session, room.name):
                 conn.reply(rpl.RPL_LIST, channel_of(room.name), str(len(room.members)),
                            _list_topic(room.topic))
     else:
@@ -145,7 +155,7 @@ def topic(conn, params: list) -> None:
     target = params[0]
     room = room_of(target)
     found = conn.hub.rooms.get(room.casefold()) if room is not None else None
-    if found is None:
+    if found is None or conn.hub.room_hidden(conn.session, found.name):
         conn.reply(rpl.ERR_NOSUCHCHANNEL, target, "No such channel")
         return
     if len(params) == 1:
@@ -163,6 +173,9 @@ def topic(conn, params: list) -> None:
             conn.reply(rpl.ERR_NOTONCHANNEL, channel_of(found.name), "You're not on that channel")
         elif exc.code == ErrorCode.TEXT_INVALID:
             conn.reply(rpl.ERR_UNKNOWNERROR, "TOPIC", exc.message)
+        elif exc.code == ErrorCode.NOT_OPERATOR:                # +t
+            conn.reply(rpl.ERR_CHANOPRIVSNEEDED, channel_of(found.name),
+                       "You're not channel operator")
         else:
             raise
 

@@ -218,7 +218,8 @@ class IrcConnection(Connection):
         self.reply(rpl.RPL_YOURHOST, f"Your host is {irc.server_name}, running version "
                                      f"chatcore-{__version__}")
         self.reply(rpl.RPL_CREATED, f"This server was created {irc.created}")
-        self.reply(rpl.RPL_MYINFO, irc.server_name, f"chatcore-{__version__}", "i", "n")
+        self.reply(rpl.RPL_MYINFO, irc.server_name, f"chatcore-{__version__}", "i",
+                   "biklmnostv", "bklov")
         self.send_isupport()
 
         dispatch.HANDLERS["LUSERS"](self, [])

@@ -7,10 +7,11 @@ import re
 import socket
 import time
 
+from ..hub.moderation import MAX_BANS_PER_ROOM
 from ..server import listen_socket
 from .connection import SUPPORTED_CAPS, IrcConnection  # noqa: F401 - re-exported
-from .registration import MAX_REALNAME_CHARS
 from .outlet import IrcOutlet
+from .registration import MAX_REALNAME_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,17 @@ class IrcFrontEnd:
         self.network = NETWORK
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         limits = server.hub.limits
-        # Only what the server does: no channel prefixes (nobody is operator), one channel
-        # mode (+n: only members speak, as native rooms work). Lengths in bytes of UTF-8.
+        # Only what the server does. Channel modes and prefixes are the hub's room moderation
+        # (irc/moderation.py; MODES, MAXLIST and KICKLEN its limits). Lengths in bytes.
         self.isupport = (
-            "CASEMAPPING=ascii", "CHANTYPES=#", "CHANMODES=,,,n", "PREFIX=",
+            "CASEMAPPING=ascii", "CHANTYPES=#", "CHANMODES=b,k,l,imnst", "PREFIX=(ov)@+",
             f"NICKLEN={limits.max_name_chars}", f"CHANNELLEN={limits.max_room_name_chars + 1}",
             f"CHANLIMIT=#:{limits.max_rooms_per_user}", f"NETWORK={self.network}",
-            "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:,WHOIS:1,ISON:,USERHOST:5",
-            "LINELEN=512", "MODES=1", f"TOPICLEN={limits.max_topic_bytes}",
+            "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:,WHOIS:1,ISON:,USERHOST:5,KICK:4",
+            "LINELEN=512", "MODES=4", f"TOPICLEN={limits.max_topic_bytes}",
             f"AWAYLEN={limits.max_away_bytes}", f"NAMELEN={MAX_REALNAME_CHARS}",
-            "CLIENTTAGDENY=*", "UTF8ONLY",
+            "CLIENTTAGDENY=*", "UTF8ONLY", f"MAXLIST=b:{MAX_BANS_PER_ROOM}",
+            f"KICKLEN={limits.max_quit_bytes}",
         )
         self.listener: socket.socket | None = None
         self.address: tuple | None = None

@@ -40,6 +40,9 @@ QUIT_MESSAGES = {
 # Native text may hold LF (it becomes one IRC line each) but IRC lines cannot hold CR or NUL.
 _UNSENDABLE = re.compile("[\r\0]")
 ACTION_OPEN, ACTION_CLOSE = b"\x01ACTION ", b"\x01"
+# Events another module turns into lines (irc/moderation: MODE, KICK, INVITE): kind ->
+# encode(outlet, event, owner=None) -> bytes, the same for all recipients when owner is None.
+LINES: dict = {}
 
 
 def source_of(name: str) -> str:
@@ -162,6 +165,8 @@ class IrcOutlet:
         elif kind is ev.UserJoined:
             data = self.line("JOIN", channel_of(event.room), source=source_of(event.name))
         elif kind is ev.UserLeft:
+            if event.reason == Reason.KICKED:
+                return          # the KICK line of the Kicked just before said it
             if event.reason == Reason.CLOSED:
                 data = self.line("PART", channel_of(event.room), source=source_of(event.name))
             else:
@@ -172,6 +177,8 @@ class IrcOutlet:
         elif kind is ev.TopicChanged:
             data = self.line("TOPIC", channel_of(event.room), event.topic,
                              source=source_of(event.name), timestamp_ms=event.timestamp_ms)
+        elif kind in LINES:
+            data = LINES[kind](self, event)
         else:
             for endpoint in endpoints:
                 self.deliver(endpoint, event)
@@ -208,6 +215,8 @@ class IrcOutlet:
             return b""
         if kind is ev.ChatOpened:
             return b""          # IRC has no notion of an open chat; the first PRIVMSG says it
+        if kind in LINES:
+            return LINES[kind](self, event, owner)
         if kind in (ev.RoomMessage, ev.RoomAction, ev.UserJoined, ev.UserLeft,
                     ev.NameChanged, ev.TopicChanged):
             self.broadcast([endpoint], event)

@@ -49,7 +49,7 @@ def who(conn, params: list) -> None:
     server = conn.irc.server_name
     if room is not None:
         found = conn.hub.rooms.get(room.casefold())
-        if found is not None:
+        if found is not None and not conn.hub.room_hidden(conn.session, found.name):   # +s
             channel = channel_of(found.name)
             all_prefixes = "multi-prefix" in conn.caps
             for member in members_of(conn, found.name):
