@@ -77,7 +77,7 @@ def channel_mode(conn, params: list) -> None:
     if len(params) == 1:
         conn.reply(rpl.RPL_CHANNELMODEIS, channel,
                    *dispatch.channel_modes.mode_string(conn, found.name))
-        conn.reply(rpl.RPL_CREATIONTIME, channel, str(int(found.created_at)))
+        conn.reply(rpl.RPL_CREATIONTIME, channel, str(found.modes.created_at_ms // 1000))
         return
     changes = parse_mode_string(params[1:])
     # A list mode without a parameter asks for the list (b, e, I), whatever its sign.
