@@ -18,6 +18,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 from chatcore import events as ev
@@ -62,7 +63,8 @@ def start_server(*flags: str) -> tuple[subprocess.Popen, int]:
             port = int(match.group(1))
         if port and ("connected to Redis" in line or "--redis" not in flags):
             break
-    os.set_blocking(proc.stderr.fileno(), False)
+    # Keep reading its log: a full pipe would block the server (a resume logs a line).
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
     return proc, port
 
 
