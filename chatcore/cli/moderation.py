@@ -20,14 +20,17 @@ def _room_modes_text(event: ev.RoomModes) -> str:
     arguments = [event.key] if event.key else []
     if event.limit:
         arguments.append(str(event.limit))
-    operators = [m.name for m in event.members if "o" in m.modes]
-    voiced = [m.name for m in event.members if "v" in m.modes]
+    operators, voiced = _holders(event, "o"), _holders(event, "v")
     parts = [" ".join([flags, *arguments]),
              "operators: " + (" ".join(operators) or "none"),
              "voiced: " + (" ".join(voiced) or "none")]
     if event.bans:
         parts.append("bans: " + " ".join(ban.mask for ban in event.bans))
     return "; ".join(parts)
+
+
+def _holders(event: ev.RoomModes, mode: str) -> list[str]:
+    return sorted((m.name for m in event.members if mode in m.modes), key=str.casefold)
 
 
 class ModerationActions:
@@ -104,8 +107,7 @@ class ModerationActions:
     def _show_modes(self, event: ev.RoomModes) -> None:
         self._show(record("room_modes", room=event.room, modes=event.modes, key=event.key,
                           limit=event.limit,
-                          operators=[m.name for m in event.members if "o" in m.modes],
-                          voiced=[m.name for m in event.members if "v" in m.modes],
+                          operators=_holders(event, "o"), voiced=_holders(event, "v"),
                           bans=[ban.mask for ban in event.bans],
                           summary=_room_modes_text(event)), Target("room", event.room))
 

@@ -27,6 +27,7 @@ front end's ``USER_HOST``), so in effect a ban names nick patterns.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -75,6 +76,9 @@ class RoomModes:
 
     def letters(self) -> str:
         """The modes set, alphabetically (``k`` and ``l`` included when set): ``"klnt"``."""
+        if not (self.topic_locked or self.moderated or self.invite_only or self.secret
+                or self.key or self.limit):
+            return "n"                  # a new room's, and most rooms'
         letters = ["n"]
         letters += [mode for mode, attr in _FLAG_ATTRS.items() if getattr(self, attr)]
         if self.key:
@@ -371,15 +375,14 @@ class Moderation:
 
     def _modes_event(self, room, member: bool) -> ev.RoomModes:
         modes = room.modes
-        privileged = []
-        if modes.operators or modes.voiced:
-            for each in room.members.values():
-                flags = ("o" if each in modes.operators else "") + \
-                        ("v" if each in modes.voiced else "")
-                if flags:
-                    privileged.append(ev.MemberModes(each.name, flags))
-                    if len(privileged) >= self.limits.max_join_members:
-                        break
+        # From the (small) sets, not the member list: a join costs O(operators + voiced).
+        operators, voiced = modes.operators, modes.voiced
+        holders = operators | voiced if voiced else operators
+        if len(holders) > self.limits.max_join_members:
+            holders = itertools.islice(holders, self.limits.max_join_members)
+        privileged = [ev.MemberModes(each.name, ("o" if each in operators else "")
+                                     + ("v" if each in voiced else ""))
+                      for each in holders]
         self.work_done += 1 + len(privileged) + len(modes.bans)
         return ev.RoomModes(room.name, modes.letters(), modes.key if member else "",
                             modes.limit, modes.created_at_ms, tuple(privileged),
