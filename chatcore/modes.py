@@ -8,7 +8,7 @@ from . import events as ev
 
 def takes_parameter(mode: str, adding: bool) -> bool:
     """Whether a change of ``mode`` carries a parameter (IRC's CHANMODES=b,k,l,imnst)."""
-    return mode in "bkov" or (mode == "l" and adding)
+    return len(mode) == 1 and (mode in "bkov" or (mode == "l" and adding))
 
 
 def parse_mode_string(words) -> tuple[ev.ModeChange, ...]:

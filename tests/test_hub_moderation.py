@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatcore import events as ev
 from chatcore.errors import ChatError, ErrorCode
 from chatcore.events import Reason
 from chatcore.hub import Hub, HubLimits, NodeInfo
 from chatcore.hub.moderation import MAX_BANS_PER_ROOM, MAX_INVITES_PER_ROOM, normalize_mask
-from chatcore.modes import format_changes, parse_mode_string
+from chatcore.modes import format_changes, parse_mode_string, takes_parameter
 from tests.test_hub import RecordingOutlet
 
 
@@ -294,3 +296,20 @@ def test_mode_strings_parse_and_format():
     assert normalize_mask("Bob") == "bob!*@*"
     assert normalize_mask("bob!u") == "bob!u@*"
     assert normalize_mask("u@host") == "*!u@host"
+
+
+def test_a_mode_is_one_known_letter(hub, outlet, users):
+    alice = users["alice"]
+    for mode in ("", "ov", "mm", "x", "\u00e9"):
+        assert "unknown room mode" in refused(
+            ErrorCode.MODE_INVALID, hub.set_room_modes, alice, "r",
+            (ev.ModeChange(True, mode, "bob"),)), mode
+    assert hub.room_modes(alice, "r").members == (ev.MemberModes("alice", "o"),)
+
+
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from("biklmnostvz"),
+                          st.text("abc*!@", min_size=1, max_size=5)), max_size=8))
+def test_format_then_parse_gives_the_changes_back(entries):
+    changes = tuple(ev.ModeChange(adding, mode, argument if takes_parameter(mode, adding)
+                                  else "") for adding, mode, argument in entries)
+    assert parse_mode_string(format_changes(changes)) == changes

@@ -222,6 +222,10 @@ class Moderation:
     def _plan(self, room, change: ev.ModeChange, operators: set) -> ev.ModeChange:
         """``change`` checked and normalised (names as spelt, masks completed), or raise."""
         mode, adding, argument = change.mode, change.adding, change.argument
+        if len(mode) != 1 or mode not in ROOM_MODE_LETTERS:
+            raise ChatError(ErrorCode.MODE_INVALID,
+                            f"unknown room mode {quote(mode)}; rooms have the modes "
+                            f"{ROOM_MODE_LETTERS}")
         if mode in _FLAG_ATTRS:
             return ev.ModeChange(adding, mode)
         if mode == "n":
@@ -266,14 +270,10 @@ class Moderation:
                                         f"{quote(room.name)}: give +o to another member first")
                     operators.discard(member)
             return ev.ModeChange(adding, mode, member.name)
-        if mode == "b":
-            if not argument:
-                raise ChatError(ErrorCode.MODE_INVALID,
-                                "mode b needs a mask (GetRoomModes lists the bans)")
-            return ev.ModeChange(adding, "b", normalize_mask(argument))
-        raise ChatError(ErrorCode.MODE_INVALID,
-                        f"unknown room mode {quote(mode)}; rooms have the modes "
-                        f"{ROOM_MODE_LETTERS}")
+        if not argument:            # b, the one letter left
+            raise ChatError(ErrorCode.MODE_INVALID,
+                            "mode b needs a mask (GetRoomModes lists the bans)")
+        return ev.ModeChange(adding, "b", normalize_mask(argument))
 
     def _apply(self, room, session, change: ev.ModeChange) -> ev.ModeChange | None:
         """Make a planned change; what changed (None: nothing did)."""
