@@ -40,8 +40,9 @@ class Closing:
         self._stop_input()
         self._linger_timer = self.reactor.call_later(LINGER_SECONDS, self.abort,
                                                      reason, "close timed out")
-        # Non-empty output is always either on the outlet's pending list or waiting for
-        # write readiness, so flush() will get to it and call _linger then.
+        # Non-empty output is always on the outlet's pending list, in the flusher's queue
+        # for a later turn, or waiting for write readiness, so flush() will get to it and
+        # call _linger then.
         if not self.outbuf.pending_bytes:
             self._linger()
 
