@@ -289,7 +289,7 @@ class SharedUsers:
                     continue
                 record = self._live_record(raw, live)
                 if record is None:
-                    dead += 1
+                    dead += raw is not None         # a dead node's, not one gone since
                     continue
                 entries.append(ev.UserInfo(
                     str(record["name"]), int(record.get("rtt", ev.UNKNOWN_RTT)),
