@@ -390,6 +390,8 @@ class SubscriberLink(_Link):
 
     def _on_ready(self) -> None:
         channels = list(self.handlers)
+        for channel in channels:            # a subscribe() now waits for the renewal
+            self._confirming.setdefault(channel, [])
         for start in range(0, len(channels), SUBSCRIBE_BATCH):
             self._queue(("SUBSCRIBE", *channels[start:start + SUBSCRIBE_BATCH]))
 

@@ -22,7 +22,7 @@ class Outlet:
 
 class LaterBackplane(LocalBackplane):
     """Holds each claim until the test answers it; names in ``elsewhere`` are another
-    node's."""
+    node's (rooms: as on one server)."""
 
     def __init__(self, elsewhere=()):
         self.waiting = []

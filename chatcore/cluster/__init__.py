@@ -7,7 +7,10 @@ It is a facade over one module per job, sharing the state set up here:
   node name claimed at start-up (``claim_node_name``);
 - ``names``: user names claimed cluster-wide;
 - ``users``: each user's channel, the direct chats carried on it, sessions taken over;
-- ``presence_users``: every user of the cluster in Redis (user list, whois, resume records).
+- ``presence_users``: every user of the cluster in Redis (user list, whois, resume records);
+- ``rooms``: each room's channel, its events in the broker's order, sequence numbers;
+- ``roomstate``: who is in which room, kept in Redis, and a dead node's members removed;
+- ``roomlists``: the room list and member lists, paged from that state.
 
 A server without ``--redis`` never imports this package (nor hiredis).
 """
@@ -15,20 +18,23 @@ from __future__ import annotations
 
 from ..broker import Broker, RedisAddress
 from ..events import Reason
-from .envelope import ENVELOPE_VERSION, KEY_VERSION, Envelopes, key_prefix, log, unreachable  # noqa: F401
+from .envelope import ENVELOPE_VERSION, KEY_VERSION, Envelopes, key_prefix, log, unreachable
 from .names import CLAIM_NAME_SCRIPT, RELEASE_NAME_SCRIPT, Names
 from .node import RTT_SMOOTHING, ClusterStartError, Nodes, Peer, claim_node_name
 from .presence_users import SharedUsers
+from .roomlists import RoomLists
+from .rooms import ROOM_EVENT_KINDS, ClusterRooms
 from .users import Users
 
 __all__ = ["CLAIM_NAME_SCRIPT", "ENVELOPE_VERSION", "KEY_VERSION", "RELEASE_NAME_SCRIPT",
+           "ROOM_EVENT_KINDS",
            "RTT_SMOOTHING", "Cluster", "ClusterStartError", "Peer", "claim_node_name",
            "key_prefix", "unreachable"]
 
 
-class Cluster(Envelopes, Nodes, Names, Users, SharedUsers):
+class Cluster(Envelopes, Nodes, Names, Users, SharedUsers, ClusterRooms, RoomLists):
     """This node's membership and backplane: announcements out, peers in, RTT to each peer,
-    names claimed and users reached cluster-wide."""
+    names claimed, users reached and rooms shared cluster-wide."""
 
     def __init__(self, reactor, config, address: RedisAddress, hub, load_permille,
                  instance: str):
@@ -53,6 +59,12 @@ class Cluster(Envelopes, Nodes, Names, Users, SharedUsers):
         self.peers: dict[str, Peer] = {}
         self.seq = 0
         self._unknown_versions: set = set()
+        self.rooms_key = f"{prefix}:rooms"
+        self.memberships_key = f"{prefix}:memberships:{instance}"
+        self.instances_key = f"{prefix}:instances"
+        self.room_links: dict = {}                  # room key -> RoomLink (rooms.py)
+        self.room_gaps = 0                          # room messages missed, all channels
+        self._unknown_room_kinds: set = set()
         self._announce_timer = None
         self._lease_held = False
         self._init_users()
@@ -76,6 +88,7 @@ class Cluster(Envelopes, Nodes, Names, Users, SharedUsers):
             self._announce_timer.cancel()
             self._announce_timer = None
         self._publish_control({"kind": "leave"})
+        self._clean_instance(self.instance)                         # its room memberships
         self.broker.call("DEL", self.node_key, self.alive_key)     # frees its users' names
         self.broker.call("ZREM", self.nodes_key, self.node.name)
         self._forget_instance(self.instance)                        # and their records
@@ -93,12 +106,15 @@ class Cluster(Envelopes, Nodes, Names, Users, SharedUsers):
         self._discover()
         self._reclaim_names()
         self._republish_users()
+        self._rooms_up()
 
     def _on_broker_down(self) -> None:
         log.warning("cluster %r: other nodes are out of reach until Redis is back",
                     self.config.cluster_name)
+        self._rooms_down()
 
     def _node_gone(self, node_name: str, reason: Reason) -> None:
         """A peer was dropped (silent) or left: what its users had with ours ends."""
         self._users_of_node_lost(node_name, reason)
         self._forget_node_users(node_name)
+        self._rooms_node_lost(node_name, reason)

@@ -121,6 +121,7 @@ class Nodes:
         now_ms = int(time.time() * 1000)
         self.broker.call("ZADD", self.nodes_key, now_ms + silence_ms, node.name)
         self.broker.call("ZREMRANGEBYSCORE", self.nodes_key, "-inf", now_ms)
+        self._keep_instance(silence_ms)
         self.broker.publish(self.control_channel, message)
         self.refresh_users()
 

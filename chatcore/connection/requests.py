@@ -156,13 +156,22 @@ class Requests:
                       self._reply(event.request_id, acked))
 
     def _on_send_room_action(self, event: ev.SendRoomAction) -> None:
-        msg_id, timestamp_ms = self.hub.send_room_action(self.session, event.room, event.text)
-        self.stats.room_messages += 1
-        self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
+        # Like SendRoom in a room shared with other nodes: the Ack once it is delivered here.
+        self._ask_hub(lambda done: self.hub.send_room_action(self.session, event.room,
+                                                             event.text, done),
+                      self._reply(event.request_id, self._room_acked(event.request_id)))
+
+    def _room_acked(self, request_id: int):
+        def acked(stamp) -> bytes:
+            self.stats.room_messages += 1
+            return encode_ack(*stamp, request_id)
+        return acked
 
     def _on_set_topic(self, event: ev.SetTopic) -> None:
-        self.hub.set_topic(self.session, event.room, event.topic)
-        self.send_event(ev.Ok(event.request_id))
+        self._ask_hub(lambda done: self.hub.set_topic(self.session, event.room, event.topic,
+                                                      done),
+                      self._reply(event.request_id, lambda _: encode_event(ev.Ok(
+                          event.request_id))))
 
     def _on_set_name(self, event: ev.SetName) -> None:
         # Like a Hello, a new name is claimed cluster-wide first (see _ask_hub).
@@ -199,21 +208,31 @@ class Requests:
         return frame
 
     def _on_join(self, event: ev.JoinRoom) -> None:
-        self.hub.join(self.session, event.room)
-        self.send_event(ev.Ok(event.request_id))
+        # A cluster node opening a room learns its members first (see _ask_hub).
+        self._ask_hub(lambda done: self.hub.join(self.session, event.room, done=done),
+                      self._reply(event.request_id, lambda _: encode_event(ev.Ok(
+                          event.request_id))))
 
     def _on_leave(self, event: ev.LeaveRoom) -> None:
         self.hub.leave(self.session, event.room)
         self.send_event(ev.Ok(event.request_id))
 
     def _on_send_room(self, event: ev.SendRoom) -> None:
+        if self.hub.room_shared(self.session, event.room):
+            # Members on other nodes: the Ack once the message is back from the broker and
+            # delivered here, so the sender sees it before its Ack, as on one server.
+            self._ask_hub(lambda done: self.hub.send_room(self.session, event.room,
+                                                          event.text, done),
+                          self._reply(event.request_id, self._room_acked(event.request_id)))
+            return
         msg_id, timestamp_ms = self.hub.send_room(self.session, event.room, event.text)
         self.stats.room_messages += 1
         self.send(encode_ack(msg_id, timestamp_ms, event.request_id))
 
     def _on_join_room_key(self, event: ev.JoinRoomKey) -> None:
-        self.hub.join(self.session, event.room, event.key)
-        self.send_event(ev.Ok(event.request_id))
+        self._ask_hub(lambda done: self.hub.join(self.session, event.room, event.key, done),
+                      self._reply(event.request_id, lambda _: encode_event(ev.Ok(
+                          event.request_id))))
 
     def _on_set_room_mode(self, event: ev.SetRoomMode) -> None:
         self.hub.set_room_modes(self.session, event.room, event.changes)
@@ -241,6 +260,8 @@ class Requests:
         """A secret room this user is not in: listed as if it did not exist."""
         return bool(room) and self.hub.room_hidden(self.session, room)
 
+    # A cluster answers the room list and a room's members from Redis (see _ask_hub).
+
     def _on_list_users(self, event: ev.ListUsers) -> None:
         # The unpaged request of protocol 1.0: its first page (``total`` says how many).
         if self._hidden(event.room):
@@ -253,9 +274,10 @@ class Requests:
                                                          event.request_id), page)))
 
     def _on_list_rooms(self, event: ev.ListRooms) -> None:
-        page = self.hub.rooms_page()
-        self.send(self._fitted(lambda entries, _: ev.RoomList(page.total, entries,
-                                                              event.request_id), page))
+        self._ask_hub(lambda done: self.hub.rooms_page(done=done),
+                      self._reply(event.request_id, lambda page: self._fitted(
+                          lambda entries, _: ev.RoomList(page.total, entries,
+                                                         event.request_id), page)))
 
     def _on_list_users_page(self, event: ev.ListUsersPage) -> None:
         if self._hidden(event.room):
@@ -269,9 +291,12 @@ class Requests:
                               event.request_id), page)))
 
     def _on_list_rooms_page(self, event: ev.ListRoomsPage) -> None:
-        page = self.hub.rooms_page(event.after, event.pattern, event.limit)
-        self.send(self._fitted(lambda entries, next_after: ev.RoomPage(
-            page.total, page.total_exact, next_after, entries, event.request_id), page))
+        self._ask_hub(lambda done: self.hub.rooms_page(event.after, event.pattern,
+                                                       event.limit, done),
+                      self._reply(event.request_id, lambda page: self._fitted(
+                          lambda entries, next_after: ev.RoomPage(
+                              page.total, page.total_exact, next_after, entries,
+                              event.request_id), page)))
 
     def _on_list_servers(self, event: ev.ListServers) -> None:
         servers = self.hub.list_servers()

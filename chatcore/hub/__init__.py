@@ -22,8 +22,9 @@ costs per loop turn.
 
 The hub is a facade over one module per job: ``identity`` (connect, rename, disconnect),
 ``resuming`` (held sessions), ``conversations`` (direct chats, away replies, users of other
-nodes), ``rooms`` (membership, topics, room messages), ``moderation`` (operators, room modes, kicks,
-invitations, bans) and ``presence`` (away, whois, lists);
+nodes), ``rooms`` (membership, topics, room messages), ``remote_rooms`` (what other nodes
+tell about shared rooms), ``moderation`` (operators, room modes, kicks, invitations,
+bans) and ``presence`` (away, whois, lists);
 its data types are in ``model`` and the checks they share in ``checks``.
 """
 from __future__ import annotations
@@ -37,17 +38,19 @@ from .checks import check_text
 from .conversations import Conversations
 from .identity import GUEST_CLAIM_ATTEMPTS, GUEST_PREFIX, GUEST_SKIP_MAX, Identity
 from .moderation import Moderation
-from .model import DETACHED, HubLimits, LocalBackplane, NodeInfo, Page, Room, Session
+from .model import (DETACHED, HubLimits, LocalBackplane, NodeInfo, Page, Room, RoomSnapshot,
+                    Session)
 from .presence import Presence
+from .remote_rooms import RemoteRooms
 from .resuming import Resuming
 from .rooms import LIST_ENTRY_WORK_UNITS, Rooms
 
 __all__ = ["DETACHED", "GUEST_CLAIM_ATTEMPTS", "GUEST_PREFIX", "GUEST_SKIP_MAX",
            "LIST_ENTRY_WORK_UNITS", "Hub", "HubLimits", "LocalBackplane", "NodeInfo", "Page",
-           "Room", "Session"]
+           "Room", "RoomSnapshot", "Session"]
 
 
-class Hub(Identity, Resuming, Conversations, Rooms, Moderation, Presence):
+class Hub(Identity, Resuming, Conversations, Rooms, RemoteRooms, Moderation, Presence):
     """Routes requests of connected sessions; raises ChatError for refused requests."""
 
     def __init__(self, node: NodeInfo, limits: HubLimits = HubLimits(), *,

@@ -101,6 +101,32 @@ class LocalBackplane:
         told to let it go."""
         done(None)
 
+    # Rooms (see hub.rooms): with no other node, every room is local and every step is done
+    # at once; a cluster's backplane carries the events of rooms shared with other nodes.
+    lists_rooms = False         # True: the room list and member lists come from the backplane
+
+    def open_room(self, room: Room, done) -> None:
+        """The first member here joins ``room``: ``done(RoomSnapshot or None)`` once the
+        room's state and members elsewhere are known."""
+        done(None)
+
+    def join_room(self, room: Room, session: Session, then) -> None:
+        """``session`` joins: ``then()`` when its join may be delivered here (in the room's
+        order), or ``then(ChatError)``."""
+        then()
+
+    def leave_room(self, room: Room, session: Session, event: ev.UserLeft, then) -> None:
+        """``session`` left (the leaver was told): ``then()`` tells the members here."""
+        then()
+
+    def relay_room(self, room: Room, event, deliver) -> bool:
+        """Carry a room event to the other nodes; True if ``deliver()`` will run once it
+        is back, False if the hub delivers it now."""
+        return False
+
+    def close_room(self, room: Room) -> None:
+        """No member of ``room`` is left here."""
+
 
 @dataclass(eq=False, slots=True)
 class Session:
@@ -141,6 +167,20 @@ class Room:
     topic_by: str = ""
     topic_at_ms: int = 0
     modes: RoomModes = field(default_factory=RoomModes)    # operators, modes, bans, invites
+    # Members on other cluster nodes: key -> (name, node). Told by the backplane.
+    remote: dict = field(default_factory=dict)
+    # Set by the backplane: the room's events go through it (see hub.rooms).
+    shared: bool = False
+    opening: list | None = None     # (session, done) of joins waiting while the room opens
+    entering: int = 0               # joins on their way through the backplane
+
+
+@dataclass(slots=True)
+class RoomSnapshot:
+    """What the backplane knows of a room when a node opens it: its kept state (``fields``,
+    see hub.remote_rooms) and its members on other nodes (key -> (name, node))."""
+    fields: dict
+    members: dict
 
 
 class _DetachedOutlet:

@@ -28,7 +28,7 @@ class Presence:
         to ``done`` (a user of another node is looked up in the cluster's shared state)."""
         user = self.sessions.get(name.casefold())
         if user is not None:
-            common = sorted((ev.RoomInfo(room.name, len(room.members))
+            common = sorted((ev.RoomInfo(room.name, len(room.members) + len(room.remote))
                              for key, room in user.rooms.items() if key in session.rooms),
                             key=lambda info: info.name.casefold())
             self.work_done += 1 + len(common) * LIST_ENTRY_WORK_UNITS
@@ -54,7 +54,7 @@ class Presence:
     def _remote_details(self, session: Session, record: dict) -> ev.UserDetails:
         """UserDetails of a user of another node, from its record in shared state."""
         now_ms = int(self._wallclock() * 1000)
-        common = sorted((ev.RoomInfo(room.name, len(room.members))
+        common = sorted((ev.RoomInfo(room.name, len(room.members) + len(room.remote))
                          for room in (session.rooms.get(str(name).casefold())
                                       for name in record.get("rooms", ()))
                          if room is not None), key=lambda info: info.name.casefold())
@@ -90,6 +90,23 @@ class Presence:
             self.backplane.users_page(after.casefold(), pattern.casefold(), page_size,
                                       scan_limit, answered)
             return None
+        if done is not None and room_name and self.backplane.lists_rooms:
+            # A room's members on every node, from shared state (this node's view while
+            # the broker cannot answer).
+            self._check_pattern(pattern)
+            page_size, scan_limit = self._page_bounds(limit)
+
+            def answered_room(page) -> None:
+                if page is None:
+                    page = self.users_page(room_name, after, pattern, limit)
+                else:
+                    self.work_done += len(page.entries) * LIST_ENTRY_WORK_UNITS
+                done(page)
+
+            self.backplane.room_members_page(room_name.casefold(), after.casefold(),
+                                             pattern.casefold(), page_size, scan_limit,
+                                             answered_room)
+            return None
         if room_name:
             room = self.rooms.get(room_name.casefold())
             if room is None:
@@ -108,14 +125,38 @@ class Presence:
         return answer_or_return(done, Page(entries, keys.keys, keys.total, keys.total_exact,
                                            keys.next_after))
 
-    def rooms_page(self, after: str = "", pattern: str = "", limit: int = 0) -> Page:
-        """A page of the rooms in name order: see ``listing.NameIndex.page``."""
+    def rooms_page(self, after: str = "", pattern: str = "", limit: int = 0,
+                   done=None) -> Page | None:
+        """A page of the rooms in name order: see ``listing.NameIndex.page``. Returned, or
+        given to ``done``: in a cluster the list (with cluster-wide member counts) is read
+        from shared state (this node's view while the broker cannot answer)."""
+        if done is not None and self.backplane.lists_rooms:
+            self._check_pattern(pattern)
+            page_size, scan_limit = self._page_bounds(limit)
+
+            def answered(page) -> None:
+                if page is None:
+                    page = self.rooms_page(after, pattern, limit)
+                else:
+                    self.work_done += len(page.entries) * LIST_ENTRY_WORK_UNITS
+                done(page)
+
+            self.backplane.rooms_page(after.casefold(), pattern.casefold(), page_size,
+                                      scan_limit, answered)
+            return None
         keys = self._page(self._room_index, after, pattern, limit)
         rooms = self.rooms
-        entries = [ev.RoomInfo(room.name, len(room.members))
+        entries = [ev.RoomInfo(room.name, len(room.members) + len(room.remote))
                    for room in map(rooms.__getitem__, keys.keys)]
         self.work_done += len(entries) * LIST_ENTRY_WORK_UNITS
-        return Page(entries, keys.keys, keys.total, keys.total_exact, keys.next_after)
+        return answer_or_return(done, Page(entries, keys.keys, keys.total, keys.total_exact,
+                                           keys.next_after))
+
+    def user_info(self, session: Session) -> ev.UserInfo:
+        """A local user as a user list entry."""
+        return ev.UserInfo(session.name, rtt_us(session.rtt_seconds),
+                           int(self._clock() - session.last_active), self.node.name,
+                           session.away)
 
     def _page(self, index: NameIndex, after: str, pattern: str, limit: int) -> KeyPage:
         self._check_pattern(pattern)

@@ -1,0 +1,342 @@
+"""Rooms across nodes: one channel per room, every room event published on it once and
+handed back, to its origin too, in the order Redis gives.
+
+- ``{p}:room:{room key}``  channel of one room: its events (``ROOM_EVENT_KINDS``), joins,
+  leaves and sync markers; a node subscribes while it has members in the room.
+
+A node opens a room (its first member joins) in three steps: it subscribes the channel, runs
+``SYNC_SCRIPT`` (publishes a ``sync`` marker and reads the room's state and members in one
+atomic step), and goes ahead once it holds both the reply and its own marker back from the
+channel: a join published before the marker is in the snapshot, one after it arrives on the
+channel. Until then the room is ``shared`` (its events go through Redis); afterwards it is
+shared while another node has members in it or this node's own events are still on the way,
+and local otherwise (delivered at once, not published). The Redis state kept with each join
+and leave is in ``roomstate``.
+
+Every published room message carries ``seq``, numbered per (origin instance, room channel)
+from 1; a receiver counts what it missed per (instance, channel), the only numbering it can
+check since it hears only the channels it subscribes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .. import events as ev
+from ..broker import BrokerUnavailable, ReplyError
+from ..errors import ChatError, ErrorCode
+from ..hub.model import Room, RoomSnapshot
+from ..hub.remote_rooms import ROOM_STATE_FIELDS
+from .envelope import log
+from .roomstate import JOIN_SCRIPT, LEAVE_SCRIPT, STATE_SCRIPT, SYNC_SCRIPT, RoomState
+
+# Kind name on the wire -> the room event it carries (all its fields but request_id, as
+# JSON). A new kind of room event adds one entry here (and its hub tables: remote_rooms).
+ROOM_EVENT_KINDS: dict[str, type] = {
+    "message": ev.RoomMessage,
+    "action": ev.RoomAction,
+    "topic": ev.TopicChanged,
+}
+# Kinds with a meaning of their own: "join" (names), "leave" (name, reason, message) and
+# "sync" (a node opening the room: nothing to deliver).
+
+
+def _kind_of(event) -> str:
+    for name, kind in ROOM_EVENT_KINDS.items():
+        if type(event) is kind:
+            return name
+    raise ValueError(f"{type(event).__name__} is not a room event kind")
+
+
+def _fields(event) -> dict:
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)
+            if f.name != "request_id"}
+
+
+@dataclass(eq=False, slots=True)
+class RoomLink:
+    """This node's side of one room channel."""
+    room: Room
+    channel: str
+    seq: int = 0                                        # this instance's, on this channel
+    pending: dict = field(default_factory=dict)         # own seq -> deliver, until it is back
+    last_seq: dict = field(default_factory=dict)        # origin instance -> last seq heard
+    gaps: int = 0
+    syncing: bool = False
+    sync_seq: int = 0
+    marker_seen: bool = False
+    snapshot: RoomSnapshot | None = None
+    buffered: list | None = None        # messages after the marker, before the snapshot
+    on_synced: object = None
+    exists: bool = True                 # False: the room was new cluster-wide at the sync
+
+
+class ClusterRooms(RoomState):
+    """The rooms part of ``Cluster`` (the hub's backplane). State: ``room_links``."""
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    def open_room(self, room: Room, done) -> None:
+        if not self.broker.up:
+            done(None)                  # alone until Redis is back (then: _resync_rooms)
+            return
+        link = self.room_links[room.key] = RoomLink(room, self.room_channel(room.key))
+        self._sync_room(link, done)
+
+    def _sync_room(self, link: RoomLink, done) -> None:
+        link.syncing, link.marker_seen, link.snapshot, link.buffered = True, False, None, None
+        link.on_synced = done
+        self._update_shared(link)
+
+        def subscribed(ok: bool) -> None:
+            if self.room_links.get(link.room.key) is not link:
+                return
+            if not ok:
+                self._synced(link)
+                return
+            link.seq += 1
+            link.sync_seq = link.seq
+            self.broker.call("EVAL", SYNC_SCRIPT, 2, self.room_info_key(link.room.key),
+                             self.room_who_key(link.room.key), link.channel,
+                             self._envelope({"kind": "sync", "seq": link.seq}),
+                             self.alive_prefix, callback=lambda reply: got(reply))
+
+        def got(reply) -> None:
+            if self.room_links.get(link.room.key) is not link or not link.syncing:
+                return
+            if isinstance(reply, BrokerUnavailable | ReplyError) or not isinstance(reply, list):
+                if isinstance(reply, ReplyError):
+                    log.error("cluster: Redis refused a room sync: %s", reply)
+                self._synced(link)
+                return
+            link.snapshot = self.parse_snapshot(reply)
+            link.exists = bool(link.snapshot.fields)
+            if link.marker_seen:
+                self._synced(link)
+
+        self.broker.subscribe(link.channel, lambda channel, data: self._on_room_message(
+            link, data), subscribed)
+
+    def _synced(self, link: RoomLink) -> None:
+        """The snapshot and the marker are both in (or Redis went away: alone for now)."""
+        link.syncing = False
+        buffered, link.buffered = link.buffered or [], None
+        done, link.on_synced = link.on_synced, None
+        snapshot = link.snapshot
+        if done is not None:
+            done(snapshot)
+        elif snapshot is not None and self.hub.rooms.get(link.room.key) is link.room:
+            self.hub.room_snapshot(link.room, snapshot)
+        for message in buffered:
+            self._dispatch(link, message)
+        self._update_shared(link)
+
+    def close_room(self, room: Room) -> None:
+        link = self.room_links.pop(room.key, None)
+        if link is None:
+            return
+        self.broker.unsubscribe(link.channel)
+        room.shared = False
+        for deliver in link.pending.values():           # nobody here to deliver to
+            deliver()
+
+    def _update_shared(self, link: RoomLink) -> None:
+        link.room.shared = self.broker.up and bool(
+            link.syncing or link.pending or link.room.remote)
+
+    # -- joining and leaving ---------------------------------------------------------------
+
+    def join_room(self, room: Room, session, then) -> None:
+        link = self.room_links.get(room.key)
+        if link is None or not self.broker.up:
+            then()
+            return
+        link.seq += 1
+        seq = link.seq
+        # The first join of a room new cluster-wide waits for the script's answer: the
+        # room limit is the cluster's. Others on a shared room wait for their notice.
+        creating = not link.exists
+        shared = room.shared and not creating
+
+        def answered(reply) -> None:
+            if reply == 0:
+                link.pending.pop(seq, None)
+                self._update_shared(link)
+                then(ChatError(ErrorCode.SERVER_ROOM_LIMIT,
+                               f"the cluster has {self.hub.limits.max_rooms} rooms, its "
+                               f"limit; join an existing one"))
+            elif isinstance(reply, BrokerUnavailable | ReplyError):
+                if creating:
+                    then()
+                else:
+                    self._flush_one(link, seq)
+            elif creating:
+                link.exists = True
+                then()
+
+        if shared:
+            link.pending[seq] = then
+        self.broker.call("EVAL", JOIN_SCRIPT, 5, *self.room_keys(room.key),
+                         room.key, room.name, link.channel,
+                         self._envelope({"kind": "join", "seq": seq, "names": [session.name]}),
+                         self.hub.limits.max_rooms, self._who_prefix(), session.key,
+                         session.name, callback=answered)
+        if not shared and not creating:
+            then()
+
+    def leave_room(self, room: Room, session, event: ev.UserLeft, then) -> None:
+        link = self.room_links.get(room.key)
+        if link is None or not self.broker.up:
+            then()
+            return
+        link.seq += 1
+        if room.shared:
+            link.pending[link.seq] = then
+        self.broker.call("EVAL", LEAVE_SCRIPT, 5, *self.room_keys(room.key), room.key,
+                         session.key, link.channel, self._envelope({
+                             "kind": "leave", "seq": link.seq, "name": event.name,
+                             "reason": int(event.reason), "message": event.message}),
+                         callback=self._publish_answered(link, link.seq))
+        if not room.shared:
+            then()
+
+    # -- events ----------------------------------------------------------------------------
+
+    def relay_room(self, room: Room, event, deliver) -> bool:
+        """Publish a room event; True if ``deliver()`` will run once it is back (the room
+        is shared), False if the hub delivers it now (the room is local: then only events
+        that change kept state are published, for nodes that open the room later)."""
+        link = self.room_links.get(room.key)
+        if link is None or not self.broker.up:
+            return False
+        state_fields = ROOM_STATE_FIELDS.get(type(event))
+        if not room.shared and state_fields is None:
+            return False
+        link.seq += 1
+        message = self._envelope({"kind": _kind_of(event), "seq": link.seq, **_fields(event)})
+        if room.shared:
+            link.pending[link.seq] = deliver
+        callback = self._publish_answered(link, link.seq) if room.shared else None
+        if state_fields is None:
+            self.broker.publish(link.channel, message, callback=callback)
+        else:
+            pairs = [part for name, value in state_fields(event).items()
+                     for part in (name, value)]
+            self.broker.call("EVAL", STATE_SCRIPT, 1, self.room_info_key(room.key),
+                             link.channel, message, *pairs, callback=callback)
+        return room.shared
+
+    def _publish_answered(self, link: RoomLink, seq: int):
+        def answered(reply) -> None:
+            if isinstance(reply, BrokerUnavailable | ReplyError):
+                self._flush_one(link, seq)      # delivered here at least (at-most-once there)
+        return answered
+
+    def _flush_one(self, link: RoomLink, seq: int) -> None:
+        deliver = link.pending.pop(seq, None)
+        if deliver is not None:
+            deliver()
+        self._update_shared(link)
+
+    def _on_room_message(self, link: RoomLink, data: bytes) -> None:
+        message = self._decode(data, "room message", ("kind", "node", "instance", "seq"))
+        if message is None or self.room_links.get(link.room.key) is not link:
+            return
+        instance, seq = message["instance"], message["seq"]
+        if not isinstance(seq, int):
+            return
+        last = link.last_seq.get(instance, 0)
+        if last and seq > last + 1:
+            missed = seq - last - 1
+            link.gaps += missed
+            self.room_gaps += missed
+            log.warning("cluster: missed %d message(s) of room %r from node %r (seq %d "
+                        "after %d)", missed, link.room.name, message["node"], seq, last)
+        link.last_seq[instance] = seq
+        if link.syncing:
+            if instance == self.instance and seq == link.sync_seq:
+                link.marker_seen = True
+                link.buffered = []
+                if link.snapshot is not None:
+                    self._synced(link)
+                return
+            if link.buffered is not None:
+                link.buffered.append(message)
+                return
+            if message["kind"] in ("join", "leave"):
+                return                  # before the marker: the snapshot holds it
+        self._dispatch(link, message)
+
+    def _dispatch(self, link: RoomLink, message: dict) -> None:
+        kind = message["kind"]
+        if message["instance"] == self.instance:
+            self._flush_one(link, message["seq"])
+            return
+        key = link.room.key
+        try:
+            if kind == "join":
+                self.hub.remote_members_joined(key, [str(n) for n in message["names"]],
+                                               message["node"])
+            elif kind == "leave":
+                self.hub.remote_member_left(key, ev.UserLeft(
+                    link.room.name, str(message["name"]), int(message["reason"]),
+                    str(message.get("message", ""))))
+            elif kind in ROOM_EVENT_KINDS:
+                cls = ROOM_EVENT_KINDS[kind]
+                self.hub.room_event_arrived(key, cls(**{
+                    f.name: message[f.name] for f in dataclasses.fields(cls)
+                    if f.name != "request_id"}))
+            elif kind != "sync":
+                self._unknown_room_kind(kind, message["node"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("cluster: ignoring a malformed room message: %.80r", message)
+        self._update_shared(link)
+
+    def _unknown_room_kind(self, kind, origin) -> None:
+        if kind not in self._unknown_room_kinds:
+            self._unknown_room_kinds.add(kind)
+            log.warning("cluster: ignoring room messages of kind %r from %r (this node "
+                        "does not know it)", kind, origin)
+
+    # -- outages and lost nodes ------------------------------------------------------------
+
+    def _rooms_down(self) -> None:
+        """Redis is gone: what was on the way is delivered here, rooms go on locally."""
+        for link in list(self.room_links.values()):
+            pending, link.pending = link.pending, {}
+            for seq in sorted(pending):
+                pending[seq]()
+            if link.syncing:
+                self._synced(link)
+            link.room.shared = False
+
+    def _rooms_up(self) -> None:
+        """Redis is back: every room with members here syncs again and registers them."""
+        for room in list(self.hub.rooms.values()):
+            if not room.members and room.opening is None:
+                continue
+            link = self.room_links.get(room.key)
+            if link is None:
+                link = self.room_links[room.key] = RoomLink(room, self.room_channel(room.key))
+            if link.syncing:
+                continue
+            link.last_seq.clear()
+            self._sync_room(link, None)
+            if room.members:
+                self._register_all(link)
+
+    def _register_all(self, link: RoomLink) -> None:
+        room = link.room
+        link.seq += 1
+        pairs = [part for key, session in room.members.items() for part in (key, session.name)]
+        self.broker.call("EVAL", JOIN_SCRIPT, 5, *self.room_keys(room.key), room.key,
+                         room.name, link.channel,
+                         self._envelope({"kind": "join", "seq": link.seq,
+                                         "names": [s.name for s in room.members.values()]}),
+                         0, self._who_prefix(), *pairs)
+
+    def _rooms_node_lost(self, node_name: str, reason) -> None:
+        for room in self.hub.remote_node_lost(node_name, reason):
+            link = self.room_links.get(room.key)
+            if link is not None:
+                self._update_shared(link)

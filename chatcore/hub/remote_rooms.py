@@ -1,0 +1,116 @@
+"""What the backplane tells the hub about rooms that have members on other cluster nodes:
+their members arriving and leaving, their events, a room's state when this node opens it,
+and a node's members lost with it. ``Room.remote`` holds the members on other nodes.
+
+A room's events change its state where they are delivered (``apply_room_event``): on every
+node, in the same order. The state a node opening the room later must learn (the topic) is
+kept by the backplane as fields (``ROOM_STATE_FIELDS``: the fields an event sets;
+``ROOM_STATE_LOADERS``: how a room reads them back). A new kind of room event (moderation's,
+say) adds its entries to these tables, and its name to the cluster's ``ROOM_EVENT_KINDS``.
+"""
+from __future__ import annotations
+
+from .. import events as ev
+from ..events import Reason
+from .model import Room, RoomSnapshot
+
+
+def _apply_topic(room: Room, event: ev.TopicChanged) -> None:
+    room.topic = event.topic
+    room.topic_by = event.name if event.topic else ""
+    room.topic_at_ms = event.timestamp_ms if event.topic else 0
+
+
+def _topic_fields(event: ev.TopicChanged) -> dict:
+    return {"topic": event.topic, "topic_by": event.name if event.topic else "",
+            "topic_at": event.timestamp_ms if event.topic else 0}
+
+
+def _load_topic(room: Room, fields: dict) -> None:
+    room.topic = fields.get("topic", "")
+    room.topic_by = fields.get("topic_by", "")
+    try:
+        room.topic_at_ms = int(fields.get("topic_at", 0))
+    except ValueError:
+        room.topic_at_ms = 0
+
+
+def _load_name(room: Room, fields: dict) -> None:
+    room.name = fields.get("name") or room.name         # as first spelt, cluster-wide
+
+
+# Event type -> how it changes the room where it is delivered.
+ROOM_EVENT_APPLIERS = {ev.TopicChanged: _apply_topic}
+# Event type -> the room state fields (str -> str or int) it sets, kept for later openers.
+ROOM_STATE_FIELDS = {ev.TopicChanged: _topic_fields}
+# Each reads a room's state back from those fields (a dict of str) when a node opens it.
+ROOM_STATE_LOADERS = [_load_name, _load_topic]
+
+
+class RemoteRooms:
+    """The rooms-of-the-cluster part of ``Hub``. Its state is the Hub's."""
+
+    def apply_room_event(self, room: Room, event) -> None:
+        applier = ROOM_EVENT_APPLIERS.get(type(event))
+        if applier is not None:
+            applier(room, event)
+
+    def room_snapshot(self, room: Room, snapshot: RoomSnapshot) -> None:
+        """The room's state and its members on other nodes, as the broker has them: the
+        local members are told who arrived and who is gone since they last knew."""
+        for loader in ROOM_STATE_LOADERS:
+            loader(room, snapshot.fields)
+        old, new = room.remote, {key: entry for key, entry in snapshot.members.items()
+                                 if key not in room.members}
+        room.remote = new
+        if room.members:
+            for key, (name, _) in old.items():
+                if key not in new:
+                    self._broadcast(room, ev.UserLeft(room.name, name, Reason.SERVER_LOST))
+            for key, (name, _) in new.items():
+                if key not in old:
+                    self._broadcast(room, ev.UserJoined(room.name, name))
+
+    def room_event_arrived(self, room_key: str, event) -> None:
+        """An event of another node's member (a message, an action, a topic)."""
+        room = self.rooms.get(room_key)
+        if room is None or not room.members:
+            return
+        self.apply_room_event(room, event)
+        self._broadcast(room, event)
+
+    def remote_members_joined(self, room_key: str, names, node: str) -> None:
+        """Users of ``node`` joined (or, after an outage, are still in) the room; those
+        not known yet are announced."""
+        room = self.rooms.get(room_key)
+        if room is None:
+            return
+        for name in names:
+            key = name.casefold()
+            if key in room.members:
+                continue
+            known = room.remote.get(key)
+            room.remote[key] = (name, node)
+            if known is None and room.members:
+                self._broadcast(room, ev.UserJoined(room.name, name))
+
+    def remote_member_left(self, room_key: str, event: ev.UserLeft) -> None:
+        room = self.rooms.get(room_key)
+        if room is not None and room.remote.pop(event.name.casefold(), None) is not None:
+            self._broadcast(room, event)
+
+    def remote_node_lost(self, node: str, reason: Reason = Reason.SERVER_LOST) -> list:
+        """``node`` is gone: its members leave every room here, with ``reason``; the rooms
+        they were in are returned."""
+        changed = []
+        for room in self.rooms.values():
+            gone = [key for key, (_, where) in room.remote.items() if where == node]
+            for key in gone:
+                name, _ = room.remote.pop(key)
+                self._broadcast(room, ev.UserLeft(room.name, name, reason))
+            if gone:
+                changed.append(room)
+        return changed
+
+    def room_member_count(self, room: Room) -> int:
+        return len(room.members) + len(room.remote)
