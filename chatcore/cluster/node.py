@@ -194,6 +194,10 @@ class Nodes:
             if peer is None:
                 log.info("cluster: node %r at %s:%s is up", name, message.get("host"),
                          message.get("port"))
+            elif peer.instance and instance:
+                # Restarted before its silence ran out: its old life's users are gone.
+                log.warning("cluster: node %r restarted", name)
+                self._node_gone(name, Reason.SERVER_LOST)
             peer = self.peers[name] = Peer(name, instance, "", 0, 0, 0, now)
         peer.host = str(message.get("host", ""))
         peer.port = int(message.get("port", 0))
