@@ -304,3 +304,27 @@ def test_the_room_limit_is_the_clusters(start_node, clients):
             assert exc.code == ErrorCode.SERVER_ROOM_LIMIT
             return False
     eventually(join_three, bool)
+
+
+def test_a_session_moved_to_another_node_stays_in_its_rooms(start_node, clients):
+    from tests.test_cluster_users_resume import resume_on
+    alpha, beta, gamma = start_node("alpha"), start_node("beta"), start_node("gamma")
+    alice, carol = clients(alpha, "alice"), clients(gamma, "carol")
+    alice.join("lobby")
+    carol.join("lobby")
+    eventually(lambda: carol.whois("alice").rooms, lambda rooms: rooms)   # in the record
+    moved = resume_on(beta, alice)
+    try:
+        assert moved.wait_for(ev.RoomJoined).room == "lobby"
+        members = eventually(lambda: [u.name for u in carol.iter_users("lobby")],
+                             lambda names: names == ["alice", "carol"]
+                             and carol.whois("alice").server == "beta")
+        assert members == ["alice", "carol"]
+        carol.send_room("lobby", "still with us?")
+        assert moved.wait_for(lambda e: type(e) is ev.RoomMessage
+                              and e.text == "still with us?")
+        moved.send_room("lobby", "yes, from beta")
+        assert carol.wait_for(lambda e: type(e) is ev.RoomMessage
+                              and e.sender == "alice").text == "yes, from beta"
+    finally:
+        moved.close()

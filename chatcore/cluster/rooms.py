@@ -196,7 +196,7 @@ class ClusterRooms(RoomState):
                          session.key, link.channel, self._envelope({
                              "kind": "leave", "seq": link.seq, "name": event.name,
                              "reason": int(event.reason), "message": event.message}),
-                         callback=self._publish_answered(link, link.seq))
+                         f"{self.instance}\t", callback=self._publish_answered(link, link.seq))
         if not room.shared:
             then()
 
@@ -280,7 +280,7 @@ class ClusterRooms(RoomState):
             elif kind == "leave":
                 self.hub.remote_member_left(key, ev.UserLeft(
                     link.room.name, str(message["name"]), int(message["reason"]),
-                    str(message.get("message", ""))))
+                    str(message.get("message", ""))), message["node"])
             elif kind in ROOM_EVENT_KINDS:
                 cls = ROOM_EVENT_KINDS[kind]
                 self.hub.room_event_arrived(key, cls(**{

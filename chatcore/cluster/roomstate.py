@@ -58,8 +58,11 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
 LEAVE_SCRIPT = """
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('HDEL', KEYS[4], ARGV[2])
+local held = redis.call('HGET', KEYS[4], ARGV[2])
+if held and string.sub(held, 1, #ARGV[5]) == ARGV[5] then
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('HDEL', KEYS[4], ARGV[2])
+end
 redis.call('SREM', KEYS[5], ARGV[1] .. '\\t' .. ARGV[2])
 if redis.call('ZCARD', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[2], KEYS[4])

@@ -94,10 +94,14 @@ class RemoteRooms:
             if known is None and room.members:
                 self._broadcast(room, ev.UserJoined(room.name, name))
 
-    def remote_member_left(self, room_key: str, event: ev.UserLeft) -> None:
+    def remote_member_left(self, room_key: str, event: ev.UserLeft, node: str) -> None:
+        """A member of ``node`` left (one whose session moved to another node meanwhile
+        stays)."""
         room = self.rooms.get(room_key)
-        if room is not None and room.remote.pop(event.name.casefold(), None) is not None:
-            self._broadcast(room, event)
+        key = event.name.casefold()
+        if room is not None and room.remote.get(key, ("", node))[1] == node:
+            if room.remote.pop(key, None) is not None:
+                self._broadcast(room, event)
 
     def remote_node_lost(self, node: str, reason: Reason = Reason.SERVER_LOST) -> list:
         """``node`` is gone: its members leave every room here, with ``reason``; the rooms
