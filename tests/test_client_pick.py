@@ -3,6 +3,7 @@ makes one of them "far"): the lowest RTT at start, a move only after the sustain
 no move on a short spike, /servers, and a single server as before."""
 from __future__ import annotations
 
+import signal
 import socket
 import time
 
@@ -11,7 +12,7 @@ import pytest
 from chatcore import events as ev
 from chatcore.cli import exitcodes
 from chatcore.client import ChatClient
-from tests.cli_helpers import ScriptClient, run_client
+from tests.cli_helpers import ScriptClient, login, run_client
 from tests.pick_helpers import SUSTAIN_SECONDS, json_clients, pick_config, proxies  # noqa: F401
 
 pytestmark = pytest.mark.timeout(90)
@@ -158,3 +159,21 @@ def test_no_server_reachable_is_one_line_and_status_3(tmp_path):
     sent = run_client("--name", "alice", *servers, "--send", "bob", "hi")
     assert sent.returncode == exitcodes.UNAVAILABLE
     assert "none of the 2 servers can be reached" in sent.stderr
+
+
+def test_interactive_failover_is_told_in_a_line_and_the_chat_goes_on(start_server, terminals,
+                                                                    tmp_path):
+    first, second = start_server(), start_server()
+    alice = terminals(login(first.port, "alice", "--config", pick_config(tmp_path),
+                            "--server", at(first), "--server", at(second), "--room", "lobby"))
+    alice.expect_literal("alice joined #lobby")
+    on = first if f"chatcore@127.0.0.1:{first.port} as alice" in alice.text else second
+    other = second if on is first else first
+    on.signal(signal.SIGKILL)
+    alice.expect(r"-- chatcore@127\.0\.0\.1:%d was lost: now on chatcore@127\.0\.0\.1:%d "
+                 r"\(127\.0\.0\.1:%d\) after [\d.]+s, with #lobby" % (on.port, other.port,
+                                                                    other.port))
+    alice.expect_literal("alice joined #lobby")
+    alice.sendline("still chatting")
+    alice.expect_literal("alice -> #lobby: still chatting")
+    alice.expect_screen(r"^ alice \| \[1:#lobby\]$")
