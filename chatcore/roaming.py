@@ -13,6 +13,8 @@ again after a Hello with the same name.
 """
 from __future__ import annotations
 
+import socket
+import struct
 import time
 from typing import Callable, Iterable
 
@@ -182,7 +184,9 @@ class RoamingClient:
             old.quit(MOVE_QUIT_MESSAGE)
             welcome = self._hello(client, old.name, self.name_lease_seconds)
         else:
-            old.close()
+            # A reset, not an end of stream: a clean close reaching the old node before the
+            # take-over would be a goodbye there (docs/protocol.md, resuming a session).
+            _abort(old)
         self._now_on(server, client, welcome)
         if not client.resumed:
             self._restore()
@@ -258,3 +262,13 @@ class RoamingClient:
     def quit(self, reason: str = "") -> None:
         if self.client is not None:
             self.client.quit(reason)
+
+
+def _abort(client: ChatClient) -> None:
+    if client.sock is not None:
+        try:
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    client.close()
+

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import ssl
+import struct
 
 from .. import events as ev
 from ..errors import ProtocolError
@@ -235,3 +236,17 @@ class Connection:
         if not self.closed:
             self.closed = True
             self._writer.close()
+
+    def abort(self) -> None:
+        """Close with a reset, not an end of stream: the server takes it for a dropped line
+        (and holds the session) rather than a goodbye."""
+        if self.closed:
+            return
+        self.closed = True
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self._writer.transport.abort()

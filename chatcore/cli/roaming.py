@@ -36,6 +36,9 @@ FAILOVER_CONNECT_TIMEOUT_SECONDS = 1.0
 # A move waits this long for the replies still due on the old connection.
 MOVE_DRAIN_SECONDS = 2.0
 MOVE_QUIT_MESSAGE = "moving to a closer server"
+# After a resumed move, the old node closes the old connection (SESSION_RESUMED) within a
+# Redis round trip; one that has not by then is reset.
+MOVE_RETIRE_SECONDS = 5.0
 NAME_ERRORS = (ErrorCode.NAME_TAKEN, ErrorCode.NAME_INVALID)
 
 
@@ -322,10 +325,15 @@ class Roaming:
                         return
                 self._conn, self.connected = None, False
                 self._take_back_unacknowledged(quiet=True)
-                if not resumed:
+                if resumed:
+                    # The old node lets the session go and closes that connection with
+                    # SESSION_RESUMED; a clean close of ours reaching it first would be a
+                    # goodbye there (docs/protocol.md, resuming a session).
+                    self._spawn(self._retire(old_conn), track=False)
+                else:
                     # The old session must end before its name is free for a Hello there.
                     old_conn.send(ev.Quit(MOVE_QUIT_MESSAGE))
-                old_conn.close()
+                    old_conn.close()
                 if not resumed:
                     self.resume_token = ""          # that session has ended
                     reply, _ = await self._greet(conn, self.config.name_lease_seconds)
@@ -349,6 +357,13 @@ class Roaming:
             self._moving = False
             if self._lost_while_moving and self._conn is old_conn:
                 self._lost(self._lost_while_moving)
+
+    async def _retire(self, conn: Connection) -> None:
+        """A connection whose session moved: what it still brings is shown (not replies:
+        their ids are the old connection's), and it is reset if its server has not closed
+        it within MOVE_RETIRE_SECONDS."""
+        await asyncio.sleep(MOVE_RETIRE_SECONDS)
+        conn.abort()
 
     # -- /servers ----------------------------------------------------------------------------
 

@@ -175,6 +175,8 @@ class Session(Roaming, CommandActions, VocabularyActions, ModerationActions):
         try:
             while True:
                 event = await conn.next_event(silent_seconds)
+                if conn is not self._conn and type(event) in REPLY_TYPES:
+                    continue            # a retired connection's: its request ids are not ours
                 try:
                     self._on_event(event)
                 except Exception:
