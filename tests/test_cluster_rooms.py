@@ -328,3 +328,29 @@ def test_a_session_moved_to_another_node_stays_in_its_rooms(start_node, clients)
                               and e.sender == "alice").text == "yes, from beta"
     finally:
         moved.close()
+
+
+def test_a_rename_reaches_the_rooms_on_other_nodes_once(start_node, clients):
+    alpha, beta = start_node("alpha"), start_node("beta")
+    alice, carol = clients(alpha, "alice"), clients(beta, "carol")
+    for room in ("lobby", "den"):
+        alice.join(room)
+        carol.join(room)
+    alice.send_direct("carol", "hello")                 # a chat too: three ways to hear it
+    carol.wait_for(ev.DirectMessage)
+    carol.wait_for(lambda e: type(e) is ev.UserJoined and e.room == "den"
+                   and e.name == "carol")
+    alice.set_name("alicia")
+    changed = carol.wait_for(ev.NameChanged)
+    assert (changed.old, changed.new) == ("alice", "alicia")
+    eventually(lambda: [u.name for u in carol.list_users("lobby").users],
+               lambda names: names == ["alicia", "carol"])
+    alice.send_room("den", "new name, same me")
+    said = carol.wait_for(ev.RoomMessage)
+    assert (said.sender, said.text) == ("alicia", "new name, same me")
+    assert not [e for e in carol.drain() if type(e) is ev.NameChanged]     # told once
+    alice.leave("lobby")
+    left = carol.wait_for(ev.UserLeft)
+    assert (left.room, left.name) == ("lobby", "alicia")
+    eventually(lambda: [u.name for u in carol.list_users("lobby").users],
+               lambda names: names == ["carol"])

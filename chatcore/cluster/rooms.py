@@ -28,7 +28,8 @@ from ..errors import ChatError, ErrorCode
 from ..hub.model import Room, RoomSnapshot
 from ..hub.remote_rooms import ROOM_STATE_FIELDS
 from .envelope import log
-from .roomstate import JOIN_SCRIPT, LEAVE_SCRIPT, STATE_SCRIPT, SYNC_SCRIPT, RoomState
+from .roomstate import (JOIN_SCRIPT, LEAVE_SCRIPT, RENAME_SCRIPT, STATE_SCRIPT, SYNC_SCRIPT,
+                        RoomState)
 
 # Kind name on the wire -> the room event it carries (all its fields but request_id, as
 # JSON). A new kind of room event adds one entry here (and its hub tables: remote_rooms).
@@ -37,8 +38,8 @@ ROOM_EVENT_KINDS: dict[str, type] = {
     "action": ev.RoomAction,
     "topic": ev.TopicChanged,
 }
-# Kinds with a meaning of their own: "join" (names), "leave" (name, reason, message) and
-# "sync" (a node opening the room: nothing to deliver).
+# Kinds with a meaning of their own: "join" (names), "leave" (name, reason, message),
+# "rename" (old, name) and "sync" (a node opening the room: nothing to deliver).
 
 
 def _kind_of(event) -> str:
@@ -200,6 +201,20 @@ class ClusterRooms(RoomState):
         if not room.shared:
             then()
 
+    def rename_in_room(self, room: Room, session, old_name: str) -> None:
+        """A member here took a new name: its entry moves (same script), others are told
+        with a ``rename`` (published even on a local room: the state is shared)."""
+        link = self.room_links.get(room.key)
+        if link is None or not self.broker.up:
+            return                      # registered afresh when Redis is back
+        link.seq += 1
+        self.broker.call("EVAL", RENAME_SCRIPT, 5, *self.room_keys(room.key), room.key,
+                         old_name.casefold(), session.key, self._envelope({
+                             "kind": "rename", "seq": link.seq, "old": old_name,
+                             "name": session.name}),
+                         f"{self.instance}\t", self._who_prefix() + session.name,
+                         link.channel)
+
     # -- events ----------------------------------------------------------------------------
 
     def relay_room(self, room: Room, event, deliver) -> bool:
@@ -263,7 +278,7 @@ class ClusterRooms(RoomState):
             if link.buffered is not None:
                 link.buffered.append(message)
                 return
-            if message["kind"] in ("join", "leave"):
+            if message["kind"] in ("join", "leave", "rename"):
                 return                  # before the marker: the snapshot holds it
         self._dispatch(link, message)
 
@@ -281,6 +296,9 @@ class ClusterRooms(RoomState):
                 self.hub.remote_member_left(key, ev.UserLeft(
                     link.room.name, str(message["name"]), int(message["reason"]),
                     str(message.get("message", ""))), message["node"])
+            elif kind == "rename":
+                self.hub.remote_member_renamed(key, str(message["old"]),
+                                               str(message["name"]), message["node"])
             elif kind in ROOM_EVENT_KINDS:
                 cls = ROOM_EVENT_KINDS[kind]
                 self.hub.room_event_arrived(key, cls(**{

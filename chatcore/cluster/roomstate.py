@@ -71,6 +71,19 @@ end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
+RENAME_SCRIPT = """
+local held = redis.call('HGET', KEYS[4], ARGV[2])
+if held and string.sub(held, 1, #ARGV[5]) == ARGV[5] then
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('HDEL', KEYS[4], ARGV[2])
+  redis.call('SREM', KEYS[5], ARGV[1] .. '\\t' .. ARGV[2])
+  redis.call('ZADD', KEYS[3], 0, ARGV[3])
+  redis.call('HSET', KEYS[4], ARGV[3], ARGV[6])
+  redis.call('SADD', KEYS[5], ARGV[1] .. '\\t' .. ARGV[3])
+end
+redis.call('PUBLISH', ARGV[7], ARGV[4])
+return 1
+"""
 STATE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 and #ARGV > 2 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 3))

@@ -74,6 +74,7 @@ class Hub(Identity, Resuming, Conversations, Rooms, RemoteRooms, Moderation, Pre
         self._claiming: set[str] = set()        # names waiting for the backplane's answer
         # Users of other nodes that local users have a conversation with: key -> name.
         self.remote_peers: dict[str, str] = {}
+        self._renames_told: collections.OrderedDict = collections.OrderedDict()
 
     # -- helpers ---------------------------------------------------------------------------
 

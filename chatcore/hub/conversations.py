@@ -185,8 +185,9 @@ class Conversations:
                 recipient.away_replied.add(new_key)
             self._forget_remote(old_key)
         self.remote_peers[new_key] = new_name
-        recipient.outlet.deliver(recipient.endpoint, ev.NameChanged(old_name, new_name))
-        self.work_done += 1
+        if self._first_told_of_rename(recipient, old_name, new_name):   # once, rooms too
+            recipient.outlet.deliver(recipient.endpoint, ev.NameChanged(old_name, new_name))
+            self.work_done += 1
 
     def remote_users_lost(self, keys, reason: Reason = Reason.SERVER_LOST) -> None:
         """Users of a node that is gone: their conversations end, with ``reason``."""

@@ -196,6 +196,7 @@ class Identity:
     def _renamed(self, session: Session, new_name: str) -> None:
         old_name, session.name = session.name, new_name
         self._tell_once(self._neighbours(session), ev.NameChanged(old_name, new_name))
+        self._renamed_in_rooms(session, old_name)       # rooms shared with other nodes
         for peer_key in session.conversations:
             if peer_key not in self.sessions:       # a partner on another node
                 self.backplane.send_to_user(peer_key, {"kind": "renamed", "from": new_name,

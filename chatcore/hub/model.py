@@ -127,6 +127,9 @@ class LocalBackplane:
     def close_room(self, room: Room) -> None:
         """No member of ``room`` is left here."""
 
+    def rename_in_room(self, room: Room, session: Session, old_name: str) -> None:
+        """A member of ``room`` here is now ``session.name`` (it was ``old_name``)."""
+
 
 @dataclass(eq=False, slots=True)
 class Session:

@@ -39,6 +39,10 @@ def _load_name(room: Room, fields: dict) -> None:
     room.name = fields.get("name") or room.name         # as first spelt, cluster-wide
 
 
+# Renames of users of other nodes remembered, to tell each local user of one only once.
+RENAMES_REMEMBERED = 1000
+
+
 # Event type -> how it changes the room where it is delivered.
 ROOM_EVENT_APPLIERS = {ev.TopicChanged: _apply_topic}
 # Event type -> the room state fields (str -> str or int) it sets, kept for later openers.
@@ -115,6 +119,42 @@ class RemoteRooms:
             if gone:
                 changed.append(room)
         return changed
+
+    def _renamed_in_rooms(self, session, old_name: str) -> None:
+        """A local member took a new name: the other nodes sharing its rooms are told."""
+        for room in session.rooms.values():
+            self.backplane.rename_in_room(room, session, old_name)
+
+    def remote_member_renamed(self, room_key: str, old_name: str, new_name: str,
+                              node: str) -> None:
+        """A member of ``node`` took a new name: this node's members of the room are told
+        (once per user and rename, however many rooms or chats they share)."""
+        room = self.rooms.get(room_key)
+        old_key = old_name.casefold()
+        if room is None or room.remote.get(old_key, ("", ""))[1] != node:
+            return
+        del room.remote[old_key]
+        room.remote[new_name.casefold()] = (new_name, node)
+        event = ev.NameChanged(old_name, new_name)
+        told = [member for member in room.members.values()
+                if self._first_told_of_rename(member, old_name, new_name)]
+        for member in told:
+            member.outlet.deliver(member.endpoint, event)
+        self.work_done += len(told)
+
+    def _first_told_of_rename(self, session, old_name: str, new_name: str) -> bool:
+        """True the first time ``session`` is to be told of this rename of a user of
+        another node (it may hear of it on several rooms' channels and its chat's)."""
+        key = (old_name, new_name)
+        told = self._renames_told.get(key)
+        if told is None:
+            told = self._renames_told[key] = set()
+            while len(self._renames_told) > RENAMES_REMEMBERED:
+                self._renames_told.popitem(last=False)
+        if session.key in told:
+            return False
+        told.add(session.key)
+        return True
 
     def room_member_count(self, room: Room) -> int:
         return len(room.members) + len(room.remote)
