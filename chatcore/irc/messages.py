@@ -16,6 +16,7 @@ from . import numerics as rpl
 from .dispatch import register, room_of
 from .outlet import source_of, text_lines
 from .text import ctcp, parse_ctcp, strip_formatting
+from .users import lookup
 
 # Per TARGMAX in ISUPPORT: more targets than this get 407.
 MAX_MESSAGE_TARGETS = 4
@@ -67,8 +68,7 @@ def _send_to(conn, command: str, targets: list, raw: str, request, notice: bool)
                 _send_one(conn, command, target, strip_formatting(request[1]), sent,
                           action=True)
         else:
-            _ctcp(conn, command, target, request, raw)
-            sent()
+            _ctcp(conn, command, target, request, raw, sent)
     except ChatError as exc:
         sent(exc)
 
@@ -93,13 +93,7 @@ def _send_one(conn, command: str, target: str, text: str, then,
         conn.send(conn.relayed_text(command, conn.nick, conn.nick, text, action))
         then()
         return
-    if action:
-        # Actions reach this node's users only until the hub carries them across nodes.
-        hub.send_direct_action(session, target, text)
-        if conn.echo_message:
-            conn.send(conn.relayed_text(command, conn.nick, target, text, action))
-        then()
-        return
+    send = hub.send_direct_action if action else hub.send_direct
 
     def answered(outcome) -> None:
         if conn.session is not session:
@@ -108,11 +102,12 @@ def _send_one(conn, command: str, target: str, text: str, then,
             conn.send(conn.relayed_text(command, conn.nick, target, text, action))
         then(outcome)
 
-    conn.ask_hub(lambda done: hub.send_direct(session, target, text, done), answered)
+    conn.ask_hub(lambda done: send(session, target, text, done), answered)
 
 
-def _ctcp(conn, command: str, target: str, request: tuple, raw: str) -> None:
-    """A CTCP other than ACTION: relayed to this node's IRC users, answered for others."""
+def _ctcp(conn, command: str, target: str, request: tuple, raw: str, then) -> None:
+    """A CTCP other than ACTION: relayed to this node's IRC users, answered for others;
+    ``then(outcome)`` once done."""
     irc = conn.irc
     room = room_of(target)
     if room is not None:
@@ -123,17 +118,24 @@ def _ctcp(conn, command: str, target: str, request: tuple, raw: str) -> None:
             peer = irc.users.get(member.key)
             if peer is not None and peer is not conn:
                 peer.send(peer.relayed_text(command, conn.nick, target, raw))
+        then()
         return
-    key = target.casefold()
-    peer = irc.users.get(key)
+    peer = irc.users.get(target.casefold())
     if peer is not None:
         peer.send(peer.relayed_text(command, conn.nick, peer.nick, raw))
+        then()
         return
-    details = conn.hub.whois(conn.session, target)      # NO_SUCH_USER: 401
-    if command == "PRIVMSG":
-        answer = _answer_for(details.name, request)
-        if answer:
-            conn.send(conn.relayed_text("NOTICE", details.name, conn.nick, answer))
+
+    def answer(details) -> None:
+        if details is None:
+            then(ChatError(ErrorCode.NO_SUCH_USER, f"no user named {target}"))
+            return
+        text = _answer_for(details.name, request) if command == "PRIVMSG" else ""
+        if text:
+            conn.send(conn.relayed_text("NOTICE", details.name, conn.nick, text))
+        then()
+
+    lookup(conn, target, answer)
 
 
 def _answer_for(name: str, request: tuple) -> str:

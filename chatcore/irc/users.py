@@ -24,14 +24,40 @@ MAX_USERHOST_NICKS = 5
 _NICK_MASK = re.compile(r"[A-Za-z0-9_.\-*?]+\Z")
 
 
-def details_of(conn, name: str):
-    """The hub's UserDetails for ``name``, or None when no such user is online."""
+def lookup(conn, name: str, then) -> None:
+    """``then(details)``: the hub's UserDetails for ``name``, or None when no such user is
+    online (on any node: a user of another one takes a round trip, and this client's
+    next lines wait for it)."""
+    session = conn.session
+
+    def answered(outcome) -> None:
+        if conn.session is not session:
+            return                          # gone while the cluster answered
+        if isinstance(outcome, ChatError):
+            if outcome.code not in (ErrorCode.NO_SUCH_USER, ErrorCode.NAME_INVALID):
+                conn.reply(rpl.ERR_UNKNOWNERROR, name, outcome.message)
+            outcome = None
+        then(outcome)
+
     try:
-        return conn.hub.whois(conn.session, name)
+        conn.ask_hub(lambda done: conn.hub.whois(session, name, done), answered)
     except ChatError as exc:
-        if exc.code in (ErrorCode.NO_SUCH_USER, ErrorCode.NAME_INVALID):
-            return None
-        raise
+        answered(exc)
+
+
+def lookup_all(conn, names: list, then, found: list | None = None) -> None:
+    """``then(list of UserDetails)`` for those of ``names`` who are online, in order."""
+    found = [] if found is None else found
+    if not names:
+        then(found)
+        return
+
+    def one(details) -> None:
+        if details is not None:
+            found.append(details)
+        lookup_all(conn, names[1:], then, found)
+
+    lookup(conn, names[0], one)
 
 
 def _realname(conn, name: str) -> str:
@@ -60,34 +86,58 @@ def who(conn, params: list) -> None:
                            member.name, _flags(member.away, prefixes),
                            f"0 {_realname(conn, member.name)}")
     else:
-        nick_mask = mask.split("!", 1)[0]
-        for user in _matching(conn, nick_mask):
-            conn.reply(rpl.RPL_WHOREPLY, "*", user.name, USER_HOST, server, user.name,
-                       _flags(user.away), f"0 {_realname(conn, user.name)}")
+        _who_mask(conn, mask)
+        return
     conn.reply(rpl.RPL_ENDOFWHO, mask, "End of /WHO list")
 
 
-def _matching(conn, mask: str):
-    """Users whose nick matches ``mask``: users who are +i (native users count as +i) only
-    if they share a channel with the asker or the mask is their exact nick."""
+def _who_mask(conn, mask: str) -> None:
+    def show(users) -> None:
+        server = conn.irc.server_name
+        for user in users:
+            conn.reply(rpl.RPL_WHOREPLY, "*", user.name, USER_HOST, server, user.name,
+                       _flags(user.away), f"0 {_realname(conn, user.name)}")
+        conn.reply(rpl.RPL_ENDOFWHO, mask, "End of /WHO list")
+
+    _matching(conn, mask.split("!", 1)[0], show)
+
+
+def _matching(conn, mask: str, then) -> None:
+    """``then(users)``: users whose nick matches ``mask``, as the hub lists them (every
+    node's in a cluster). Users who are +i (native users count as +i) only if they share
+    a channel with the asker or the mask is their exact nick."""
     if not _NICK_MASK.match(mask):
+        then([])
         return
-    exact = not any(c in mask for c in "*?")
-    if exact:
-        details = details_of(conn, mask)
-        if details is not None:
-            yield details
+    if not any(c in mask for c in "*?"):
+        lookup(conn, mask, lambda details: then([details] if details is not None else []))
         return
-    after = ""
     pattern = mask.casefold()
-    while True:
-        page = conn.hub.users_page("", after, pattern)
-        for user, key in zip(page.entries, page.keys):
-            if fnmatch.fnmatchcase(key, pattern) and not _hidden(conn, key):
-                yield user
-        after = page.next_after
-        if not after:
+    found: list = []
+    session = conn.session
+
+    def page_in(page) -> None:
+        if conn.session is not session:
             return
+        if isinstance(page, ChatError):
+            conn.reply(rpl.ERR_UNKNOWNERROR, "WHO", page.message)
+            then(found)
+            return
+        found.extend(user for user, key in zip(page.entries, page.keys)
+                     if fnmatch.fnmatchcase(key, pattern) and not _hidden(conn, key))
+        if page.next_after:
+            ask(page.next_after)
+        else:
+            then(found)
+
+    def ask(after: str) -> None:
+        try:
+            conn.ask_hub(lambda done: conn.hub.users_page("", after, pattern, 0, done),
+                         page_in)
+        except ChatError as exc:        # a pattern the hub's lists refuse (too long)
+            page_in(exc)
+
+    ask("")
 
 
 def _hidden(conn, key: str) -> bool:
@@ -104,7 +154,10 @@ def whois(conn, params: list) -> None:
         conn.reply(rpl.ERR_NONICKNAMEGIVEN, "No nickname given")
         return
     wanted = params[-1].split(",")[0]
-    details = details_of(conn, wanted)
+    lookup(conn, wanted, lambda details: _show_whois(conn, wanted, details))
+
+
+def _show_whois(conn, wanted: str, details) -> None:
     if details is None:
         conn.reply(rpl.ERR_NOSUCHNICK, wanted, "No such nick/channel")
         conn.reply(rpl.RPL_ENDOFWHOIS, wanted, "End of /WHOIS list")
@@ -141,24 +194,16 @@ def whowas(conn, params: list) -> None:
 
 
 def ison(conn, params: list) -> None:
-    present = []
-    for word in " ".join(params).split():
-        details = details_of(conn, word)
-        if details is not None:
-            present.append(details.name)
-    conn.reply(rpl.RPL_ISON, " ".join(present))
+    lookup_all(conn, " ".join(params).split(), lambda found: conn.reply(
+        rpl.RPL_ISON, " ".join(details.name for details in found)))
 
 
 def userhost(conn, params: list) -> None:
     if not need(conn, "USERHOST", params, 1):
         return
-    replies = []
-    for word in params[:MAX_USERHOST_NICKS]:
-        details = details_of(conn, word)
-        if details is not None:
-            away = "-" if details.away else "+"
-            replies.append(f"{details.name}={away}{details.name}@{USER_HOST}")
-    conn.reply(rpl.RPL_USERHOST, " ".join(replies))
+    lookup_all(conn, params[:MAX_USERHOST_NICKS], lambda found: conn.reply(
+        rpl.RPL_USERHOST, " ".join(
+            f"{d.name}={'-' if d.away else '+'}{d.name}@{USER_HOST}" for d in found)))
 
 
 def away(conn, params: list) -> None:
@@ -179,10 +224,9 @@ def mode(conn, params: list) -> None:
         channel_mode(conn, target, params)
         return
     if target.casefold() != conn.nick.casefold():
-        if details_of(conn, target) is not None:
-            conn.reply(rpl.ERR_USERSDONTMATCH, "Cant change mode for other users")
-        else:
-            conn.reply(rpl.ERR_NOSUCHNICK, target, "No such nick/channel")
+        lookup(conn, target, lambda details: conn.reply(
+            rpl.ERR_USERSDONTMATCH, "Cant change mode for other users") if details is not None
+            else conn.reply(rpl.ERR_NOSUCHNICK, target, "No such nick/channel"))
         return
     if len(params) == 1:
         conn.reply(rpl.RPL_UMODEIS, "+i" if conn.invisible else "+")
