@@ -177,3 +177,24 @@ def test_interactive_failover_is_told_in_a_line_and_the_chat_goes_on(start_serve
     alice.sendline("still chatting")
     alice.expect_literal("alice -> #lobby: still chatting")
     alice.expect_screen(r"^ alice \| \[1:#lobby\]$")
+
+
+def test_a_name_taken_on_every_other_server_is_said_once_after_the_lease(
+        start_server, proxies, json_clients, tmp_path):
+    first, second = start_server(), start_server()
+    second_proxy = proxies(second, 0.02)
+    impostor = ChatClient("127.0.0.1", second.port, timeout=10)
+    try:
+        impostor.connect("alice")                   # another user holds the name there
+        alice = json_clients("--name", "alice", "--config",
+                             pick_config(tmp_path, name_lease_seconds=1.0),
+                             "--server", at(first), "--server", at(second_proxy))
+        assert alice.record("connected")["port"] == first.port
+        first.signal(signal.SIGKILL)
+        error = alice.record("error", code="NAME_TAKEN", timeout=20)
+        assert "the name alice is still taken on" in error["message"]
+        assert "someone else may have it now" in error["message"]
+        alice.record("reconnecting")                # and on with the backoff
+        assert len([r for r in alice.records("error") if r["code"] == "NAME_TAKEN"]) == 1
+    finally:
+        impostor.close()
