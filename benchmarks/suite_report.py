@@ -4,6 +4,7 @@ when installed), and the summary of a py-spy profile."""
 from __future__ import annotations
 
 import collections
+import os
 import pathlib
 import statistics
 import sys
@@ -44,8 +45,11 @@ def med(values):
 
 def summarize(runs) -> dict:
     grouped = collections.defaultdict(list)
+    loads = collections.defaultdict(list)
     for run in runs:
         grouped[(run["scenario"], run["impl"])].append(key_numbers(run["result"]))
+        if run.get("loadavg") is not None:
+            loads[(run["scenario"], run["impl"])].append(run["loadavg"])
     summary = {}
     for (scenario, impl), items in grouped.items():
         entry = {"runs": len(items), "all_ok": all(i["ok"] for i in items),
@@ -54,6 +58,7 @@ def summarize(runs) -> dict:
                     "ns_per_delivery", "server_cpu", "connect_seconds", "kib_per_connection",
                     "claim_p50_ms", "claim_p99_ms", "redis_cpu"):
             entry[key] = med([i[key] for i in items])
+        entry["loadavg"] = loads[(scenario, impl)]
         summary.setdefault(scenario, {})[impl] = entry
     return summary
 
@@ -79,6 +84,7 @@ def markdown(meta: dict, summary: dict, impls, scenarios, group: str = "native",
              f"Command: `{meta['command']}`; server pinned to CPU {meta['server_cpus']}, "
              f"generator to {meta['generator_cpus']}; {meta['repetitions']} repetitions of "
              f"{meta['duration']} s, medians with (min–max).", "",
+             *_load_line(summary), 
              "| scenario | implementation | delivered msgs/s | p50 ms | p99 ms | server ns/delivery "
              "| server CPU | " + ("Redis CPU | " if redis else "") + "connect s | claim p50 ms "
              "| claim p99 ms | KiB/conn | gen. saturated | ok |",
@@ -125,6 +131,14 @@ def markdown(meta: dict, summary: dict, impls, scenarios, group: str = "native",
         lines += ["", "| comparison (ratio of medians) | scenario | ratio | target |",
                   "|---|---|---:|---|", *rows]
     return "\n".join(lines) + "\n"
+
+
+def _load_line(summary: dict) -> list:
+    loads = [v for row in summary.values() for e in row.values() for v in e.get("loadavg", ())]
+    if not loads:
+        return []
+    return [f"1-minute load average after each run: {min(loads):.2f}–{max(loads):.2f} "
+            f"(median {statistics.median(loads):.2f}) on {os.cpu_count()} cores.", ""]
 
 
 def _ratio(scenario, base, other) -> str:
