@@ -286,8 +286,7 @@ def two_nodes(start_node, redis_server):
     return servers, [node.proc.pid for node in nodes] + [redis_server.proc.pid]
 
 
-# Room scenarios (fanout, rooms, latency) join this list once rooms span nodes (helper crooms).
-@pytest.mark.parametrize("scenario", ["dm"])
+@pytest.mark.parametrize("scenario", ["dm", "fanout", "rooms", "latency"])
 def test_clients_spread_over_two_cluster_nodes_and_every_delivery_is_checked(
         two_nodes, scenario, tmp_path):
     servers, pids = two_nodes
@@ -315,11 +314,12 @@ def test_the_suite_starts_a_cluster_and_one_node_with_their_pids(redis_server, t
     try:
         assert len(cluster.addrs) == 2 and len(cluster.pids) == 3
         servers = ",".join(f"{h}:{p}" for h, p in cluster.addrs)
-        proc, result = run_bench(["dm", "--servers", servers, "--server-pid",
+        proc, result = run_bench(["fanout", "--servers", servers, "--server-pid",
                                   ",".join(map(str, cluster.pids)), "--duration", "0.3",
-                                  *TINY["dm"]], tmp_path)
+                                  *TINY["fanout"]], tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert result["server"]["processes"][-1]["name"] == "redis-server"
+        assert result["delivered"] == result["expected"] > 0
     finally:
         cluster.stop()
     assert all(p.poll() is not None for p in cluster.procs)
