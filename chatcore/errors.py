@@ -56,6 +56,7 @@ class ErrorCode(enum.IntEnum):
     CANNOT_SPEAK = 86               # a message in a +m room without voice, or while banned
     ALREADY_IN_ROOM = 87            # invite of a user who is a member already
     BANNED = 88                     # join of a room whose ban list matches the user
+    REMOTE_MEMBER = 89              # kick/op/voice of a member on another cluster node
 
 
 class FrameError(Exception):

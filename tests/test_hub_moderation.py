@@ -313,3 +313,14 @@ def test_format_then_parse_gives_the_changes_back(entries):
     changes = tuple(ev.ModeChange(adding, mode, argument if takes_parameter(mode, adding)
                                   else "") for adding, mode, argument in entries)
     assert parse_mode_string(format_changes(changes)) == changes
+
+
+def test_a_member_on_another_node_is_out_of_reach_and_says_so(hub, outlet, users):
+    alice = users["alice"]
+    hub.rooms["r"].remote["zed"] = ("Zed", "node-b")        # as the backplane tells it
+    for call, args in ((hub.kick, ("r", "zed")),
+                       (hub.set_room_modes, ("r", changes("+o zed"))),
+                       (hub.set_room_modes, ("r", changes("+v ZED")))):
+        message = refused(ErrorCode.REMOTE_MEMBER, call, alice, *args)
+        assert "Zed" in message and "node-b" in message
+    assert outlet.take("bob") == []

@@ -255,6 +255,7 @@ class Moderation:
                 raise ChatError(ErrorCode.MODE_INVALID, f"mode {mode} needs a member's name")
             member = room.members.get(argument.casefold())
             if member is None:
+                self._check_not_remote(room, argument)
                 if argument.casefold() in self.sessions:
                     raise ChatError(ErrorCode.USER_NOT_IN_ROOM,
                                     f"{quote(argument)} is not in room {quote(room.name)}")
@@ -332,6 +333,7 @@ class Moderation:
         check_text("kick reason", reason, self.limits.max_quit_bytes, empty_ok=True)
         victim = room.members.get(name.casefold())
         if victim is None:
+            self._check_not_remote(room, name)
             if name.casefold() in self.sessions:
                 raise ChatError(ErrorCode.USER_NOT_IN_ROOM,
                                 f"{quote(name)} is not in room {quote(room.name)}")
@@ -399,6 +401,16 @@ class Moderation:
 
     def is_voiced(self, session, room) -> bool:
         return session in room.modes.voiced
+
+    def _check_not_remote(self, room, name: str) -> None:
+        """Moderation is per node (docs/cluster.md): a member on another node is out of
+        reach, and says so rather than pass for nobody."""
+        remote = room.remote.get(name.casefold())
+        if remote is not None:
+            raise ChatError(ErrorCode.REMOTE_MEMBER,
+                            f"{remote[0]} is in room {quote(room.name)} on another node "
+                            f"({remote[1]}): kicks, operator and voice reach this node's "
+                            f"members only")
 
     def _banned(self, session, modes: RoomModes) -> bool:
         who = f"{session.key}!{session.key}@{BAN_USER_HOST}"

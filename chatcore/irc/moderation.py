@@ -115,6 +115,8 @@ def _mode_refused(conn, channel: str, change: ev.ModeChange, exc: ChatError) -> 
         conn.reply(rpl.ERR_NOSUCHNICK, argument, "No such nick/channel")
     elif code == ErrorCode.USER_NOT_IN_ROOM:
         conn.reply(rpl.ERR_USERNOTINCHANNEL, argument, channel, "They aren't on that channel")
+    elif code == ErrorCode.REMOTE_MEMBER:
+        conn.reply(rpl.ERR_UNKNOWNERROR, "MODE", exc.message)
     elif letter not in ROOM_MODE_LETTERS:
         conn.reply(rpl.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
     elif letter == "b" and "limit" in exc.message:
