@@ -181,3 +181,23 @@ def test_a_jump_in_a_user_channel_sequence_is_counted_and_logged(caplog):
     assert counter.user_message_gaps == 2
     assert [r.getMessage() for r in caplog.records if "missed" in r.getMessage()] == [
         "cluster: missed 2 message(s) from node 'alpha' to user 'bob' (seq 5 after 2)"]
+
+
+def test_a_rename_reaches_room_members_on_other_nodes(start_node, clients):
+    alpha, beta = start_node("alpha"), start_node("beta")
+    alice, bob, carol = clients(alpha, "alice"), clients(beta, "bob"), clients(beta, "carol")
+    for client in (alice, bob, carol):
+        client.join("lobby")
+    eventually(lambda: [u.name for u in bob.iter_users("lobby")],
+               lambda names: names == ["alice", "bob", "carol"])
+    alice.set_name("alicia")
+    for member in (bob, carol):
+        told = member.wait_for(ev.NameChanged)
+        assert (told.old, told.new) == ("alice", "alicia")
+    assert [u.name for u in bob.iter_users("lobby")] == ["alicia", "bob", "carol"]
+    bob.send_room("lobby", "hello alicia")
+    assert alice.wait_for(lambda e: type(e) is ev.RoomMessage
+                          and e.sender == "bob").text == "hello alicia"
+    alice.leave("lobby")
+    eventually(lambda: [u.name for u in carol.iter_users("lobby")],
+               lambda names: names == ["bob", "carol"])

@@ -99,3 +99,26 @@ def test_a_wrong_token_is_refused_on_another_node(start_node, clients):
     alice.ping()                        # alice is untouched
     assert alice.whois("alice").server == "alpha"
 
+
+
+def test_a_moved_session_stays_in_its_rooms_across_nodes(start_node, clients):
+    alpha, beta, gamma = start_node("alpha"), start_node("beta"), start_node("gamma")
+    alice, carol = clients(alpha, "alice"), clients(gamma, "carol")
+    alice.join("lobby")
+    carol.join("lobby")
+    eventually(lambda: carol.whois("alice").rooms, lambda rooms: rooms)   # in the record
+    moved = resume_on(beta, alice)
+    try:
+        assert moved.wait_for(ev.RoomJoined).room == "lobby"
+        alice.wait_for(ev.Error)            # SESSION_RESUMED: alpha let it go
+        members = eventually(lambda: [u.name for u in carol.iter_users("lobby")],
+                             lambda names: names == ["alice", "carol"]
+                             and carol.whois("alice").server == "beta")
+        assert members == ["alice", "carol"]
+        carol.send_room("lobby", "still with us?")
+        assert moved.wait_for(ev.RoomMessage).text == "still with us?"
+        moved.send_room("lobby", "yes, from beta")
+        assert carol.wait_for(lambda e: type(e) is ev.RoomMessage
+                              and e.sender == "alice").text == "yes, from beta"
+    finally:
+        moved.close()
