@@ -380,7 +380,7 @@ class ChatClient:
 
 # Events that are never replies, whatever their request id.
 _NOTIFICATIONS = (ev.Ping, ev.Pong, ev.UserJoined, ev.UserLeft, ev.RoomJoined, ev.NameChanged,
-                  ev.TopicChanged, ev.AwayReply)
+                  ev.TopicChanged, ev.AwayReply, ev.AwayChanged)
 
 
 def _deadline(timeout: float | None, default: float) -> float:

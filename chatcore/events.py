@@ -349,6 +349,14 @@ class NameChanged:
 
 
 @_event
+class AwayChanged:
+    """A user sharing a room went away (``message``) or came back (empty ``message``)."""
+    name: str
+    message: str
+    request_id: int = 0
+
+
+@_event
 class ChatOpened:
     peer: str
     request_id: int = 0

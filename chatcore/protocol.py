@@ -117,6 +117,7 @@ SCHEMA = (
                                  ("connected_at_ms", "u64"), ("idle_seconds", "u32"),
                                  ("rtt_us", "u32"), ("away", "str"), ("rooms", "roominfo[]"))),
     (0xC1, S2C, ev.NameChanged, (("old", "str"), ("new", "str"))),
+    (0xC2, S2C, ev.AwayChanged, (("name", "str"), ("message", "text"))),
 )
 
 LIST_ENTRIES = {

@@ -35,8 +35,8 @@ def test_cap_negotiation_holds_registration_until_cap_end(irc):
     client.send("CAP LS 302", "NICK alice", "USER a 0 * :Alice")
     ls = client.expect("CAP", "*", "LS")
     assert set(ls.params[-1].split()) == {
-        "batch", "cap-notify", "echo-message", "labeled-response", "message-tags",
-        "multi-prefix", "server-time", "setname", "userhost-in-names"}
+        "away-notify", "batch", "cap-notify", "echo-message", "labeled-response",
+        "message-tags", "multi-prefix", "server-time", "setname", "userhost-in-names"}
     client.sync()
     assert not [m for m in client.seen if m.command == "001"]
     client.send("CAP REQ :multi-prefix bogus-cap")

@@ -229,6 +229,9 @@ def _body(rec: dict, multiline: bool) -> str:
         return f"-- conversation with {rec['peer']} ended ({rec['peer']} {rec['reason']}{said})"
     if kind == "left":
         return f"-- {rec['name']} left #{rec['room']} ({rec['reason']}{said})"
+    if kind == "away_changed":
+        return (f"* {rec['name']} is away: {rec['message']}" if rec.get("message")
+                else f"* {rec['name']} is back")
     if kind == "nick":
         if rec.get("you"):
             return f"-- you are now known as {rec['new']}"

@@ -132,6 +132,9 @@ class VocabularyActions:
         self._show(rec, conversation.target if conversation else None)
         self._notify()
 
+    def _on_AwayChanged(self, event: ev.AwayChanged) -> None:
+        self._show(record("away_changed", name=event.name, message=event.message))
+
     def _on_TopicChanged(self, event: ev.TopicChanged) -> None:
         self.topics[event.room.casefold()] = (event.topic, event.name, event.timestamp_ms)
         self._show(record("topic", ts=event.timestamp_ms, room=event.room, name=event.name,

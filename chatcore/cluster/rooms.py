@@ -37,6 +37,7 @@ ROOM_EVENT_KINDS: dict[str, type] = {
     "message": ev.RoomMessage,
     "action": ev.RoomAction,
     "topic": ev.TopicChanged,
+    "away": ev.AwayChanged,         # a member went away or came back (hub.remote_rooms)
 }
 # Kinds with a meaning of their own: "join" (names), "leave" (name, reason, message),
 # "rename" (old, name) and "sync" (a node opening the room: nothing to deliver).

@@ -75,6 +75,9 @@ class Hub(Identity, Resuming, Conversations, Rooms, RemoteRooms, Moderation, Pre
         # Users of other nodes that local users have a conversation with: key -> name.
         self.remote_peers: dict[str, str] = {}
         self._renames_told: collections.OrderedDict = collections.OrderedDict()
+        # Away messages of room members of other nodes (key -> message), told by the rooms'
+        # channels ("away" kind): for AwayChanged once each, RoomJoined and IRC's JOIN.
+        self.remote_away: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -13,15 +13,36 @@ from .rooms import LIST_ENTRY_WORK_UNITS
 _PATTERN_CHARS = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]*\Z")
 
 
+def _told_already() -> None:
+    """A relayed AwayChanged back from the room channel: this node told its users at once."""
+
+
 class Presence:
     """The presence and lists part of ``Hub``. Its state is the Hub's."""
 
     def set_away(self, session: Session, message: str) -> None:
         """Away with ``message`` (each time a new away period), or back when it is empty."""
         check_text("away message", message, self.limits.max_away_bytes, empty_ok=True)
+        changed = session.away != message
         session.away = message
         session.away_replied = set()
         self.backplane.publish_user(session)
+        if changed:
+            self._tell_away(session)
+
+    def _tell_away(self, session: Session) -> None:
+        """AwayChanged to every user sharing a room with ``session``, once each (not to
+        ``session`` itself: its reply says it)."""
+        told: dict = {}
+        for room in session.rooms.values():
+            told.update(room.members)
+        told.pop(session.key, None)
+        event = ev.AwayChanged(session.name, session.away)
+        if told:
+            self._tell_once(told, event)
+        for room in session.rooms.values():
+            if room.shared:     # members on other nodes: the room channel's "away" kind
+                self.backplane.relay_room(room, event, _told_already)
 
     def whois(self, session: Session, name: str, done=None):
         """A user's details, with the rooms it shares with ``session``; returned, or given

@@ -80,8 +80,29 @@ class RemoteRooms:
         room = self.rooms.get(room_key)
         if room is None or not room.members:
             return
+        if type(event) is ev.AwayChanged:
+            self._remote_away_changed(event)
+            return
         self.apply_room_event(room, event)
         self._broadcast(room, event)
+
+    def _remote_away_changed(self, event: ev.AwayChanged) -> None:
+        """A member of another node went away or came back: it is published on each room
+        channel it shares with this node, so only the first copy of a change is told, to
+        every local member of those rooms once each (a node's channels arrive in its
+        publishing order, on the one subscriber link)."""
+        key = event.name.casefold()
+        if self.remote_away.get(key, "") == event.message:
+            return
+        if event.message:
+            self.remote_away[key] = event.message
+        else:
+            self.remote_away.pop(key, None)
+        told: dict = {}
+        for room in self.rooms.values():
+            if key in room.remote:
+                told.update(room.members)
+        self._tell_once(told, event)
 
     def remote_members_joined(self, room_key: str, names, node: str) -> None:
         """Users of ``node`` joined (or, after an outage, are still in) the room; those
@@ -106,6 +127,9 @@ class RemoteRooms:
         if room is not None and room.remote.get(key, ("", node))[1] == node:
             if room.remote.pop(key, None) is not None:
                 self._broadcast(room, event)
+                if key in self.remote_away and not any(key in other.remote
+                                                       for other in self.rooms.values()):
+                    del self.remote_away[key]
 
     def remote_node_lost(self, node: str, reason: Reason = Reason.SERVER_LOST) -> list:
         """``node`` is gone: its members leave every room here, with ``reason``; the rooms
@@ -115,6 +139,7 @@ class RemoteRooms:
             gone = [key for key, (_, where) in room.remote.items() if where == node]
             for key in gone:
                 name, _ = room.remote.pop(key)
+                self.remote_away.pop(key, None)
                 self._broadcast(room, ev.UserLeft(room.name, name, reason))
             if gone:
                 changed.append(room)
@@ -135,6 +160,8 @@ class RemoteRooms:
             return
         del room.remote[old_key]
         room.remote[new_name.casefold()] = (new_name, node)
+        if old_key in self.remote_away:
+            self.remote_away[new_name.casefold()] = self.remote_away.pop(old_key)
         event = ev.NameChanged(old_name, new_name)
         told = [member for member in room.members.values()
                 if self._first_told_of_rename(member, old_name, new_name)]

@@ -138,8 +138,8 @@ class Rooms:
         members = [ev.Member(member.name, bool(member.away)) for member in
                    itertools.islice(room.members.values(), limit)]
         if len(members) < limit and room.remote:
-            members += [ev.Member(name, False) for name, _ in
-                        itertools.islice(room.remote.values(), limit - len(members))]
+            members += [ev.Member(name, key in self.remote_away) for key, (name, _) in
+                        itertools.islice(room.remote.items(), limit - len(members))]
         session.outlet.deliver(session.endpoint, ev.RoomJoined(
             room.name, room.topic, room.topic_by, room.topic_at_ms,
             len(room.members) + len(room.remote), tuple(members)))

@@ -11,6 +11,8 @@ What each cap does here (docs/irc.md, "Capabilities"):
 - ``batch`` + ``labeled-response``: a command sent with ``@label=`` is answered with that
   label: on its one reply line, on a ``BATCH labeled-response`` around several, or an
   ``ACK`` when nothing else is said.
+- ``away-notify``: ``AWAY`` lines when a user sharing a channel goes away or comes back,
+  and after the JOIN of an away user (the hub's AwayChanged; irc/outlet).
 - ``setname``: SETNAME changes the IRC realname (311, 352), echoed to the client.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import itertools
 from .message import escape_tag_value
 
 SUPPORTED_CAPS = frozenset({
-    "batch", "cap-notify", "echo-message", "labeled-response", "message-tags",
+    "away-notify", "batch", "cap-notify", "echo-message", "labeled-response", "message-tags",
     "multi-prefix", "server-time", "setname", "userhost-in-names",
 })
 MAX_LABEL_BYTES = 64                # labeled-response: longer labels are not answered

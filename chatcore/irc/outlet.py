@@ -39,6 +39,7 @@ QUIT_MESSAGES = {
 }
 # Native text may hold LF (it becomes one IRC line each) but IRC lines cannot hold CR or NUL.
 _UNSENDABLE = re.compile("[\r\0]")
+_AWAY_UNSENDABLE = re.compile("[\r\n\0]")
 ACTION_OPEN, ACTION_CLOSE = b"\x01ACTION ", b"\x01"
 # Events another module turns into lines (irc/moderation: MODE, KICK, INVITE): kind ->
 # encode(outlet, event, owner=None) -> bytes, the same for all recipients when owner is None.
@@ -164,6 +165,16 @@ class IrcOutlet:
                 endpoints = [e for e in endpoints if e is not sender.outbuf]
         elif kind is ev.UserJoined:
             data = self.line("JOIN", channel_of(event.room), source=source_of(event.name))
+            away = self._away_of(event.name)
+            if away:        # away-notify: the JOIN of an away user is followed by its AWAY
+                notified = self._away_notified(endpoints, event.name)
+                if notified:
+                    told = set(notified)
+                    self._fanout(data + self._away_line(event.name, away), notified)
+                    endpoints = [e for e in endpoints if e not in told]
+        elif kind is ev.AwayChanged:
+            endpoints = self._away_notified(endpoints, event.name)
+            data = self._away_line(event.name, event.message) if endpoints else b""
         elif kind is ev.UserLeft:
             if event.reason == Reason.KICKED:
                 return          # the KICK line of the Kicked just before said it
@@ -185,6 +196,33 @@ class IrcOutlet:
             return
         if data:
             self._fanout(data, endpoints)
+
+    def _away_line(self, name: str, message: str) -> bytes:
+        """``:nick!nick@host AWAY :message``, or ``AWAY`` alone when back (away-notify)."""
+        base = f":{source_of(name)} AWAY".encode()
+        head = self._tags() + base
+        if not message:
+            return head + b"\r\n"
+        text = _AWAY_UNSENDABLE.sub(" ", message).encode("utf-8")
+        room = MAX_LINE_BYTES - 4 - len(base)          # " :" and CRLF; tags apart
+        if len(text) > room:
+            text = text[:_char_boundary(text, room)]
+        return head + b" :" + text + b"\r\n"
+
+    def _away_of(self, name: str) -> str:
+        """The away message of user ``name`` as this node's hub knows it ("" when back)."""
+        hub = self.front.server.hub
+        session = hub.sessions.get(name.casefold())
+        if session is not None:
+            return session.away
+        return hub.remote_away.get(name.casefold(), "")
+
+    @staticmethod
+    def _away_notified(endpoints: list, name: str) -> list:
+        """The endpoints of clients that asked for ``away-notify``, but ``name``'s own."""
+        key = name.casefold()
+        return [e for e in endpoints if "away-notify" in e.owner.caps
+                and e.owner.nick.casefold() != key]
 
     def _fanout(self, data: bytes, endpoints: list) -> None:
         for capturing in self.front.capturing:
@@ -218,7 +256,7 @@ class IrcOutlet:
         if kind in LINES:
             return LINES[kind](self, event, owner)
         if kind in (ev.RoomMessage, ev.RoomAction, ev.UserJoined, ev.UserLeft,
-                    ev.NameChanged, ev.TopicChanged):
+                    ev.NameChanged, ev.TopicChanged, ev.AwayChanged):
             self.broadcast([endpoint], event)
             return b""
         log.debug("no IRC form for %s", kind.__name__)
