@@ -9,6 +9,7 @@ from chatcore import events as ev
 from chatcore.cli.formatting import format_text, record
 from chatcore.hub import Hub, HubLimits, NodeInfo
 from chatcore.protocol import Role, decode_frame, encode_event
+from tests.cli_helpers import ScriptClient
 from tests.test_cluster_nodes import eventually
 from tests.test_hub import RecordingOutlet
 
@@ -148,3 +149,23 @@ def test_room_members_on_another_node_are_told_and_see_the_away_flag(start_node,
     assert bob.wait_for(ev.AwayChanged) == ev.AwayChanged("alice", "")
     assert carol.wait_for(ev.AwayChanged) == ev.AwayChanged("alice", "")
     eventually(lambda: _away_events(bob), lambda got: got == [], timeout=1)
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+def test_a_listening_cli_prints_away_and_back(server, connect):
+    listener = ScriptClient("--port", str(server.port), "--name", "carol", "--room", "#lobby")
+    try:
+        listener.expect(r"carol joined #lobby")
+        alice = connect("alice")
+        alice.join("lobby")
+        listener.expect(r"alice joined #lobby")
+        alice.set_away("lunch")
+        listener.expect(r"^\d\d:\d\d:\d\d \* alice is away: lunch$")
+        alice.back()
+        listener.expect(r"^\d\d:\d\d:\d\d \* alice is back$")
+        listener.write("/quit")
+        status, _ = listener.finish()
+        assert status == 0
+    finally:
+        listener.close()
