@@ -133,6 +133,13 @@ class ServerConfig:
     max_turn_work_units: int = setting(20_000, "work one connection's input may cause per loop "
                                                  "turn (1 per request, 1 per delivery, 20 per "
                                                  "list entry); the rest waits a turn")
+    # A sender's messages to a room shared with other nodes come back from Redis before
+    # their Acks go out: up to this many are published at once (their replies released in
+    # request order), so a pipelining client is not held to one Redis round trip each.
+    max_room_sends_in_flight: int = setting(64, "messages to a room shared with other cluster "
+                                                "nodes one connection may have published and "
+                                                "not yet back from Redis; past it, its input "
+                                                "waits")
     # Writes (one per connection with output) per loop turn: one message to a room of 1 001
     # is 1 001 writes, 5-15 us each on loopback, so without a bound a big room's turn lasts
     # as long as the room is big. 256 writes are 1-4 ms; the rest waits a turn (newly
@@ -219,8 +226,8 @@ class ServerConfig:
         if self.max_join_members < 0:
             raise ValueError("max_join_members must not be negative")
         limits.parse_networks(self.limit_exempt)
-        for name in ("max_turn_work_units", "max_turn_writes", "max_tls_handshakes",
-                     "max_timeouts_per_tick", "flood_chat_burst_messages",
+        for name in ("max_turn_work_units", "max_room_sends_in_flight", "max_turn_writes",
+                     "max_tls_handshakes", "max_timeouts_per_tick", "flood_chat_burst_messages",
                      "flood_chat_messages_per_second", "flood_burst_requests",
                      "flood_requests_per_second",
                      "max_flood_lag_seconds", "max_connections_per_address",

@@ -76,7 +76,8 @@ class Connection(Requests, Pacing, Closing):
                  "address", "protocol", "outbuf", "session", "state", "connected_at", "last_received",
                  "ping_token", "ping_sent_at", "last_ping_at", "address_key", "held_bytes",
                  "_writing", "_linger_timer", "_reading", "_buckets", "_held_event",
-                 "_resume_timer", "_behind_since", "_awaiting", "tls", "_write_to")
+                 "_resume_timer", "_behind_since", "_awaiting", "_replies", "tls",
+                 "_write_to")
 
     def __init__(self, server, sock: socket.socket, address, address_key: str | None = None,
                  tls=None):
@@ -110,7 +111,8 @@ class Connection(Requests, Pacing, Closing):
         self.held_bytes = 0             # this connection's part of server.held_input_bytes
         self._writing = False
         self._linger_timer = None
-        self._awaiting = False          # or "answering"/"waiting": see _ask_hub
+        self._awaiting = False          # or "answering"/"waiting": see _ask_hub, "pipeline"
+        self._replies = None            # replies owed to room messages: see _pipeline
         self.tls = tls                  # a TlsTransport, or None for a plain client
         # What flush() calls: bound once, so the plain path pays no test (and no method
         # lookup) per write.
@@ -207,7 +209,11 @@ class Connection(Requests, Pacing, Closing):
                 try:
                     event = protocol.next_event()
                 except ProtocolError as exc:
-                    self.send_error(exc.code, exc.message, exc.fatal, exc.request_id)
+                    if self._replies and not exc.fatal:
+                        self._in_order(lambda exc=exc: self.send_error(
+                            exc.code, exc.message, False, exc.request_id))
+                    else:
+                        self.send_error(exc.code, exc.message, exc.fatal, exc.request_id)
                     if exc.fatal:
                         log.info("%s: closing, %s", self.peer, exc.message)
                         self.stats.drop("protocol_error")
@@ -223,6 +229,11 @@ class Connection(Requests, Pacing, Closing):
                     self._behind_since = None
                     self._resume_reading()
                     return
+            if self._replies and not self._pipelines(event):
+                # Its reply goes after those owed to the room messages before it.
+                self._held_event = event
+                self._awaiting = "pipeline"
+                break
             if buckets is not None:
                 kind = self.flood_kind(event)
                 if kind is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 from .. import events as ev
 from ..errors import ChatError, ErrorCode
@@ -32,6 +33,54 @@ class Requests:
             raise
         if self._awaiting:
             self._awaiting = "waiting"
+
+    def _pipeline(self, request, on_outcome) -> None:
+        """Like ``_ask_hub`` for a message to a shared room, without waiting: published at
+        once (Redis keeps this node's order, so the room's and the sender's order hold), its
+        reply (``on_outcome``) queued and released in request order as the copies come back.
+        Past ``max_room_sends_in_flight`` unanswered, or before any request that is not such
+        a message (``_handle_input``), the input waits as behind ``_ask_hub``."""
+        replies = self._replies
+        if replies is None:
+            replies = self._replies = deque()
+        slot = [False, None, on_outcome]
+        replies.append(slot)
+
+        def done(outcome) -> None:
+            slot[0], slot[1] = True, outcome
+            self._release_replies()
+
+        try:
+            request(done)
+        except ChatError as exc:                # refused here: its Error in its place
+            done(exc)
+        if len(replies) >= self.config.max_room_sends_in_flight and not self._awaiting:
+            self._awaiting = "pipeline"
+
+    def _in_order(self, reply) -> None:
+        """``reply()`` now, or after the replies still owed to earlier requests."""
+        if self._replies:
+            self._replies.append([True, None, lambda _: reply()])
+            self._release_replies()
+        else:
+            reply()
+
+    def _release_replies(self) -> None:
+        replies = self._replies
+        while replies and replies[0][0]:
+            _, outcome, on_outcome = replies.popleft()
+            on_outcome(outcome)
+        if self._awaiting == "pipeline" and (not replies or (
+                self._held_event is None
+                and len(replies) < self.config.max_room_sends_in_flight)):
+            self._awaiting = False
+            if self.state is State.OPEN:
+                self.reactor.call_soon(self._next_turn)
+
+    def _pipelines(self, event) -> bool:
+        """Whether ``event`` is a message to a shared room, answered through ``_pipeline``."""
+        return (type(event) in _ROOM_SENDS and self.session is not None
+                and self.hub.room_shared(self.session, event.room))
 
     def _answered(self, outcome, on_outcome) -> None:
         later = self._awaiting == "waiting"
@@ -157,7 +206,8 @@ class Requests:
 
     def _on_send_room_action(self, event: ev.SendRoomAction) -> None:
         # Like SendRoom in a room shared with other nodes: the Ack once it is delivered here.
-        self._ask_hub(lambda done: self.hub.send_room_action(self.session, event.room,
+        ask = self._pipeline if self.hub.room_shared(self.session, event.room) else self._ask_hub
+        ask(lambda done: self.hub.send_room_action(self.session, event.room,
                                                              event.text, done),
                       self._reply(event.request_id, self._room_acked(event.request_id)))
 
@@ -220,8 +270,9 @@ class Requests:
     def _on_send_room(self, event: ev.SendRoom) -> None:
         if self.hub.room_shared(self.session, event.room):
             # Members on other nodes: the Ack once the message is back from the broker and
-            # delivered here, so the sender sees it before its Ack, as on one server.
-            self._ask_hub(lambda done: self.hub.send_room(self.session, event.room,
+            # delivered here, so the sender sees it before its Ack, as on one server; the
+            # next ones are published meanwhile (see _pipeline).
+            self._pipeline(lambda done: self.hub.send_room(self.session, event.room,
                                                           event.text, done),
                           self._reply(event.request_id, self._room_acked(event.request_id)))
             return
@@ -317,6 +368,9 @@ class Requests:
                 return frame
             count = max(1, min(count - 1, count * limit // (len(frame) - 4) - 1))
 
+
+# The requests ``_pipeline`` may answer out of turn (in a room shared with other nodes).
+_ROOM_SENDS = (ev.SendRoom, ev.SendRoomAction)
 
 # Keyed by event type; another connection kind (IRC) has its own table.
 HANDLERS = {
