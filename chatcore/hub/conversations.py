@@ -67,22 +67,7 @@ class Conversations:
     def send_direct(self, session: Session, peer_name: str, text: str, done=None):
         """Deliver ``text`` to one user; (msg_id, timestamp_ms) for the Ack, returned or
         given to ``done`` (see ``connect``: a user of another node takes a round trip)."""
-        self._touch(session)
-        peer = self._peer(session, peer_name)
-        self._check_text(text)
-        msg_id, timestamp_ms = self._stamp()
-        if peer is None:
-            return self._to_remote(session, peer_name, {
-                "kind": "direct", "msg_id": msg_id, "ts": timestamp_ms, "text": text},
-                (msg_id, timestamp_ms), done)
-        self._check_attached(peer)
-        self._open(session, peer)
-        peer.outlet.deliver(peer.endpoint,
-                            ev.DirectMessage(session.name, msg_id, timestamp_ms, text))
-        self.work_done += 1
-        if peer.away:
-            self._away_reply(session, peer)
-        return answer_or_return(done, (msg_id, timestamp_ms))
+        return self._to_user(session, peer_name, text, "direct", ev.DirectMessage, done)
 
     # -- users of other nodes --------------------------------------------------------------
 
@@ -204,18 +189,22 @@ class Conversations:
 
     def send_direct_action(self, session: Session, peer_name: str, text: str, done=None):
         """An action ("/me waves") to one user, like ``send_direct``."""
+        return self._to_user(session, peer_name, text, "action", ev.DirectAction, done)
+
+    def _to_user(self, session: Session, peer_name: str, text: str, kind: str, event_type,
+                 done):
+        """A message or action (``event_type``; ``kind`` on a user channel) to one user."""
         self._touch(session)
         peer = self._peer(session, peer_name)
         self._check_text(text)
         msg_id, timestamp_ms = self._stamp()
         if peer is None:
             return self._to_remote(session, peer_name, {
-                "kind": "action", "msg_id": msg_id, "ts": timestamp_ms, "text": text},
+                "kind": kind, "msg_id": msg_id, "ts": timestamp_ms, "text": text},
                 (msg_id, timestamp_ms), done)
         self._check_attached(peer)
         self._open(session, peer)
-        peer.outlet.deliver(peer.endpoint,
-                            ev.DirectAction(session.name, msg_id, timestamp_ms, text))
+        peer.outlet.deliver(peer.endpoint, event_type(session.name, msg_id, timestamp_ms, text))
         self.work_done += 1
         if peer.away:
             self._away_reply(session, peer)
