@@ -312,11 +312,12 @@ def _snapshot(data) -> bytes:
         return view.tobytes()
 
 
-def fanout(data: bytes, buffers) -> list:
+def fanout(data: bytes, buffers, skip=None) -> list:
     """Queue one ``data`` object on every buffer; returns those that were empty before or
     just crossed their ``limit`` (the buffers whose owners must be flushed).
 
-    Closed buffers are skipped. A non-``bytes`` ``data`` is copied once, as in ``append``.
+    Closed buffers are skipped, and ``skip`` (a buffer left out: a sender that is not sent
+    its own message, as IRC does). A non-``bytes`` ``data`` is copied once, as in ``append``.
     """
     if type(data) is not bytes:
         data = _snapshot(data)
@@ -325,7 +326,7 @@ def fanout(data: bytes, buffers) -> list:
     size = len(data)
     became_pending = []
     for buf in buffers:
-        if buf._closed:
+        if buf._closed or buf is skip:
             continue
         before = buf._pending
         limit = buf.limit

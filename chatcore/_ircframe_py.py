@@ -1,8 +1,12 @@
-"""Pure-Python IRC line framer: the specification of ``chatcore._ircframe``.
+"""Pure-Python IRC line framer and PRIVMSG reader: the specification of ``chatcore._ircframe``.
 
 ``chatcore.codec`` chooses between the two. IRC lines end in CR, LF or CRLF (clients send all
 three); empty lines are skipped, so CRLF is one line end and a CR cut from its LF by a read
 boundary changes nothing.
+
+``read_privmsg`` recognises the commonest line of all, ``PRIVMSG target :text`` in its plain
+form, so the front end can hand it to the hub without the general parser (``irc.message``)
+and the command table; any other line gives None and takes the general way.
 """
 from __future__ import annotations
 
@@ -20,6 +24,13 @@ MAX_IRC_LINE_BYTES = 8191 + 510
 _COMPACT_AFTER_BYTES = 65536
 
 _LINE_END = re.compile(rb"[\r\n]")
+# What only the general parser and strip_formatting handle: C0 controls (NUL, formatting,
+# CTCP's \x01), DEL, and C1 controls (U+0080-U+009F, \xc2\x80-\xc2\x9f in UTF-8).
+_NOT_PLAIN = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]")
+_PRIVMSG = b"PRIVMSG "
+# The longest plain PRIVMSG line, line end excluded: IRC's 512 bytes with CRLF (longer ones
+# get 417 from the general parser).
+MAX_PLAIN_PRIVMSG_BYTES = 510
 
 
 class LineDecoder:
@@ -95,3 +106,43 @@ class LineDecoder:
                 line = bytes(buf[start:end])
             if line:
                 return line
+
+
+class PlainPrivmsg:
+    """A ``PRIVMSG target :text`` line read by ``read_privmsg``: one target (a channel or a
+    nick, no list), no tags, no source, plain UTF-8 text (no control character)."""
+
+    __slots__ = ("target", "text")
+
+    def __init__(self, target: str, text: str):
+        self.target = target
+        self.text = text
+
+    def __eq__(self, other) -> bool:
+        return (type(other).__name__ == "PlainPrivmsg" and self.target == other.target
+                and self.text == other.text)
+
+    def __repr__(self) -> str:
+        return f"PlainPrivmsg({self.target!r}, {self.text!r})"
+
+
+def read_privmsg(line: bytes) -> PlainPrivmsg | None:
+    """``line`` (line end removed) as a PlainPrivmsg when it is exactly ``PRIVMSG``, one
+    space, a target without ``,`` or a leading ``:``, one space, ``:`` and a non-empty text,
+    at most MAX_PLAIN_PRIVMSG_BYTES, all UTF-8 without control characters; else None (the
+    general parser decides, with the same outcome for lines this would take)."""
+    if not line.startswith(_PRIVMSG) or len(line) > MAX_PLAIN_PRIVMSG_BYTES:
+        return None
+    space = line.find(b" ", 8)
+    if space <= 8 or line[8] == 0x3A or b"," in line[8:space]:      # 0x3A ':'
+        return None
+    if line[space + 1:space + 2] != b":" or len(line) == space + 2:
+        return None
+    if _NOT_PLAIN.search(line) is not None:
+        return None
+    try:
+        target = line[8:space].decode("utf-8")
+        text = line[space + 2:].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return PlainPrivmsg(target, text)

@@ -32,7 +32,10 @@ OutputBuffer = _impl.OutputBuffer
 encode_frame = _impl.encode_frame
 fanout = _impl.fanout
 find_forbidden = _impl.find_forbidden
-LineDecoder = (ircframe_py if NO_EXTENSIONS or ircframe_c is None else ircframe_c).LineDecoder
+_ircframe = ircframe_py if NO_EXTENSIONS or ircframe_c is None else ircframe_c
+LineDecoder = _ircframe.LineDecoder
+PlainPrivmsg = _ircframe.PlainPrivmsg
+read_privmsg = _ircframe.read_privmsg
 MAX_IRC_LINE_BYTES = ircframe_py.MAX_IRC_LINE_BYTES
 HEADER = codec_py.HEADER
 HEADER_BYTES = codec_py.HEADER_BYTES
@@ -40,4 +43,5 @@ MIN_FRAME_LENGTH = codec_py.MIN_FRAME_LENGTH
 
 __all__ = ["IMPLEMENTATION", "FrameDecoder", "OutputBuffer", "encode_frame", "fanout",
            "find_forbidden", "HEADER", "HEADER_BYTES", "MIN_FRAME_LENGTH", "LineDecoder",
-           "MAX_IRC_LINE_BYTES", "codec_py", "codec_c", "ircframe_py", "ircframe_c"]
+           "PlainPrivmsg", "read_privmsg", "MAX_IRC_LINE_BYTES", "codec_py", "codec_c",
+           "ircframe_py", "ircframe_c"]

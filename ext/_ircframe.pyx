@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The compiled twin of ``chatcore._ircframe_py``: the IRC line framer, same behaviour.
+"""The compiled twin of ``chatcore._ircframe_py``: the IRC line framer and the plain PRIVMSG
+reader, same behaviour.
 
 ``chatcore._ircframe_py`` is the specification; ``tests/test_irc_framer.py`` holds this module
 to it on random input split at random points.
@@ -8,15 +9,18 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyNumber_Index
-from libc.string cimport memcpy, memmove
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memcmp, memcpy, memmove
 
 from .errors import LineTooLong
 
 cdef enum:
     _MIN_CAPACITY_BYTES = 1024        # first receive-buffer allocation
     _MAX_IRC_LINE_BYTES = 8191 + 510  # as in the twin: tags, then a 512-byte line with CRLF
+    _MAX_PLAIN_PRIVMSG_BYTES = 510    # as in the twin: IRC's 512 bytes with CRLF
 
 MAX_IRC_LINE_BYTES = _MAX_IRC_LINE_BYTES
+MAX_PLAIN_PRIVMSG_BYTES = _MAX_PLAIN_PRIVMSG_BYTES
 
 
 cdef class LineDecoder:
@@ -151,3 +155,65 @@ cdef class LineDecoder:
                 return line
             if i > start:
                 return PyBytes_FromStringAndSize(<const char *>buf + start, i - start)
+
+
+cdef class PlainPrivmsg:
+    """A ``PRIVMSG target :text`` line read by ``read_privmsg``: one target (a channel or a
+    nick, no list), no tags, no source, plain UTF-8 text (no control character)."""
+
+    cdef readonly str target
+    cdef readonly str text
+
+    def __init__(self, str target, str text):
+        self.target = target
+        self.text = text
+
+    def __eq__(self, other):
+        return (type(other).__name__ == "PlainPrivmsg" and self.target == other.target
+                and self.text == other.text)
+
+    def __hash__(self):
+        return hash((self.target, self.text))
+
+    def __repr__(self):
+        return f"PlainPrivmsg({self.target!r}, {self.text!r})"
+
+
+def read_privmsg(line):
+    """``line`` (line end removed) as a PlainPrivmsg when it is exactly ``PRIVMSG``, one
+    space, a target without ``,`` or a leading ``:``, one space, ``:`` and a non-empty text,
+    at most MAX_PLAIN_PRIVMSG_BYTES, all UTF-8 without control characters; else None (the
+    general parser decides, with the same outcome for lines this would take)."""
+    cdef const unsigned char *buf
+    cdef Py_ssize_t n, i, space
+    cdef unsigned char c
+    cdef PlainPrivmsg event
+    if not PyBytes_CheckExact(line):
+        line = bytes(line)
+    n = PyBytes_GET_SIZE(line)
+    buf = <const unsigned char *>PyBytes_AS_STRING(line)
+    if n < 8 or n > _MAX_PLAIN_PRIVMSG_BYTES or memcmp(buf, b"PRIVMSG ", 8) != 0:
+        return None
+    if n == 8 or buf[8] == 58:                  # ':'
+        return None
+    space = -1
+    for i in range(8, n):
+        c = buf[i]
+        if c < 32 or c == 127 or (c == 0xC2 and i + 1 < n and 0x80 <= buf[i + 1] <= 0x9F):
+            return None
+        if space < 0:
+            if c == 32:
+                space = i
+            elif c == 44:                       # ','
+                return None
+    if space <= 8 or space + 2 >= n or buf[space + 1] != 58:
+        return None
+    try:
+        target = PyUnicode_DecodeUTF8(<const char *>buf + 8, space - 8, NULL)
+        text = PyUnicode_DecodeUTF8(<const char *>buf + space + 2, n - space - 2, NULL)
+    except UnicodeDecodeError:
+        return None
+    event = PlainPrivmsg.__new__(PlainPrivmsg)
+    event.target = target
+    event.text = text
+    return event

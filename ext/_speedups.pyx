@@ -505,11 +505,12 @@ cdef class OutputBuffer:
         self._drop()
 
 
-def fanout(data, buffers):
+def fanout(data, buffers, skip=None):
     """Queue one ``data`` object on every buffer; returns those that were empty before or
     just crossed their ``limit`` (the buffers whose owners must be flushed).
 
-    Closed buffers are skipped. A non-``bytes`` ``data`` is copied once, as in ``append``.
+    Closed buffers are skipped, and ``skip`` (a buffer left out: a sender that is not sent
+    its own message, as IRC does). A non-``bytes`` ``data`` is copied once, as in ``append``.
     """
     cdef Py_ssize_t size, before
     cdef OutputBuffer out
@@ -522,7 +523,7 @@ def fanout(data, buffers):
     became_pending = []
     for buf in buffers:
         out = <OutputBuffer?>buf
-        if out._closed:
+        if out._closed or buf is skip:
             continue
         before = out._pending
         if before == 0 or (out.limit > 0 and before <= out.limit < before + size):

@@ -14,13 +14,13 @@ from .. import __version__
 from ..connection import FLOOD_CHAT, FLOOD_REQUEST, Connection, State
 from ..errors import ChatError, ErrorCode
 from ..events import Reason
-from . import dispatch
+from . import dispatch, messages
 from . import numerics as rpl
 from .caps import MAX_LABEL_BYTES, SUPPORTED_CAPS, labeled  # noqa: F401 - re-exported
 from .channels import fit_bytes
 from .message import Message, encode
 from .outlet import USER_HOST, source_of, text_lines, time_tag
-from .protocol import BadLine, IrcProtocol
+from .protocol import BadLine, IrcProtocol, PlainPrivmsg
 from .text import strip_formatting
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,14 @@ class IrcConnection(Connection):
         self._answer_label()
         super().close(reason, why)
 
+    def _on_plain_privmsg(self, event: PlainPrivmsg) -> None:
+        """The commonest line, read without the general parser: once registered, straight
+        to the hub; before, the way every line goes (counted, refused with 451)."""
+        if not self.registered or self.session is None:
+            self._on_message(Message("PRIVMSG", [event.target, event.text]))
+        else:
+            messages.plain_privmsg(self, event.target, event.text)
+
     def _dispatch(self, message: Message) -> None:
         try:
             dispatch.dispatch(self, message)
@@ -166,7 +174,10 @@ class IrcConnection(Connection):
     def flood_kind(self, event):
         """Messages draw from the chat bucket, PONG and QUIT are free, the rest are
         requests, as for native clients."""
-        if type(event) is Message:
+        kind = type(event)
+        if kind is PlainPrivmsg:
+            return FLOOD_CHAT
+        if kind is Message:
             command = event.command
             if command in ("PRIVMSG", "NOTICE"):
                 return FLOOD_CHAT
@@ -335,5 +346,6 @@ def _first_line(text: str) -> str:
 
 IrcConnection.HANDLERS = {
     Message: IrcConnection._on_message,
+    PlainPrivmsg: IrcConnection._on_plain_privmsg,
     BadLine: IrcConnection._on_bad_line,
 }

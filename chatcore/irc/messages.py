@@ -13,7 +13,7 @@ import time
 from .. import __version__
 from ..errors import ChatError, ErrorCode
 from . import numerics as rpl
-from .dispatch import register, room_of
+from .dispatch import CHANNEL_PREFIX, register, room_of
 from .outlet import source_of, text_lines
 from .text import ctcp, parse_ctcp, strip_formatting
 from .users import lookup
@@ -40,6 +40,39 @@ def privmsg(conn, params: list, notice: bool = False) -> None:
                        f"Too many recipients (at most {MAX_MESSAGE_TARGETS})")
         return
     _send_to(conn, command, targets, params[1], parse_ctcp(params[1]), notice)
+
+
+def plain_privmsg(conn, target: str, text: str) -> None:
+    """A PRIVMSG to one target of plain text (``codec.read_privmsg``'s): what ``privmsg``
+    does with it, without the steps that change nothing for such a line (the target list,
+    CTCP, formatting)."""
+    if target[:1] == CHANNEL_PREFIX:
+        try:
+            conn.hub.send_room(conn.session, target[1:], text)
+        except ChatError as exc:
+            _message_refused(conn, target, exc)
+        return
+    hub = conn.hub
+    peer = hub.sessions.get(target.casefold())
+    if peer is not None and peer is not conn.session:
+        # A user of this node: the hub answers at once, no need to hold the next lines.
+        try:
+            hub.send_direct(conn.session, target, text)
+        except ChatError as exc:
+            _message_refused(conn, target, exc)
+            return
+        if conn.echo_message:
+            conn.send(conn.relayed_text("PRIVMSG", conn.nick, target, text))
+        return
+
+    def sent(outcome=None) -> None:
+        if isinstance(outcome, ChatError):
+            _message_refused(conn, target, outcome)
+
+    try:
+        _send_one(conn, "PRIVMSG", target, text, sent)
+    except ChatError as exc:
+        sent(exc)
 
 
 def _send_to(conn, command: str, targets: list, raw: str, request, notice: bool) -> None:

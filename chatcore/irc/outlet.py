@@ -1,8 +1,9 @@
 """Hub events as IRC lines: each event encoded once for all its IRC recipients.
 
 A room message becomes the same bytes for every IRC member (shared by reference in their
-output buffers, as the native outlet does); only the sender is left out, since IRC does not
-echo a client's own PRIVMSG unless it asked for ``echo-message``. Direct messages name their
+output buffers, as the native outlet does); only the sender is left out (by the compiled
+``fanout``'s ``skip``, not a copy of the member list), since IRC does not echo a client's own
+PRIVMSG unless it asked for ``echo-message``. Direct messages name their
 recipient, so they are encoded per delivery, which is one recipient anyway.
 
 There is one outlet per encoding: ``IrcOutlet(front, timed=False)`` for clients without
@@ -86,6 +87,10 @@ def text_lines(command: str, source: str, target: str, text: str, *, action: boo
     makes each line a CTCP ACTION."""
     head = f":{source} {command} {target} :".encode()
     room = MAX_LINE_BYTES - 2 - len(head)
+    if not action and "\n" not in text and "\r" not in text and "\0" not in text:
+        raw = text.encode("utf-8")          # the commonest case: one line that fits
+        if len(raw) <= room:
+            return prefix + head + raw + b"\r\n"
     if action:
         head += ACTION_OPEN
         room -= len(ACTION_OPEN) + len(ACTION_CLOSE)
@@ -156,13 +161,14 @@ class IrcOutlet:
 
     def broadcast(self, endpoints: list, event) -> None:
         kind = type(event)
+        skip = None
         if kind is ev.RoomMessage or kind is ev.RoomAction:
             data = text_lines("PRIVMSG", source_of(event.sender), channel_of(event.room),
                               event.text, action=kind is ev.RoomAction,
                               prefix=self._tags(event.timestamp_ms) if self.timed else b"")
             sender = self.users.get(event.sender.casefold())
             if sender is not None and not sender.echo_message and sender.outlet is self:
-                endpoints = [e for e in endpoints if e is not sender.outbuf]
+                skip = sender.outbuf        # left out by the compiled fanout itself
         elif kind is ev.UserJoined:
             data = self.line("JOIN", channel_of(event.room), source=source_of(event.name))
             away = self._away_of(event.name)
@@ -195,7 +201,7 @@ class IrcOutlet:
                 self.deliver(endpoint, event)
             return
         if data:
-            self._fanout(data, endpoints)
+            self._fanout(data, endpoints, skip)
 
     def _away_line(self, name: str, message: str) -> bytes:
         """``:nick!nick@host AWAY :message``, or ``AWAY`` alone when back (away-notify)."""
@@ -224,13 +230,14 @@ class IrcOutlet:
         return [e for e in endpoints if "away-notify" in e.owner.caps
                 and e.owner.nick.casefold() != key]
 
-    def _fanout(self, data: bytes, endpoints: list) -> None:
+    def _fanout(self, data: bytes, endpoints: list, skip=None) -> None:
+        """``data`` to every endpoint but ``skip``."""
         for capturing in self.front.capturing:
-            if capturing.outbuf in endpoints:
+            if capturing.outbuf is not skip and capturing.outbuf in endpoints:
                 # A labeled command's own echo (labeled-response): it goes in the response.
                 endpoints = [e for e in endpoints if e is not capturing.outbuf]
                 capturing.send(data)
-        self.pending.extend(fanout(data, endpoints))
+        self.pending.extend(fanout(data, endpoints, skip))
 
     # -- encodings -------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """The IRC client protocol, sans-IO, in the shape the connection's input loop expects:
-``receive_data`` buffers, ``next_event`` gives a ``Message``, a ``BadLine`` to answer, or
-NEED_DATA, and raises a fatal ProtocolError when the stream is junk."""
+``receive_data`` buffers, ``next_event`` gives a ``Message``, a ``PlainPrivmsg`` (the
+commonest line, ``PRIVMSG target :text``, read by the compiled framer without the general
+parser), a ``BadLine`` to answer, or NEED_DATA, and raises a fatal ProtocolError when the
+stream is junk."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..codec import LineDecoder
+from ..codec import LineDecoder, PlainPrivmsg, read_privmsg  # noqa: F401 - re-exported
 from ..errors import ErrorCode, LineTooLong, ProtocolError
 from ..protocol import NEED_DATA
 from .message import MessageError, parse
@@ -45,6 +47,9 @@ class IrcProtocol:
                                 fatal=True) from None
         if line is None:
             return NEED_DATA
+        plain = read_privmsg(line)
+        if plain is not None:
+            return plain
         try:
             return parse(line)
         except MessageError as exc:
