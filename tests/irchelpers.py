@@ -70,6 +70,19 @@ class RawIrc:
                 raise AssertionError(f"no {command} {params} (closed={self.closed}); got:\n{got}")
             self._read(deadline)
 
+    def expect_any(self, *commands: str, timeout: float | None = None) -> Message:
+        """The first line whose command is one of ``commands``; earlier lines stay."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            for i, message in enumerate(self.seen):
+                if message.command in commands:
+                    del self.seen[i]
+                    return message
+            if self.closed or time.monotonic() > deadline:
+                got = "\n".join(f"{m.source} {m.command} {m.params}" for m in self.seen)
+                raise AssertionError(f"none of {commands} (closed={self.closed}); got:\n{got}")
+            self._read(deadline)
+
     def expect_closed(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or self.timeout)
         while not self.closed:

@@ -127,3 +127,94 @@ def test_labeled_lookups_waiting_for_the_cluster_get_their_whole_answer(start_no
     assert dave.expect("PRIVMSG", "carol", "hi").tags == {"label": "m3"}
     assert dave.expect("301", "carol").tags == {}
     assert carol.wait_for(ev.DirectMessage).text == "hi"
+
+
+# -- channels, lists and counts across the cluster ---------------------------------------
+
+
+def _names(client, channel: str) -> set:
+    """Every name of one channel's 353 lines, up to its 366."""
+    names = set()
+    while True:
+        line = client.expect_any("353", "366")
+        if line.command == "366":
+            assert line.params[1] == channel
+            return names
+        names.update(name.lstrip("@+") for name in line.params[-1].split())
+
+
+def test_join_and_names_list_the_members_of_every_node(start_node, clients, irc_on):
+    alpha, beta = _nodes(start_node)
+    carol = clients(beta, "carol")
+    carol.join("lobby")
+    erin = irc_on(beta, "erin")
+    erin.send("JOIN #lobby")
+    erin.expect("366", "#lobby")
+    dave = irc_on(alpha, "dave")
+    # alpha opens the room from Redis: the names come once the join is complete.
+    dave.send("JOIN #lobby", "PING after-join")
+    assert dave.expect("JOIN", "#lobby").source.startswith("dave!")
+    assert _names(dave, "#lobby") == {"carol", "erin", "dave"}
+    dave.expect("PONG", None, "after-join")
+    dave.send("NAMES #lobby,#nowhere")
+    assert _names(dave, "#lobby") == {"carol", "erin", "dave"}
+    dave.expect("366", "#nowhere")
+    while carol.wait_for(ev.UserJoined).name != "dave":     # its own, erin's, then dave's
+        pass
+
+
+def test_list_shows_rooms_and_member_counts_of_every_node(start_node, clients, irc_on):
+    alpha, beta = _nodes(start_node)
+    carol, frank = clients(beta, "carol"), clients(beta, "frank")
+    carol.join("beta-only")
+    frank.join("beta-only")
+    carol.join("shared")
+    dave = irc_on(alpha, "dave")
+    dave.send("JOIN #shared")
+    dave.expect("366", "#shared")
+    dave.send("LIST")
+    dave.expect("321")
+    listed = {}
+    while (line := dave.expect_any("322", "323")).command == "322":
+        listed[line.params[1]] = line.params[2]
+    assert listed == {"#beta-only": "2", "#shared": "2"}
+    dave.send("LIST #beta-only,#nowhere,#bad*name")
+    dave.expect("321")
+    assert dave.expect_any("322", "323").params[1:3] == ["#beta-only", "2"]
+    dave.expect("323")
+
+
+def test_lusers_counts_the_users_and_servers_of_the_cluster(start_node, clients, irc_on):
+    alpha, beta = _nodes(start_node)
+    clients(beta, "carol")
+    irc_on(beta, "erin")
+    dave = irc_on(alpha, "dave")
+    deadline = time.monotonic() + 10
+    while True:         # beta's count reaches alpha with its next announcement
+        dave.send("LUSERS")
+        client_line = dave.expect("251").params[-1]
+        me = dave.expect("255").params[-1]
+        local, total = dave.expect("265"), dave.expect("266")
+        if "3 users" in client_line or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert client_line == "There are 3 users and 0 invisible on 2 servers"
+    assert me == "I have 1 clients and 1 servers"
+    assert (local.params[1], total.params[1]) == ("1", "3")
+    dave.send("LINKS")
+    assert dave.expect("364").params[1:] == ["*", "alpha.chatcore", "0 alpha"]
+    assert dave.expect("364").params[1:] == ["*", "beta.chatcore", "1 beta"]
+    dave.expect("365")
+
+
+def test_a_labeled_nick_claimed_across_the_cluster_is_answered_with_its_nick_line(
+        start_node, irc_on):
+    alpha, _ = _nodes(start_node)
+    dave = irc_on(alpha, "dave", caps="batch labeled-response")
+    dave.send("@label=n1 NICK david")
+    nick = dave.expect("NICK", "david")
+    assert (nick.source, nick.tags) == ("dave!dave@chatcore", {"label": "n1"})
+    dave.send("@label=n2 NICK dave")
+    assert dave.expect("NICK", "dave").tags == {"label": "n2"}
+    dave.sync()
+    assert not [m for m in dave.drain() if m.command == "ACK"]

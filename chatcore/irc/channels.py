@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import ChatError, ErrorCode
 from . import dispatch
 from . import numerics as rpl
-from .dispatch import need, register, room_of
+from .dispatch import in_turn, need, pages, register, room_of
 from .message import MAX_LINE_BYTES
 from .outlet import channel_of, source_of
 from .text import strip_formatting
@@ -24,38 +24,62 @@ _JOIN_REFUSALS = {ErrorCode.BANNED: (rpl.ERR_BANNEDFROMCHAN, "+b"),
 
 
 def join(conn, params: list) -> None:
+    """Each channel in turn: a cluster node opening a room learns its members and topic
+    from Redis first, so JOIN's 332/333 and 353/366 come once the join is complete (the
+    client's next lines wait for it, as for every answer the cluster gives)."""
     if not need(conn, "JOIN", params, 1):
         return
+    session = conn.session
     if params[0] == "0":
-        for room in list(conn.session.rooms.values()):
-            conn.hub.leave(conn.session, room.name)
+        for room in list(session.rooms.values()):
+            conn.hub.leave(session, room.name)
         return
     keys = params[1].split(",") if len(params) > 1 else []
-    for index, target in enumerate(params[0].split(",")):
+
+    def join_one(item, resume) -> None:
+        index, target = item
         room = room_of(target)
         if room is None:
             conn.reply(rpl.ERR_NOSUCHCHANNEL, target,
                        "No such channel (channel names start with #)")
-            continue
+            resume()
+            return
+        key = keys[index] if index < len(keys) else ""
+
+        def joined(outcome) -> None:
+            if conn.session is not session:
+                return                              # gone while the cluster answered
+            state, conn.joined_state = conn.joined_state, None
+            if isinstance(outcome, ChatError):
+                _join_refused(conn, target, outcome)
+            elif outcome:
+                # A JOIN of a channel one is on already is ignored, as IRC servers do.
+                if state is not None and state.topic:
+                    _topic_lines(conn, state.room, state.topic, state.topic_by,
+                                 state.topic_at_ms // 1000)
+                names_of(conn, target, resume)
+                return
+            resume()
+
         conn.joined_state = None
         try:
-            joined = conn.hub.join(conn.session, room, keys[index] if index < len(keys) else "")
+            conn.ask_hub(lambda done: conn.hub.join(session, room, key, done), joined)
         except ChatError as exc:
-            if exc.code == ErrorCode.TOO_MANY_ROOMS:
-                conn.reply(rpl.ERR_TOOMANYCHANNELS, target, "You have joined too many channels")
-            elif exc.code in _JOIN_REFUSALS:       # the room's modes (irc/moderation)
-                numeric, mode = _JOIN_REFUSALS[exc.code]
-                conn.reply(numeric, target, f"Cannot join channel ({mode})")
-            else:
-                conn.reply(rpl.ERR_NOSUCHCHANNEL, target, f"Illegal channel name: {exc.message}")
-            continue
-        state, conn.joined_state = conn.joined_state, None
-        if joined:
-            # A JOIN of a channel one is on already is ignored, as IRC servers do.
-            if state is not None and state.topic:
-                _topic_lines(conn, state.room, state.topic, state.topic_by,
-                             state.topic_at_ms // 1000)
-            names_of(conn, target)
+            conn.joined_state = None
+            _join_refused(conn, target, exc)
+            resume()
+
+    in_turn(enumerate(params[0].split(",")), join_one)
+
+
+def _join_refused(conn, target: str, exc: ChatError) -> None:
+    if exc.code == ErrorCode.TOO_MANY_ROOMS:
+        conn.reply(rpl.ERR_TOOMANYCHANNELS, target, "You have joined too many channels")
+    elif exc.code in _JOIN_REFUSALS:       # the room's modes (irc/moderation)
+        numeric, mode = _JOIN_REFUSALS[exc.code]
+        conn.reply(numeric, target, f"Cannot join channel ({mode})")
+    else:
+        conn.reply(rpl.ERR_NOSUCHCHANNEL, target, f"Illegal channel name: {exc.message}")
 
 
 def part(conn, params: list) -> None:
@@ -76,12 +100,11 @@ def names(conn, params: list) -> None:
     if not params or not params[0]:
         conn.reply(rpl.RPL_ENDOFNAMES, "*", "End of /NAMES list")
         return
-    for target in params[0].split(","):
-        names_of(conn, target)
+    in_turn(params[0].split(","), lambda target, resume: names_of(conn, target, resume))
 
 
 def members_of(conn, room: str):
-    """Every member of a room as the hub lists them (UserInfo), page by page."""
+    """Every member of a room as this node's hub lists them (UserInfo), page by page."""
     after = ""
     while True:
         page = conn.hub.users_page(room, after)
@@ -91,58 +114,87 @@ def members_of(conn, room: str):
             return
 
 
-def names_of(conn, target: str) -> None:
-    """353 lines (as many as the names need) and 366 for one channel."""
+def names_of(conn, target: str, then=None) -> None:
+    """353 lines (as many as the names need) and 366 for one channel, its members on every
+    node of a cluster (from Redis: the client's next lines wait); ``then()`` after 366."""
     room = room_of(target)
     found = conn.hub.rooms.get(room.casefold()) if room else None
-    if found is not None and not conn.hub.room_hidden(conn.session, found.name):   # +s
-        channel = channel_of(found.name)
-        long_form = "userhost-in-names" in conn.caps
-        all_prefixes = "multi-prefix" in conn.caps
-        modes = dispatch.channel_modes
-        head = len(f":{conn.irc.server_name} 353 {conn.nick} = {channel} :") + 2
-        line: list[str] = []
-        size = head
-        for member in members_of(conn, found.name):
-            prefix = modes.prefixes(conn, found.name, member.name)
-            if prefix and not all_prefixes:
-                prefix = prefix[0]
-            entry = prefix + (source_of(member.name) if long_form else member.name)
-            if line and size + len(entry.encode()) + 1 > MAX_LINE_BYTES:
-                conn.reply(rpl.RPL_NAMREPLY, "=", channel, " ".join(line))
-                line, size = [], head
-            line.append(entry)
-            size += len(entry.encode()) + 1
+    if found is None or conn.hub.room_hidden(conn.session, found.name):   # +s
+        conn.reply(rpl.RPL_ENDOFNAMES, target, "End of /NAMES list")
+        if then is not None:
+            then()
+        return
+    channel = channel_of(found.name)
+    long_form = "userhost-in-names" in conn.caps
+    all_prefixes = "multi-prefix" in conn.caps
+    modes = dispatch.channel_modes
+    head = len(f":{conn.irc.server_name} 353 {conn.nick} = {channel} :") + 2
+    line: list[str] = []
+    size = [head]
+
+    def add(member) -> None:
+        prefix = modes.prefixes(conn, found.name, member.name)
+        if prefix and not all_prefixes:
+            prefix = prefix[0]
+        entry = prefix + (source_of(member.name) if long_form else member.name)
+        if line and size[0] + len(entry.encode()) + 1 > MAX_LINE_BYTES:
+            conn.reply(rpl.RPL_NAMREPLY, "=", channel, " ".join(line))
+            line.clear()
+            size[0] = head
+        line.append(entry)
+        size[0] += len(entry.encode()) + 1
+
+    def end() -> None:
         if line:
             conn.reply(rpl.RPL_NAMREPLY, "=", channel, " ".join(line))
-        target = channel
-    conn.reply(rpl.RPL_ENDOFNAMES, target, "End of /NAMES list")
+        conn.reply(rpl.RPL_ENDOFNAMES, channel, "End of /NAMES list")
+        if then is not None:
+            then()
+
+    pages(conn, lambda after, done: conn.hub.users_page(found.name, after, done=done),
+          add, end)
 
 
 def list_(conn, params: list) -> None:
-    wanted = None
-    if params and params[0]:
-        wanted = {t[1:].casefold() for t in params[0].split(",") if t.startswith("#")}
+    """321, 322 per room, 323: every room of the cluster, with its members on every node
+    (from Redis in a cluster; the topic as this node knows it), secret ones left out."""
+    hub = conn.hub
+    rooms = hub.rooms
     conn.reply(rpl.RPL_LISTSTART, "Channel", "Users  Name")
-    if wanted is not None:
-        for key in sorted(wanted):
-            room = conn.hub.rooms.get(key)
-            if room is not None and not conn.hub.room_hidden(conn.session, room.name):
-                conn.reply(rpl.RPL_LIST, channel_of(room.name), str(len(room.members)),
-                           _list_topic(room.topic))
-    else:
-        after = ""
-        rooms = conn.hub.rooms
-        while True:
-            page = conn.hub.rooms_page(after)
-            for info in page.entries:
-                room = rooms.get(info.name.casefold())
-                conn.reply(rpl.RPL_LIST, channel_of(info.name), str(info.members),
-                           _list_topic(room.topic if room is not None else ""))
-            after = page.next_after
-            if not after:
-                break
-    conn.reply(rpl.RPL_LISTEND, "End of /LIST")
+    end = lambda: conn.reply(rpl.RPL_LISTEND, "End of /LIST")   # noqa: E731
+
+    def entry(info) -> None:
+        room = rooms.get(info.name.casefold())
+        if room is not None and hub.room_hidden(conn.session, room.name):
+            return
+        conn.reply(rpl.RPL_LIST, channel_of(info.name), str(info.members),
+                   _list_topic(room.topic if room is not None else ""))
+
+    if not params or not params[0]:
+        pages(conn, lambda after, done: hub.rooms_page(after, done=done), entry, end)
+        return
+    wanted = sorted({t[1:].casefold() for t in params[0].split(",")
+                     if t.startswith("#") and _is_room_name(hub, t[1:])})
+
+    def one(key, resume) -> None:
+        def got(page) -> None:
+            for info in getattr(page, "entries", ()):
+                if info.name.casefold() == key:
+                    entry(info)
+            resume()
+
+        conn.ask_hub(lambda done: hub.rooms_page(pattern=key, limit=1, done=done), got)
+
+    in_turn(wanted, one, end)
+
+
+def _is_room_name(hub, name: str) -> bool:
+    """Whether ``name`` may be a room's (so it is no glob pattern either)."""
+    try:
+        hub.check_room_name(name)
+    except ChatError:
+        return False
+    return True
 
 
 def _list_topic(topic: str) -> str:

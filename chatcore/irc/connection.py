@@ -137,6 +137,14 @@ class IrcConnection(Connection):
             if not self._awaiting:
                 self._answer_label()
 
+    def answer_waits(self) -> bool:
+        """Whether a labeled command waits for the cluster (a NICK claimed in Redis)."""
+        return self._captured is not None and self._awaiting == "waiting"
+
+    def captured(self, data: bytes) -> None:
+        """Part of the answer of the labeled command that waits (``answer_waits``)."""
+        self._captured.append(data)
+
     def _answer_label(self) -> None:
         """Send what a labeled command made the server say, as its labeled answer."""
         if self._captured is None:
@@ -233,8 +241,8 @@ class IrcConnection(Connection):
                    "biklmnostv", "bklov")
         self.send_isupport()
 
-        dispatch.HANDLERS["LUSERS"](self, [])
-        self.reply(rpl.ERR_NOMOTD, "MOTD File is missing")
+        dispatch.HANDLERS["LUSERS"](
+            self, [], lambda: self.reply(rpl.ERR_NOMOTD, "MOTD File is missing"))
 
     # -- the connection's own state, changed by commands ----------------------------------
 
@@ -333,6 +341,7 @@ class IrcConnection(Connection):
         users = self.irc.users
         if self.registered and users.get(self.nick.casefold()) is self:
             del users[self.nick.casefold()]
+        self.irc.invisible.discard(self)
         session, self.session = self.session, None
         # Always a real end: IRC clients cannot resume a session, so holding the nick for
         # a grace period would only make their reconnect fail with 433.

@@ -35,6 +35,7 @@ class IrcFrontEnd:
         config = server.config
         self.server_name = irc_server_name(server.hub.node.name)
         self.users: dict = {}           # casefolded nick -> IrcConnection, once registered
+        self.invisible: set = set()     # the IrcConnections that are +i (LUSERS counts them)
         self.capturing: list = []       # connections answering a labeled command now
         # One outlet per encoding of relayed lines (server-time or not): see outlet.py.
         self.outlet = IrcOutlet(self, server.outlet)

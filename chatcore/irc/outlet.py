@@ -191,6 +191,11 @@ class IrcOutlet:
                 return
         elif kind is ev.NameChanged:
             data = self.line("NICK", event.new, source=source_of(event.old))
+            renamer = self.users.get(event.old.casefold())
+            if renamer is not None and renamer.outlet is self and renamer.answer_waits():
+                # A labeled NICK claimed across the cluster: its NICK line is its answer.
+                renamer.captured(data)
+                skip = renamer.outbuf
         elif kind is ev.TopicChanged:
             data = self.line("TOPIC", channel_of(event.room), event.topic,
                              source=source_of(event.name), timestamp_ms=event.timestamp_ms)

@@ -4,23 +4,37 @@ from __future__ import annotations
 import time
 
 from .. import __version__
+from ..errors import ChatError
 from . import numerics as rpl
 from .dispatch import HANDLERS, register
 
 
-def lusers(conn, params: list | None = None) -> None:
+def lusers(conn, params: list | None = None, then=None) -> None:
+    """251-266, counted over the cluster: users from every node's last report
+    (``list_servers``), rooms from the shared room list (a round trip to Redis in a
+    cluster; the next lines wait). ``then()`` once sent (the welcome's 422)."""
     hub = conn.hub
-    users = len(hub.sessions)
-    invisible = sum(1 for c in conn.irc.users.values() if c.invisible)
-    conn.reply(rpl.RPL_LUSERCLIENT, f"There are {users - invisible} users and {invisible} "
-                                    f"invisible on 1 servers")
-    conn.reply(rpl.RPL_LUSEROP, "0", "operator(s) online")
-    conn.reply(rpl.RPL_LUSERCHANNELS, str(len(hub.rooms)), "channels formed")
-    conn.reply(rpl.RPL_LUSERME, f"I have {users} clients and 0 servers")
-    conn.reply(rpl.RPL_LOCALUSERS, str(users), str(users),
-               f"Current local users {users}, max {users}")
-    conn.reply(rpl.RPL_GLOBALUSERS, str(users), str(users),
-               f"Current global users {users}, max {users}")
+    servers = hub.list_servers()
+    local = len(hub.sessions)
+    total = sum(server.users for server in servers)       # this node's first: local
+    invisible = len(conn.irc.invisible)         # this node's IRC users: the rest are unknown
+
+    def counted(page) -> None:
+        rooms = page.total if page is not None and not isinstance(page, ChatError) \
+            else len(hub.rooms)
+        conn.reply(rpl.RPL_LUSERCLIENT, f"There are {total - invisible} users and "
+                                        f"{invisible} invisible on {len(servers)} servers")
+        conn.reply(rpl.RPL_LUSEROP, "0", "operator(s) online")
+        conn.reply(rpl.RPL_LUSERCHANNELS, str(rooms), "channels formed")
+        conn.reply(rpl.RPL_LUSERME, f"I have {local} clients and {len(servers) - 1} servers")
+        conn.reply(rpl.RPL_LOCALUSERS, str(local), str(local),
+                   f"Current local users {local}, max {local}")
+        conn.reply(rpl.RPL_GLOBALUSERS, str(total), str(total),
+                   f"Current global users {total}, max {total}")
+        if then is not None:
+            then()
+
+    conn.ask_hub(lambda done: hub.rooms_page(limit=1, done=done), counted)
 
 
 def time_(conn, params: list) -> None:
@@ -40,8 +54,12 @@ def motd(conn, params: list) -> None:
 
 
 def links(conn, params: list) -> None:
-    name = conn.irc.server_name
-    conn.reply(rpl.RPL_LINKS, "*", name, f"0 {conn.hub.node.name}")
+    """364 per node of the cluster (this one first, its peers one hop away), 365."""
+    servers = conn.hub.list_servers()
+    here = conn.irc.server_name
+    for hops, server in enumerate(servers):
+        name = conn.irc.server_name_of(server.name) if hops else here
+        conn.reply(rpl.RPL_LINKS, "*", name, f"{min(hops, 1)} {server.name}")
     conn.reply(rpl.RPL_ENDOFLINKS, "*", "End of /LINKS list")
 
 

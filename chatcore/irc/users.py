@@ -238,6 +238,10 @@ def mode(conn, params: list) -> None:
         elif char == "i":
             if conn.invisible != adding:
                 conn.invisible = adding
+                if adding:
+                    conn.irc.invisible.add(conn)
+                else:
+                    conn.irc.invisible.discard(conn)
                 changed += ("+" if adding else "-") + "i"
         else:
             unknown = True
