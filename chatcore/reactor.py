@@ -63,6 +63,7 @@ class Reactor:
         self._wakeup_w: socket.socket | None = None
         self._running = False
         self._priority_fds: set[int] = set()
+        self._sleep_until: float | None = None      # see sleep_until
 
     # -- file descriptors ------------------------------------------------------------------
 
@@ -134,6 +135,18 @@ class Reactor:
         """Run ``callback()`` at the end of every turn, right before the loop waits."""
         self._before_sleep.append(callback)
 
+    def sleep_until(self, when: float) -> None:
+        """Make this turn's wait a plain sleep until ``when`` (a ``time()`` value), not
+        woken by readiness; what became ready meanwhile is handled in the turn after it.
+
+        For a before-sleep hook that holds output for a moment (the write-coalescing
+        window): waking for every arrival would cost a wait and a turn each, though
+        nothing is written before ``when`` anyway. A timer due earlier ends the sleep
+        then. It holds for this turn only: the hook asks again on the next.
+        """
+        if self._sleep_until is None or when < self._sleep_until:
+            self._sleep_until = when
+
     # -- signals ---------------------------------------------------------------------------
 
     def add_signal_handler(self, signum: int, callback) -> None:
@@ -172,6 +185,7 @@ class Reactor:
         priority = self._priority_fds
         turn_seconds = self.turn_seconds
         monotonic = time.monotonic
+        sleep = time.sleep
         woke_at = None
         while self._running:
             self._run_hooks()
@@ -179,10 +193,19 @@ class Reactor:
                 turn_seconds.observe(monotonic() - woke_at)
             if self._soon or not self._running:
                 timeout = 0
+            elif self._sleep_until is not None:
+                until = self._sleep_until
+                if timers and timers[0][0] < until:
+                    until = timers[0][0]
+                delay = until - monotonic()
+                if delay > 0:
+                    sleep(delay)
+                timeout = 0
             elif timers:
-                timeout = max(0.0, timers[0][0] - time.monotonic())
+                timeout = max(0.0, timers[0][0] - monotonic())
             else:
                 timeout = None
+            self._sleep_until = None
             ready = select(timeout)
             woke_at = monotonic()
             if priority and len(ready) > 1:

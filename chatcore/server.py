@@ -37,7 +37,9 @@ class Server:
         self.config = config
         self.reactor = reactor
         self.outlet = NativeOutlet()
-        self.flusher = Flusher(self.outlet, reactor, config.max_turn_writes)
+        self.flusher = Flusher(self.outlet, reactor, config.max_turn_writes,
+                               config.coalesce_writes_seconds,
+                               config.coalesce_writes_min_frames)
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
         self.shutting_down = False
@@ -99,6 +101,8 @@ class Server:
                                config.max_frame_bytes, config.max_name_chars,
                                config.max_room_name_chars, topic_bytes)))
         self.hub = Hub(NodeInfo(name, host, port), limits, load_permille=self.load.permille)
+        if config.coalesce_writes_seconds > 0:
+            self.flusher.work = self.hub        # its work_done counts the deliveries
         self._watch_listeners()
         self.reactor.add_before_sleep(self.flush_pending)
         if config.irc_port >= 0 or config.irc_tls_port >= 0:

@@ -111,3 +111,32 @@ def test_priority_readers_run_first_in_their_turn(reactor):
         assert order == ["urgent", "plain"]
         reactor.remove_reader(plain_a.fileno())
         reactor.remove_reader(urgent_a.fileno())
+
+
+def test_sleep_until_holds_readiness_until_then_and_timers_end_it_early(reactor):
+    a, b = socket.socketpair()
+    try:
+        started = reactor.time()
+        read_at = []
+        reactor.add_reader(a.fileno(), lambda: (read_at.append(reactor.time()), a.recv(16)))
+        holds = [0.05]
+
+        def hold() -> None:
+            if holds:
+                reactor.sleep_until(started + holds.pop())
+        reactor.add_before_sleep(hold)
+        b.send(b"x")                        # ready at once, but the turn sleeps first
+        reactor.call_later(0.08, reactor.stop)
+        reactor.run()
+        assert read_at and read_at[0] - started >= 0.05
+
+        timer_at = []
+        started = reactor.time()
+        holds.append(1.0)                   # a timer due long before the hold ends it
+        reactor.call_later(0.01, lambda: (timer_at.append(reactor.time()), reactor.stop()))
+        reactor.run()
+        assert timer_at and timer_at[0] - started < 0.5
+    finally:
+        reactor.remove_fd(a.fileno())
+        a.close()
+        b.close()
