@@ -114,6 +114,22 @@ def test_a_flush_past_the_turn_budget_is_never_held():
     assert log == ["a", "b", "c", "d"]
 
 
+def test_while_held_the_writes_left_from_the_last_flush_go_on_and_new_output_waits():
+    outlet, reactor, work, flusher, log = make()
+    flusher.writes_per_turn = 2
+    queue(outlet, work, log, ["a", "b", "c", "d", "e"], frames_each=4)
+    flusher.flush()                         # busy, and past the turn's budget
+    assert log == ["a", "b"]
+    queue(outlet, work, log, ["a"], frames_each=1)
+    flusher.flush()                         # held: only what the last flush left
+    assert log == ["a", "b", "c", "d"] and reactor.soon and not reactor.wake_at
+    flusher.flush()
+    assert log == ["a", "b", "c", "d", "e"] and len(reactor.wake_at) == 1
+    time.sleep(max(0.0, reactor.wake_at[0] - time.monotonic()))
+    flusher.flush()
+    assert log[-1] == "a"
+
+
 def test_coalescing_off_without_a_work_counter():
     outlet, reactor = FakeOutlet(), FakeReactor()
     flusher, log, work = Flusher(outlet, reactor, 100), [], Work()

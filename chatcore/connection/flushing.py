@@ -65,19 +65,26 @@ class Flusher:
         """The before-sleep hook: write this turn's pending buffers, then waiting ones."""
         waiting = self.waiting
         outlet = self.outlet
-        if self.work is not None and outlet.pending and not waiting:
+        if self.work is not None and outlet.pending:
             now = time.monotonic()
             if self._coalescing and now < self._flushed_at + self.coalesce_seconds:
-                # Busy: let what comes before the window ends share these writes.
+                # Busy: what comes before the window ends shares the next writes. The
+                # writes of the last flush that did not fit its turn go on meanwhile.
                 if self._held_after != self._flushed_at:
                     self._held_after = self._flushed_at
                     self.held_flushes += 1
+                if waiting:
+                    self._write_waiting(self.writes_per_turn)
+                    if waiting:
+                        self.reactor.call_soon(_write_more)
+                        return
                 self.reactor.sleep_until(self._flushed_at + self.coalesce_seconds)
                 return
-            work_done = self.work.work_done
-            self._coalescing = (work_done - self._work_at
-                                >= self.coalesce_min_frames * len(outlet.pending))
-            self._flushed_at, self._work_at = now, work_done
+            if not waiting:
+                work_done = self.work.work_done
+                self._coalescing = (work_done - self._work_at
+                                    >= self.coalesce_min_frames * len(outlet.pending))
+                self._flushed_at, self._work_at = now, work_done
         left = self.writes_per_turn
         if waiting:
             left -= self._write_waiting(max(1, left // 2))
