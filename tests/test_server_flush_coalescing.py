@@ -265,3 +265,11 @@ def test_a_held_message_is_late_by_at_most_the_window(running):
     assert bob.arrived[-1] - sent_at < WINDOW + 0.5
     assert bob.of(ev.RoomMessage)[-1].text == "right after"
     assert server.flusher.held_flushes > held, "not held: the test proves nothing"
+
+
+def test_the_window_is_bounded_and_the_threshold_positive():
+    with pytest.raises(ValueError, match="coalesce_writes_seconds"):
+        ServerConfig(coalesce_writes_seconds=1.0).validate()
+    with pytest.raises(ValueError, match="coalesce_writes_min_frames"):
+        ServerConfig(coalesce_writes_min_frames=0).validate()
+    ServerConfig(coalesce_writes_seconds=0).validate()      # off is fine
