@@ -218,3 +218,23 @@ def test_a_labeled_nick_claimed_across_the_cluster_is_answered_with_its_nick_lin
     assert dave.expect("NICK", "dave").tags == {"label": "n2"}
     dave.sync()
     assert not [m for m in dave.drain() if m.command == "ACK"]
+
+
+def test_a_labeled_join_completed_by_the_cluster_is_answered_in_one_batch(start_node, clients,
+                                                                         irc_on):
+    alpha, beta = _nodes(start_node)
+    carol = clients(beta, "carol")
+    carol.join("lobby")
+    carol.set_topic("lobby", "on beta")
+    dave = irc_on(alpha, "dave", caps="batch labeled-response")
+    dave.send("@label=j1 JOIN #lobby")
+    start = dave.expect("BATCH")
+    assert start.tags == {"label": "j1"} and start.params[1] == "labeled-response"
+    ref = start.params[0][1:]
+    batch = {"batch": ref}
+    join = dave.expect("JOIN", "#lobby")
+    assert (join.source, join.tags) == ("dave!dave@chatcore", batch)
+    assert dave.expect("332", "#lobby").tags == batch
+    assert dave.expect("353", "=", "#lobby").tags == batch
+    assert dave.expect("366", "#lobby").tags == batch
+    dave.expect("BATCH", "-" + ref)

@@ -138,7 +138,9 @@ class IrcConnection(Connection):
                 self._answer_label()
 
     def answer_waits(self) -> bool:
-        """Whether a labeled command waits for the cluster (a NICK claimed in Redis)."""
+        """Whether a labeled command waits for the cluster (a NICK claimed in Redis, a JOIN
+        of a room this node opens): the outlet then puts the command's own NICK or JOIN
+        line in its answer (``captured``)."""
         return self._captured is not None and self._awaiting == "waiting"
 
     def captured(self, data: bytes) -> None:

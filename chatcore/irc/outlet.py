@@ -171,6 +171,12 @@ class IrcOutlet:
                 skip = sender.outbuf        # left out by the compiled fanout itself
         elif kind is ev.UserJoined:
             data = self.line("JOIN", channel_of(event.room), source=source_of(event.name))
+            joiner = self.users.get(event.name.casefold())
+            if joiner is not None and joiner.outlet is self and joiner.answer_waits() \
+                    and joiner.outbuf in endpoints:
+                # A labeled JOIN a cluster completes later: its JOIN line opens its answer.
+                joiner.captured(data)
+                skip = joiner.outbuf
             away = self._away_of(event.name)
             if away:        # away-notify: the JOIN of an away user is followed by its AWAY
                 notified = self._away_notified(endpoints, event.name)
