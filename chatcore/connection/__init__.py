@@ -25,6 +25,7 @@ import socket
 import time
 
 from .. import events as ev
+from .. import lane as _lane
 from ..codec import OutputBuffer, fanout
 from ..errors import ChatError, ErrorCode, ProtocolError
 from ..events import Reason
@@ -187,6 +188,10 @@ class Connection(Requests, Pacing, Closing):
         buckets = self._buckets
         now = time.monotonic()
         held, self._held_event = self._held_event, None
+        # Room and direct messages of a named session take the lane (chatcore.lane), which
+        # hands back, as events, the requests it leaves to the handlers below.
+        lane = _lane.run if self.session is not None and type(protocol) is NativeProtocol \
+            else None
         while self.state is State.OPEN and not self._awaiting:
             if self.outbuf.pending_bytes > limit:
                 # Requests (or bad frames) pipelined without reading the replies: write what
@@ -207,7 +212,18 @@ class Connection(Requests, Pacing, Closing):
                 event, held = held, None
             else:
                 try:
-                    event = protocol.next_event()
+                    if lane is None:
+                        event = protocol.next_event()
+                    else:
+                        turn_ends_at, event, wait_seconds = lane(self, turn_ends_at, now)
+                        if event is None:           # stopped at this loop's head: go round
+                            continue
+                        if wait_seconds:            # flood control: as below
+                            self._held_event = event
+                            self._delay(now, wait_seconds)
+                            return
+                        if type(event) is ProtocolError:
+                            raise event
                 except ProtocolError as exc:
                     if self._replies and not exc.fatal:
                         self._in_order(lambda exc=exc: self.send_error(

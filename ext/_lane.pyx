@@ -1,0 +1,292 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled twin of ``chatcore._lane_py``: the per-message lane, same names, same
+behaviour, less time.
+
+``chatcore._lane_py`` is the specification (and the hub path it shortens is that module's
+specification); tests/test_lane_differential.py holds the three to each other. What is
+compiled is what the profile of ``rooms`` showed to cost per message: splitting the payload,
+the UTF-8 and text-rule check on the received bytes, the room or user key, and building the
+outgoing frame and the Ack from the received bytes without decoding them. The hub's state
+is read live, through its attributes, exactly where the twin reads it. Names that are not
+ASCII are handed back (the twin casefolds them; the hub path gives the same outcome).
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
+from cpython.long cimport PyLong_AsUnsignedLongLong
+from libc.string cimport memcpy
+
+from .codec import fanout
+from .errors import ProtocolError
+from .protocol import NEED_DATA
+
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void *PyUnicode_DATA(object o)
+    const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
+
+cdef enum:
+    _SEND_DIRECT = 0x12
+    _SEND_ROOM = 0x22
+    _DIRECT_MESSAGE = 0x90
+    _ROOM_MESSAGE = 0xA0
+    _ACK_TYPE = 0x82
+    _ACK_BYTES = 25                 # length u32 | type | request_id u32 | msg_id | ts
+    _HEADER_BYTES = 9
+    _FLOOD_CHAT = 0                 # chatcore.connection.pacing: the chat messages' bucket
+
+_OPEN = None                    # State.OPEN, imported at the first run: chatcore.connection
+                                # imports this module
+
+
+cdef inline void _put32(unsigned char *p, unsigned long long v) noexcept nogil:
+    p[0] = (v >> 24) & 0xFF
+    p[1] = (v >> 16) & 0xFF
+    p[2] = (v >> 8) & 0xFF
+    p[3] = v & 0xFF
+
+
+cdef inline void _put64(unsigned char *p, unsigned long long v) noexcept nogil:
+    _put32(p, v >> 32)
+    _put32(p + 4, v & 0xFFFFFFFFULL)
+
+
+cdef bint _valid_text(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    """Strict UTF-8 (as CPython's decoder: no overlong forms, surrogates or code points past
+    U+10FFFF) holding nothing the text rule forbids: C0 controls but TAB and LF, DEL, C1."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned char c, d
+    while i < n:
+        c = p[i]
+        if c < 0x80:
+            if (c < 0x20 and c != 0x09 and c != 0x0A) or c == 0x7F:
+                return False
+            i += 1
+        elif c < 0xC2:
+            return False                # a continuation byte, or an overlong lead (C0, C1)
+        elif c < 0xE0:
+            if i + 1 >= n:
+                return False
+            d = p[i + 1]
+            if d < 0x80 or d > 0xBF or (c == 0xC2 and d < 0xA0):
+                return False            # C2 80-C2 9F: the C1 controls
+            i += 2
+        elif c < 0xF0:
+            if i + 2 >= n:
+                return False
+            d = p[i + 1]
+            if c == 0xE0:
+                if d < 0xA0 or d > 0xBF:
+                    return False
+            elif c == 0xED:
+                if d < 0x80 or d > 0x9F:
+                    return False        # ED A0-ED BF: surrogates
+            elif d < 0x80 or d > 0xBF:
+                return False
+            if p[i + 2] < 0x80 or p[i + 2] > 0xBF:
+                return False
+            i += 3
+        elif c < 0xF5:
+            if i + 3 >= n:
+                return False
+            d = p[i + 1]
+            if c == 0xF0:
+                if d < 0x90 or d > 0xBF:
+                    return False
+            elif c == 0xF4:
+                if d < 0x80 or d > 0x8F:
+                    return False
+            elif d < 0x80 or d > 0xBF:
+                return False
+            if (p[i + 2] < 0x80 or p[i + 2] > 0xBF or p[i + 3] < 0x80
+                    or p[i + 3] > 0xBF):
+                return False
+            i += 4
+        else:
+            return False
+    return True
+
+
+def text_ok(text, max_text_bytes):
+    """Whether ``text`` decodes as UTF-8 (the decoder's rule) and passes the hub's text
+    check (``hub.checks.check_text``: not empty, at most ``max_text_bytes``, the text rule)."""
+    cdef bytes raw = text
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
+    if n == 0 or n > max_text_bytes:
+        return False
+    return _valid_text(<const unsigned char *>PyBytes_AS_STRING(raw), n)
+
+
+cdef object _ascii_key(const unsigned char *p, Py_ssize_t n):
+    """The casefolded key of an ASCII name (casefold is lower() on ASCII), or None."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        if p[i] >= 0x80:
+            return None
+    key = PyUnicode_New(n, 127)
+    cdef unsigned char *q = <unsigned char *>PyUnicode_DATA(key)
+    for i in range(n):
+        c = p[i]
+        q[i] = c + 32 if 0x41 <= c <= 0x5A else c
+    return key
+
+
+cdef inline long long _timestamp_ms(object wallclock) except? -1:
+    now = wallclock()
+    if PyFloat_CheckExact(now):
+        return <long long>(PyFloat_AS_DOUBLE(now) * 1000.0)    # int() truncates likewise
+    return int(now * 1000)
+
+
+cdef inline tuple _handed_back(object protocol, object frame, long long turn_ends_at):
+    try:
+        return turn_ends_at, protocol.event_of(frame), 0.0
+    except ProtocolError as exc:
+        return turn_ends_at, exc, 0.0
+
+
+def run(conn, long long turn_ends_at, now):
+    """Handle ``conn``'s buffered frames from the point of ``Connection._handle_input`` where
+    it takes the next event (see ``chatcore._lane_py.run``: same arguments, same result)."""
+    global _OPEN
+    if _OPEN is None:
+        from .connection.closing import State
+        _OPEN = State.OPEN
+    protocol = conn.protocol
+    hub = conn.hub
+    outlet = conn.outlet
+    outbuf = conn.outbuf
+    session = conn.session
+    stats = conn.stats
+    buckets = conn._buckets
+    next_frame = protocol.next_frame
+    append_reply = outbuf.append
+    clock = hub._clock
+    wallclock = hub._wallclock
+    msg_ids = hub._msg_ids
+    cdef dict sessions = hub.sessions
+    cdef Py_ssize_t output_limit = conn.config.max_output_bytes
+    cdef Py_ssize_t max_text_bytes = hub.limits.max_text_bytes
+    cdef Py_ssize_t size, name_end, text_size, room_size, sender_size, total
+    cdef unsigned long long msg_id, timestamp_ms, request_id
+    cdef const unsigned char *p
+    cdef const char *room_name
+    cdef const char *sender
+    cdef unsigned char *q
+    cdef bytes payload, data, ack
+    cdef dict endpoints
+    cdef list native
+    cdef int msg_type
+    while True:
+        try:
+            frame = next_frame()
+        except ProtocolError as exc:
+            return turn_ends_at, exc, 0.0
+        if frame is None:
+            return turn_ends_at, NEED_DATA, 0.0
+        msg_type = (<tuple>frame)[0]
+        if conn._replies or (msg_type != _SEND_ROOM and msg_type != _SEND_DIRECT):
+            return _handed_back(protocol, frame, turn_ends_at)
+        payload = (<tuple>frame)[2]
+        p = <const unsigned char *>PyBytes_AS_STRING(payload)
+        size = PyBytes_GET_SIZE(payload)
+        if size < 2:
+            return _handed_back(protocol, frame, turn_ends_at)
+        name_end = 2 + ((p[0] << 8) | p[1])
+        text_size = size - name_end
+        if (text_size <= 0 or text_size > max_text_bytes
+                or not _valid_text(p + name_end, text_size)):
+            return _handed_back(protocol, frame, turn_ends_at)
+        key = _ascii_key(p + 2, name_end - 2)
+        if key is None:
+            return _handed_back(protocol, frame, turn_ends_at)
+        if msg_type == _SEND_ROOM:
+            # Hub.send_room, for a member of a room of native members only, on this node only.
+            room = (<dict>session.rooms).get(key)
+            if room is None or room.shared or room.modes.gated:
+                return _handed_back(protocol, frame, turn_ends_at)
+            endpoints = room.endpoints
+            if len(endpoints) != 1:
+                return _handed_back(protocol, frame, turn_ends_at)
+            native = endpoints.get(outlet)
+            if native is None:
+                return _handed_back(protocol, frame, turn_ends_at)
+            if buckets is not None:
+                wait_seconds = buckets[_FLOOD_CHAT].take(now)
+                if wait_seconds:
+                    return turn_ends_at, protocol.event_of(frame), wait_seconds
+            session.last_active = clock()
+            msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
+            timestamp_ms = _timestamp_ms(wallclock)
+            room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
+            sender = PyUnicode_AsUTF8AndSize(session.name, &sender_size)
+            total = _HEADER_BYTES + 2 + room_size + 2 + sender_size + 16 + text_size
+            data = PyBytes_FromStringAndSize(NULL, total)
+            q = <unsigned char *>PyBytes_AS_STRING(data)
+            _put32(q, total - 4)
+            q[4] = _ROOM_MESSAGE
+            _put32(q + 5, 0)
+            q[9] = (room_size >> 8) & 0xFF
+            q[10] = room_size & 0xFF
+            memcpy(q + 11, room_name, room_size)
+            q += 11 + room_size
+            q[0] = (sender_size >> 8) & 0xFF
+            q[1] = sender_size & 0xFF
+            memcpy(q + 2, sender, sender_size)
+            q += 2 + sender_size
+            _put64(q, msg_id)
+            _put64(q + 8, timestamp_ms)
+            memcpy(q + 16, p + name_end, text_size)
+            outlet.deliveries += len(native)
+            (<list>outlet.pending).extend(fanout(data, native))
+            hub.work_done += len(room.members)
+            stats.room_messages += 1
+        else:
+            # Hub.send_direct, to a native user of this node already in a conversation with
+            # the sender and not away.
+            peer = sessions.get(key)
+            if (peer is None or peer is session or peer.outlet is not outlet or peer.away
+                    or peer.key not in session.conversations):
+                return _handed_back(protocol, frame, turn_ends_at)
+            if buckets is not None:
+                wait_seconds = buckets[_FLOOD_CHAT].take(now)
+                if wait_seconds:
+                    return turn_ends_at, protocol.event_of(frame), wait_seconds
+            session.last_active = clock()
+            msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
+            timestamp_ms = _timestamp_ms(wallclock)
+            sender = PyUnicode_AsUTF8AndSize(session.name, &sender_size)
+            total = _HEADER_BYTES + 2 + sender_size + 16 + text_size
+            data = PyBytes_FromStringAndSize(NULL, total)
+            q = <unsigned char *>PyBytes_AS_STRING(data)
+            _put32(q, total - 4)
+            q[4] = _DIRECT_MESSAGE
+            _put32(q + 5, 0)
+            q[9] = (sender_size >> 8) & 0xFF
+            q[10] = sender_size & 0xFF
+            memcpy(q + 11, sender, sender_size)
+            q += 11 + sender_size
+            _put64(q, msg_id)
+            _put64(q + 8, timestamp_ms)
+            memcpy(q + 16, p + name_end, text_size)
+            outlet.deliveries += 1
+            endpoint = peer.endpoint
+            if endpoint.append(data):
+                (<list>outlet.pending).append(endpoint)
+            hub.work_done += 1
+            stats.direct_messages += 1
+        request_id = (<tuple>frame)[1]
+        ack = PyBytes_FromStringAndSize(NULL, _ACK_BYTES)
+        q = <unsigned char *>PyBytes_AS_STRING(ack)
+        _put32(q, _ACK_BYTES - 4)
+        q[4] = _ACK_TYPE
+        _put32(q + 5, request_id)
+        _put64(q + 9, msg_id)
+        _put64(q + 17, timestamp_ms)
+        if append_reply(ack):
+            (<list>outlet.pending).append(outbuf)
+        # The head of Connection._handle_input's loop, for the next request.
+        if (conn.state is not _OPEN or conn._awaiting or outbuf.pending_bytes > output_limit
+                or hub.work_done >= turn_ends_at):
+            return turn_ends_at, None, 0.0
+        turn_ends_at -= 1

@@ -1,0 +1,199 @@
+"""The lane (chatcore._lane_py and its compiled twin chatcore._lane) against the hub path it
+shortens: the same requests, pipelined over real sockets into a real server, reach the same
+recipients as the same bytes in the same order, with the same replies and errors, whichever
+of the three handles them (native members, an IRC member, moderated rooms, away users,
+closed conversations, bad UTF-8, forbidden characters, empty and too-long texts, unknown
+users and rooms, membership changing in the middle of a pipeline, fair turns, flood
+control)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatcore import _lane_py, lane
+from chatcore import events as ev
+from chatcore.codec import codec_py
+from chatcore.protocol import Role, decode_frame, encode_event
+from tests.lane_world import frame, irc, name_and_text, native, world
+
+IMPLEMENTATIONS = [pytest.param(_lane_py.run, id="lane-python"),
+                   pytest.param(getattr(lane.lane_c, "run", None), id="lane-cython",
+                                marks=pytest.mark.skipif(lane.lane_c is None,
+                                                         reason="chatcore._lane not built"))]
+LANES = [_lane_py.run] + ([lane.lane_c.run] if lane.lane_c is not None else [])
+MAX_TEXT_BYTES = 64
+
+NATIVES = ("alice", "bob", "carol", "dave")
+ROOM_TARGETS = [b"kitchen", b"KITCHEN", b"hall", b"ircroom", b"nowhere", "\u212aitchen".encode(),
+                b"\xff", b""]
+USER_TARGETS = [b"bob", b"BOB", b"alice", b"carol", b"dave", b"zed", b"ivan", b"\xc3", b""]
+
+texts = st.one_of(
+    st.text(st.characters(codec="utf-8"), max_size=20).map(lambda t: t.encode()),
+    st.text(st.sampled_from("ab \t\n\x00\x1b\x7f\x80\x9f\xa0\u00e9\u20ac\U0001f600"),
+            max_size=12).map(lambda t: t.encode()),
+    st.binary(max_size=12),
+    st.sampled_from([b"", b"x" * MAX_TEXT_BYTES, b"x" * (MAX_TEXT_BYTES + 1),
+                     "\u00e9".encode() * 32, "\u00e9".encode() * 33, b"\xed\xa0\x80",
+                     b"\xc0\x80", b"\xf4\x90\x80\x80", b"ok\xc2"]))
+
+requests = st.one_of(
+    st.tuples(st.just(0x22), st.sampled_from([b"kitchen"] * 6 + ROOM_TARGETS), texts),
+    st.tuples(st.just(0x12), st.sampled_from([b"bob"] * 6 + USER_TARGETS), texts),
+    st.tuples(st.just(0x22), st.just(b"kitchen"), st.just(b"hello")),
+    st.tuples(st.just(0x12), st.just(b"bob"), st.just(b"hi bob")),
+    st.sampled_from([
+        ("join", "hall"), ("join", "kitchen"), ("join", "newroom"), ("leave", "kitchen"),
+        ("leave", "hall"), ("ping",), ("unknown",), ("truncated",), ("action", "kitchen"),
+        ("away", "back soon"), ("away", ""), ("open", "carol")]))
+
+
+def encode_request(request, request_id: int) -> bytes:
+    kind = request[0]
+    if kind in (0x22, 0x12):
+        return frame(kind, request_id, name_and_text(request[1], request[2]))
+    if kind == "join":
+        return encode_event(ev.JoinRoom(request[1], request_id))
+    if kind == "leave":
+        return encode_event(ev.LeaveRoom(request[1], request_id))
+    if kind == "ping":
+        return encode_event(ev.Ping(request_id, request_id))
+    if kind == "unknown":
+        return frame(0x7E, request_id, b"")
+    if kind == "truncated":
+        return frame(0x22, request_id, b"\x00\x09kit")
+    if kind == "action":
+        return encode_event(ev.SendRoomAction(request[1], "waves", request_id))
+    if kind == "away":
+        return encode_event(ev.SetAway(request[1], request_id))
+    return encode_event(ev.OpenChat(request[1], request_id))
+
+
+def run_script(lane_run, script, with_irc: bool, **config) -> dict:
+    """Set up a few users and rooms, then let each sender pipeline its requests; returns
+    what every client received after the setup."""
+    settings_ = dict(max_text_bytes=MAX_TEXT_BYTES, limit_exempt="",
+                     flood_chat_burst_messages=100_000, flood_chat_messages_per_second=1e6,
+                     flood_burst_requests=100_000, flood_requests_per_second=1e6)
+    if with_irc:
+        settings_["irc_port"] = 0
+    settings_.update(config)
+    with world(lane_run, **settings_) as server:
+        peers = {name: native(server, name) for name in NATIVES}
+        alice, bob, carol, dave = (peers[n] for n in NATIVES)
+        for peer in (alice, bob, carol):
+            peer.send(encode_event(ev.JoinRoom("kitchen", 2)))
+            peer.sync()
+        for peer in (alice, bob):
+            peer.send(encode_event(ev.JoinRoom("hall", 3)))
+            peer.sync()
+        # hall: moderated, bob voiced (alice is its operator: she made it)
+        alice.send(encode_event(ev.SetRoomMode("hall", (ev.ModeChange(True, "m"),
+                                                        ev.ModeChange(True, "v", "bob")), 4)))
+        alice.send(encode_event(ev.OpenChat("bob", 5)))
+        alice.send(encode_event(ev.OpenChat("dave", 6)))
+        carol.send(encode_event(ev.OpenChat("bob", 7)))
+        dave.send(encode_event(ev.SetAway("out", 8)))
+        for peer in (alice, carol, dave):
+            peer.send(encode_event(ev.JoinRoom("ircroom", 9)))
+            peer.sync()
+        if with_irc:
+            ivan = irc(server, "ivan")
+            ivan.send("JOIN #ircroom")
+            ivan.sync()
+            peers["ivan"] = ivan
+        for peer in peers.values():
+            peer.sync()
+            peer.received.clear()
+        active_before = {s.key: s.last_active for s in server.hub.sessions.values()}
+        for sender, sent in script:
+            peer = peers[NATIVES[sender]]
+            peer.send(b"".join(encode_request(request, 100 + i)
+                               for i, request in enumerate(sent)))
+            peer.sync()
+            for other in peers.values():
+                other.sync()
+        received = {name: _comparable(name, bytes(peer.received))
+                    for name, peer in peers.items()}
+        hub, stats = server.hub, server.stats
+        # What the hub and the server count: the work of fair turns, deliveries, messages.
+        counted = (hub.work_done, server.outlet.deliveries, stats.room_messages,
+                   stats.direct_messages,
+                   sorted(s.key for s in hub.sessions.values()
+                          if s.last_active != active_before.get(s.key)))
+        return received, counted
+
+
+def _comparable(name: str, received: bytes):
+    """The frames a native client received, byte for byte, except that the members of a
+    RoomModes are sorted: the hub lists them from sets of sessions, in an order that differs
+    from one process to the next (IRC: the raw bytes)."""
+    if name not in NATIVES:
+        return received
+    decoder = codec_py.FrameDecoder(1 << 20)
+    decoder.receive_data(received)
+    frames = []
+    while (item := decoder.next_frame()) is not None:
+        if item[0] == 0xA8:
+            modes = decode_frame(*item, role=Role.CLIENT)
+            item = (modes.room, modes.modes, sorted((m.name, m.modes) for m in modes.members), modes.bans)
+        frames.append(item)
+    return frames
+
+
+scripts = st.lists(st.tuples(st.integers(0, 2), st.lists(requests, min_size=1, max_size=25)),
+                   min_size=1, max_size=3)
+
+
+@pytest.mark.timeout(600)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(script=scripts, with_irc=st.booleans(), turn_units=st.sampled_from([20_000, 7, 1]))
+def test_every_client_receives_the_same_bytes_from_the_lanes_and_the_hub_path(
+        script, with_irc, turn_units):
+    expected = run_script(None, script, with_irc, max_turn_work_units=turn_units)
+    for lane_run in LANES:
+        assert run_script(lane_run, script, with_irc, max_turn_work_units=turn_units) \
+            == expected, lane_run.__module__
+
+
+@pytest.mark.parametrize("lane_run", IMPLEMENTATIONS)
+def test_a_long_pipeline_of_room_and_direct_messages_matches_the_hub_path(lane_run):
+    # Enough to take several fair turns and cross the output-queue check at the loop's head.
+    sent = [(0x22, b"kitchen", b"m%d" % i) if i % 3 else (0x12, b"bob", b"d%d" % i)
+            for i in range(600)]
+    script = [(0, sent), (1, sent[:50]), (2, [(0x22, b"kitchen", b"x")] * 40)]
+    flags = dict(max_turn_work_units=50, max_output_bytes=4096)
+    expected = run_script(None, script, True, **flags)
+    assert [f[2].endswith(b"m599") for f in expected[0]["bob"]].count(True) == 1   # arrived
+    assert run_script(lane_run, script, True, **flags) == expected
+
+
+@pytest.mark.parametrize("lane_run", IMPLEMENTATIONS)
+def test_flood_control_holds_the_same_message_with_the_lane(lane_run):
+    # A burst of 5 and a refill that takes minutes: the 6th message waits, held, in both.
+    def held(run):
+        with world(run, limit_exempt="", flood_chat_burst_messages=5,
+                   flood_chat_messages_per_second=0.001) as server:
+            alice, bob = native(server, "alice"), native(server, "bob")
+            for peer in (alice, bob):
+                peer.send(encode_event(ev.JoinRoom("kitchen", 2)))
+                peer.sync()
+            bob.received.clear()
+            alice.received.clear()
+            alice.send(b"".join(frame(0x22, 10 + i, name_and_text(b"kitchen", b"t%d" % i))
+                                for i in range(8)))
+            for i in range(5):
+                alice.wait_for(lambda f, i=i: f[0] == 0x82 and f[1] == 10 + i)
+            (connection,) = [c for c in server.connections if c.session.name == "alice"]
+            deadline = time.monotonic() + 10         # the reactor thread holds it next
+            while connection._held_event is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            bob.sync()
+            return connection._held_event, bytes(alice.received), bytes(bob.received)
+
+    expected = held(None)
+    assert expected[0] == ev.SendRoom("kitchen", "t5", 15)
+    assert held(lane_run) == expected
