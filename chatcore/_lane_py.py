@@ -19,7 +19,7 @@ import re
 import struct
 
 from .codec import fanout
-from .errors import ProtocolError
+from .errors import FrameError, ProtocolError
 from .protocol import NEED_DATA
 
 _OPEN = None                    # State.OPEN, imported at the first run: chatcore.connection
@@ -90,9 +90,19 @@ def run(conn, turn_ends_at: int, now: float):
     buckets = conn._buckets
     output_limit = conn.config.max_output_bytes
     max_text_bytes = hub.limits.max_text_bytes
+    # The decoder itself, not protocol.next_frame: one call less a message. A broken stream
+    # (or a frame error now) goes through next_frame for the protocol's sticky error.
+    next_frame = protocol.next_frame if protocol._broken is not None \
+        else protocol._decoder.next_frame
     while True:
         try:
-            frame = protocol.next_frame()
+            frame = next_frame()
+        except FrameError:
+            try:
+                protocol.next_frame()
+            except ProtocolError as exc:
+                return turn_ends_at, exc, 0.0
+            raise
         except ProtocolError as exc:
             return turn_ends_at, exc, 0.0
         if frame is None:

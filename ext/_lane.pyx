@@ -16,7 +16,7 @@ from cpython.long cimport PyLong_AsUnsignedLongLong
 from libc.string cimport memcpy
 
 from .codec import fanout
-from .errors import ProtocolError
+from .errors import FrameError, ProtocolError
 from .protocol import NEED_DATA
 
 cdef extern from "Python.h":
@@ -159,7 +159,10 @@ def run(conn, long long turn_ends_at, now):
     session = conn.session
     stats = conn.stats
     buckets = conn._buckets
-    next_frame = protocol.next_frame
+    # The decoder itself, not protocol.next_frame: one call less a message. A broken stream
+    # (or a frame error now) goes through next_frame for the protocol's sticky error.
+    next_frame = protocol.next_frame if protocol._broken is not None \
+        else protocol._decoder.next_frame
     append_reply = outbuf.append
     clock = hub._clock
     wallclock = hub._wallclock
@@ -180,6 +183,12 @@ def run(conn, long long turn_ends_at, now):
     while True:
         try:
             frame = next_frame()
+        except FrameError:
+            try:
+                protocol.next_frame()
+            except ProtocolError as exc:
+                return turn_ends_at, exc, 0.0
+            raise
         except ProtocolError as exc:
             return turn_ends_at, exc, 0.0
         if frame is None:

@@ -76,6 +76,12 @@ class NativePeer:
             while (item := self._decoder.next_frame()) is not None:
                 self.frames.append(item)
 
+    def until_closed(self, timeout: float = 10.0) -> None:
+        """Read until the server closes the connection."""
+        self.sock.settimeout(timeout)
+        while data := self.sock.recv(1 << 16):
+            self.received += data
+
     def sync(self, token: int = SYNC_TOKEN) -> None:
         """Wait until the server answered everything sent before (a Ping's Pong)."""
         self.send(encode_event(ev.Ping(token, 0xFFFF)))

@@ -197,3 +197,24 @@ def test_flood_control_holds_the_same_message_with_the_lane(lane_run):
     expected = held(None)
     assert expected[0] == ev.SendRoom("kitchen", "t5", 15)
     assert held(lane_run) == expected
+
+
+@pytest.mark.parametrize("lane_run", IMPLEMENTATIONS)
+def test_a_broken_stream_after_pipelined_messages_ends_as_on_the_hub_path(lane_run):
+    def until_broken(run):
+        with world(run, limit_exempt="127.0.0.1/8") as server:
+            alice, bob = native(server, "alice"), native(server, "bob")
+            for peer in (alice, bob):
+                peer.send(encode_event(ev.JoinRoom("kitchen", 2)))
+                peer.sync()
+            alice.received.clear()
+            bob.received.clear()
+            alice.send(b"".join(frame(0x22, 10 + i, name_and_text(b"kitchen", b"t%d" % i))
+                                for i in range(5)) + b"\x00\x00\x00\x02")   # length 2
+            alice.until_closed()
+            bob.sync()
+            return bytes(alice.received), bytes(bob.received)
+
+    expected = until_broken(None)
+    assert b"below the minimum of 5" in expected[0]         # the fatal Error
+    assert until_broken(lane_run) == expected
