@@ -90,6 +90,8 @@ def run(conn, turn_ends_at: int, now: float):
     buckets = conn._buckets
     output_limit = conn.config.max_output_bytes
     max_text_bytes = hub.limits.max_text_bytes
+    sender = session.name.encode()
+    last_type = last_name = found = native = room_name = names = fixed_bytes = None
     # The decoder itself, not protocol.next_frame: one call less a message. A broken stream
     # (or a frame error now) goes through next_frame for the protocol's sticky error.
     next_frame = protocol.next_frame if protocol._broken is not None \
@@ -114,18 +116,32 @@ def run(conn, turn_ends_at: int, now: float):
         if parts is None:
             return _handed_back(protocol, frame, turn_ends_at)
         name, text = parts
-        key = _key(name)
-        if key is None or not text_ok(text, max_text_bytes):
+        if not text_ok(text, max_text_bytes):
             return _handed_back(protocol, frame, turn_ends_at)
+        # The same room (or peer) as the message before, in this run: nothing but this loop
+        # ran since it was judged, so the verdict and what it found still hold.
+        same = msg_type == last_type and name == last_name
+        if not same:
+            key = _key(name)
+            if key is None:
+                return _handed_back(protocol, frame, turn_ends_at)
         if msg_type == _SEND_ROOM:
             # Hub.send_room, for a member of a room of native members only, on this node only.
-            room = session.rooms.get(key)
-            if room is None or room.shared or room.modes.gated:
-                return _handed_back(protocol, frame, turn_ends_at)
-            endpoints = room.endpoints
-            native = endpoints.get(outlet) if len(endpoints) == 1 else None
-            if native is None:
-                return _handed_back(protocol, frame, turn_ends_at)
+            if same:
+                room = found
+            else:
+                room = session.rooms.get(key)
+                if room is None or room.shared or room.modes.gated:
+                    return _handed_back(protocol, frame, turn_ends_at)
+                endpoints = room.endpoints
+                native = endpoints.get(outlet) if len(endpoints) == 1 else None
+                if native is None:
+                    return _handed_back(protocol, frame, turn_ends_at)
+                found, last_type, last_name = room, msg_type, name
+                room_name = room.name.encode()
+                # What the frame holds between its header and the stamps, and its size.
+                names = b"".join((room_name, _U16.pack(len(sender)), sender))
+                fixed_bytes = 5 + 2 + len(names) + 16
             if buckets is not None:
                 wait_seconds = buckets[_FLOOD_CHAT].take(now)
                 if wait_seconds:
@@ -133,13 +149,9 @@ def run(conn, turn_ends_at: int, now: float):
             session.last_active = hub._clock()
             msg_id = next(hub._msg_ids)
             timestamp_ms = int(hub._wallclock() * 1000)
-            room_name = room.name.encode()
-            sender = session.name.encode()
-            data = b"".join((
-                _HEAD.pack(5 + 2 + len(room_name) + 2 + len(sender) + 16 + len(text),
-                           _ROOM_MESSAGE, 0, len(room_name)),
-                room_name, _U16.pack(len(sender)), sender, _STAMP.pack(msg_id, timestamp_ms),
-                text))
+            data = b"".join((_HEAD.pack(fixed_bytes + len(text), _ROOM_MESSAGE, 0,
+                                        len(room_name)),
+                             names, _STAMP.pack(msg_id, timestamp_ms), text))
             outlet.deliveries += len(native)
             outlet.pending.extend(fanout(data, native))
             hub.work_done += len(room.members)
@@ -147,10 +159,14 @@ def run(conn, turn_ends_at: int, now: float):
         else:
             # Hub.send_direct, to a native user of this node already in a conversation with
             # the sender and not away.
-            peer = hub.sessions.get(key)
-            if (peer is None or peer is session or peer.outlet is not outlet or peer.away
-                    or peer.key not in session.conversations):
-                return _handed_back(protocol, frame, turn_ends_at)
+            if same:
+                peer = found
+            else:
+                peer = hub.sessions.get(key)
+                if (peer is None or peer is session or peer.outlet is not outlet or peer.away
+                        or peer.key not in session.conversations):
+                    return _handed_back(protocol, frame, turn_ends_at)
+                found, last_type, last_name = peer, msg_type, name
             if buckets is not None:
                 wait_seconds = buckets[_FLOOD_CHAT].take(now)
                 if wait_seconds:
@@ -158,7 +174,6 @@ def run(conn, turn_ends_at: int, now: float):
             session.last_active = hub._clock()
             msg_id = next(hub._msg_ids)
             timestamp_ms = int(hub._wallclock() * 1000)
-            sender = session.name.encode()
             data = b"".join((
                 _HEAD.pack(5 + 2 + len(sender) + 16 + len(text), _DIRECT_MESSAGE, 0,
                            len(sender)),

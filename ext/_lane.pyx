@@ -13,7 +13,7 @@ ASCII are handed back (the twin casefolds them; the hub path gives the same outc
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_AsUnsignedLongLong
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 from .codec import fanout
 from .errors import FrameError, ProtocolError
@@ -178,8 +178,12 @@ def run(conn, long long turn_ends_at, now):
     cdef unsigned char *q
     cdef bytes payload, data, ack
     cdef dict endpoints
-    cdef list native
-    cdef int msg_type
+    cdef int msg_type, last_type = 0
+    cdef Py_ssize_t name_size
+    cdef bint same
+    cdef object last_name = None, found = None, native = None
+    sender_name = session.name          # kept referenced: ``sender`` points into it
+    sender = PyUnicode_AsUTF8AndSize(sender_name, &sender_size)
     while True:
         try:
             frame = next_frame()
@@ -206,20 +210,32 @@ def run(conn, long long turn_ends_at, now):
         if (text_size <= 0 or text_size > max_text_bytes
                 or not _valid_text(p + name_end, text_size)):
             return _handed_back(protocol, frame, turn_ends_at)
-        key = _ascii_key(p + 2, name_end - 2)
-        if key is None:
-            return _handed_back(protocol, frame, turn_ends_at)
+        name_size = name_end - 2
+        # The same room (or peer) as the message before, in this run: nothing but this loop
+        # ran since it was judged, so the verdict and what it found still hold.
+        same = (msg_type == last_type and last_name is not None
+                and PyBytes_GET_SIZE(last_name) == name_size
+                and memcmp(PyBytes_AS_STRING(last_name), p + 2, name_size) == 0)
+        if not same:
+            key = _ascii_key(p + 2, name_size)
+            if key is None:
+                return _handed_back(protocol, frame, turn_ends_at)
         if msg_type == _SEND_ROOM:
             # Hub.send_room, for a member of a room of native members only, on this node only.
-            room = (<dict>session.rooms).get(key)
-            if room is None or room.shared or room.modes.gated:
-                return _handed_back(protocol, frame, turn_ends_at)
-            endpoints = room.endpoints
-            if len(endpoints) != 1:
-                return _handed_back(protocol, frame, turn_ends_at)
-            native = endpoints.get(outlet)
-            if native is None:
-                return _handed_back(protocol, frame, turn_ends_at)
+            if same:
+                room = found
+            else:
+                room = (<dict>session.rooms).get(key)
+                if room is None or room.shared or room.modes.gated:
+                    return _handed_back(protocol, frame, turn_ends_at)
+                endpoints = room.endpoints
+                if len(endpoints) != 1:
+                    return _handed_back(protocol, frame, turn_ends_at)
+                native = endpoints.get(outlet)
+                if native is None:
+                    return _handed_back(protocol, frame, turn_ends_at)
+                found, last_type = room, msg_type
+                last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
             if buckets is not None:
                 wait_seconds = buckets[_FLOOD_CHAT].take(now)
                 if wait_seconds:
@@ -228,7 +244,6 @@ def run(conn, long long turn_ends_at, now):
             msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
             timestamp_ms = _timestamp_ms(wallclock)
             room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
-            sender = PyUnicode_AsUTF8AndSize(session.name, &sender_size)
             total = _HEADER_BYTES + 2 + room_size + 2 + sender_size + 16 + text_size
             data = PyBytes_FromStringAndSize(NULL, total)
             q = <unsigned char *>PyBytes_AS_STRING(data)
@@ -253,10 +268,15 @@ def run(conn, long long turn_ends_at, now):
         else:
             # Hub.send_direct, to a native user of this node already in a conversation with
             # the sender and not away.
-            peer = sessions.get(key)
-            if (peer is None or peer is session or peer.outlet is not outlet or peer.away
-                    or peer.key not in session.conversations):
-                return _handed_back(protocol, frame, turn_ends_at)
+            if same:
+                peer = found
+            else:
+                peer = sessions.get(key)
+                if (peer is None or peer is session or peer.outlet is not outlet or peer.away
+                        or peer.key not in session.conversations):
+                    return _handed_back(protocol, frame, turn_ends_at)
+                found, last_type = peer, msg_type
+                last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
             if buckets is not None:
                 wait_seconds = buckets[_FLOOD_CHAT].take(now)
                 if wait_seconds:
@@ -264,7 +284,6 @@ def run(conn, long long turn_ends_at, now):
             session.last_active = clock()
             msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
             timestamp_ms = _timestamp_ms(wallclock)
-            sender = PyUnicode_AsUTF8AndSize(session.name, &sender_size)
             total = _HEADER_BYTES + 2 + sender_size + 16 + text_size
             data = PyBytes_FromStringAndSize(NULL, total)
             q = <unsigned char *>PyBytes_AS_STRING(data)
