@@ -9,11 +9,13 @@ from hypothesis import strategies as st
 from chatcore import _lane_py, lane
 from chatcore.errors import ChatError
 from chatcore.hub.checks import check_text
+from tests.conftest import REQUIRE_EXTENSIONS
 
 IMPLEMENTATIONS = [pytest.param(_lane_py.text_ok, id="lane-python"),
                    pytest.param(getattr(lane.lane_c, "text_ok", None), id="lane-cython",
-                                marks=pytest.mark.skipif(lane.lane_c is None,
-                                                         reason="chatcore._lane not built"))]
+                                marks=pytest.mark.skipif(
+                                    lane.lane_c is None and not REQUIRE_EXTENSIONS,
+                                    reason="chatcore._lane not built"))]
 
 
 def accepted_by_the_hub_path(raw: bytes, max_text_bytes: int) -> bool:
@@ -56,3 +58,16 @@ def test_every_single_code_point_is_judged_as_the_hub_judges_it(text_ok):
     for code_point in range(0x110000):
         raw = chr(code_point).encode("utf-8", "surrogatepass")
         assert text_ok(raw, 8) == accepted_by_the_hub_path(raw, 8), hex(code_point)
+
+
+def test_the_compiled_lane_runs_with_the_compiled_codec():
+    """The chooser: the compiled lane with the compiled codec, the twin with the fallback
+    (CHATCORE_NO_EXTENSIONS=1); a missing chatcore._lane fails under CI."""
+    from chatcore import codec
+    if lane.NO_LANE:
+        assert lane.run is None and lane.LANE_IMPLEMENTATION == "off"
+    elif codec.IMPLEMENTATION == "python":
+        assert lane.LANE_IMPLEMENTATION == "python"
+    elif lane.lane_c is not None or REQUIRE_EXTENSIONS:
+        assert lane.lane_c is not None, "chatcore._lane was not built"
+        assert lane.LANE_IMPLEMENTATION == "cython"
