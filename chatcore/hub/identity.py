@@ -48,6 +48,8 @@ class Identity:
     def _claim(self, wanted_name: str, outlet, endpoint, done, attempt: int) -> None:
         name = wanted_name or self._guest_name()
         key = name.casefold()
+        if key == name:
+            key = name          # one string, not two equal ones, per held session
         holder = self.sessions.get(key)
         if holder is not None or key in self._claiming:
             message = (self._taken_message(holder, name) if holder is not None

@@ -133,7 +133,12 @@ class LocalBackplane:
 
 @dataclass(eq=False, slots=True)
 class Session:
-    """One connected, named user."""
+    """One connected, named user.
+
+    ``conversations`` and ``away_replied`` are made on first use: an empty set costs 216
+    bytes, and most of thousands of held sessions never need either (docs/hotpath.md,
+    "Memory").
+    """
     name: str
     key: str                            # casefolded name: the identity for lookups
     outlet: object
@@ -141,15 +146,39 @@ class Session:
     connected_at: float
     last_active: float                  # monotonic time of the last chat request
     rooms: dict = field(default_factory=dict)          # key -> Room
-    conversations: set = field(default_factory=set)    # keys of peers with an open chat
+    _conversations: set | None = None   # keys of peers with an open chat: conversations
     rtt_seconds: float | None = None
     resume_token: str = ""
     detached_until: float | None = None     # monotonic; set while the connection is gone
     detach_reason: Reason = Reason.DISCONNECTED
     connected_at_ms: int = 0            # wall clock, for user details
     away: str = ""                      # the away message; empty when not away
-    away_replied: set = field(default_factory=set)     # keys told the away message already
+    _away_replied: set | None = None    # keys told the away message already: away_replied
     rejoin: tuple = ()                  # rooms to join once resumed here from another node
+
+    @property
+    def conversations(self) -> set:
+        """Keys of the peers this user has an open chat with."""
+        found = self._conversations
+        if found is None:
+            found = self._conversations = set()
+        return found
+
+    @conversations.setter
+    def conversations(self, value: set) -> None:
+        self._conversations = value
+
+    @property
+    def away_replied(self) -> set:
+        """Keys of the users already told this user's away message."""
+        found = self._away_replied
+        if found is None:
+            found = self._away_replied = set()
+        return found
+
+    @away_replied.setter
+    def away_replied(self, value: set) -> None:
+        self._away_replied = value
 
     def record_rtt(self, sample_seconds: float) -> None:
         """Fold one RTT sample into the smoothed estimate."""

@@ -1,0 +1,172 @@
+"""Server memory per connection, from /proc RSS of a real server process, both builds.
+
+    python -m benchmarks.bench_memory                    # 10 000 idle, 1 000 x 64 KiB partial
+    python -m benchmarks.bench_memory --idle 2000 --partial 500 --builds compiled
+
+Three figures per build, each from a fresh server (``--limit-exempt 127.0.0.0/8``, as the
+suite starts it, so the per-address limit does not refuse 10 000 clients from one address):
+
+* **idle**: (RSS holding ``--idle`` hand-shaken, silent clients − RSS before they connected)
+  ÷ clients: what one held connection costs.
+* **partial**: ``--partial`` clients each send all but 4 bytes of a frame of
+  ``--partial-bytes`` (a 64 KiB frame by default, the largest the default ``max_frame_bytes``
+  lets through): the RSS growth per connection while the server holds the unfinished frames.
+* **after close**: the same clients close; RSS growth over the start that is still held once
+  the server has dropped them (after its housekeeping tick), in MiB and as a share of what
+  the partial frames had added.
+
+A probe client's ping round trip proves the server has read every byte sent before it, so no
+figure is taken while the server is still catching up. Prints one table; ``--json`` too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import socket
+import struct
+import sys
+import tempfile
+import time
+
+from benchmarks.abuse import rss_bytes, start_server, stop_server
+from chatcore import events as ev
+from chatcore.client import ChatClient
+from chatcore.protocol import PROTOCOL_VERSION, encode_event
+
+BUILDS = {"compiled": {}, "fallback": {"CHATCORE_NO_EXTENSIONS": "1"}}
+SERVER_FLAGS = ["--limit-exempt", "127.0.0.0/8"]
+SETTLE_SECONDS = 0.3            # after the probe's round trip, before RSS is read
+AFTER_CLOSE_WAIT_SECONDS = 3.0  # RSS is watched this long after the mass close
+_SEND_ROOM = 0x22
+
+
+def _hello(i: int, prefix: str) -> bytes:
+    return encode_event(ev.Hello(PROTOCOL_VERSION, f"{prefix}{i}", "memory", request_id=1))
+
+
+def _open(port: int, count: int, prefix: str) -> list[socket.socket]:
+    """``count`` hand-shaken clients (each got its Welcome)."""
+    socks = []
+    for i in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        sock.sendall(_hello(i, prefix))
+        socks.append(sock)
+    for sock in socks:
+        if not sock.recv(65536):
+            raise RuntimeError("the server closed a client during its handshake")
+    return socks
+
+
+def _round_trip(port: int, name: str) -> None:
+    """A ping through a fresh client: the server has handled every earlier byte by then."""
+    probe = ChatClient("127.0.0.1", port, timeout=60)
+    probe.connect(name)
+    probe.ping()
+    probe.close()
+
+
+def _settled_rss(pid: int, port: int, name: str) -> int:
+    _round_trip(port, name)
+    time.sleep(SETTLE_SECONDS)
+    return rss_bytes(pid)
+
+
+def measure_idle(env: dict, workdir: pathlib.Path, count: int) -> dict:
+    proc, port = start_server(SERVER_FLAGS, workdir, env)
+    try:
+        before = _settled_rss(proc.pid, port, "probe0")
+        socks = _open(port, count, "idle")
+        held = _settled_rss(proc.pid, port, "probe1")
+        for sock in socks:
+            sock.close()
+    finally:
+        stop_server(proc)
+    return {"idle_connections": count, "idle_kib_per_connection": (held - before) / count / 1024}
+
+
+def measure_partial(env: dict, workdir: pathlib.Path, count: int, frame_bytes: int,
+                    pieces: int) -> dict:
+    """``count`` clients each parking a frame of ``frame_bytes`` 4 bytes short, sent in
+    ``pieces`` writes (every client's piece k is read before any client's piece k + 1), then
+    closing."""
+    proc, port = start_server(SERVER_FLAGS, workdir, env)
+    header = struct.pack(">IBI", frame_bytes - 4, _SEND_ROOM, 7)
+    parked = header + b"\0" * (frame_bytes - 4 - len(header))
+    step = -(-len(parked) // pieces)
+    try:
+        before = _settled_rss(proc.pid, port, "probe0")
+        socks = _open(port, count, "part")
+        connected = _settled_rss(proc.pid, port, "probe1")
+        for k, offset in enumerate(range(0, len(parked), step)):
+            for sock in socks:
+                sock.sendall(parked[offset:offset + step])
+            _round_trip(port, f"piece{k}")
+        held = _settled_rss(proc.pid, port, "probe2")
+        for sock in socks:
+            sock.close()
+        after = _settled_rss(proc.pid, port, "probe3")
+        # The housekeeping tick (at most a second apart) may give more back: the lowest
+        # reading over a few seconds.
+        deadline = time.monotonic() + AFTER_CLOSE_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            after = min(after, rss_bytes(proc.pid))
+    finally:
+        stop_server(proc)
+    added = held - connected
+    return {"partial_connections": count, "partial_frame_bytes": frame_bytes,
+            "partial_pieces": pieces,
+            "partial_kib_per_connection": added / count / 1024,
+            "after_close_mib": (after - before) / 2**20,
+            "after_close_share": (after - connected) / added if added > 0 else 0.0}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_memory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--builds", nargs="+", choices=sorted(BUILDS),
+                        default=["compiled", "fallback"])
+    parser.add_argument("--idle", type=int, default=10_000, help="idle clients (0: skip)")
+    parser.add_argument("--partial", type=int, default=1000,
+                        help="clients parking a partial frame (0: skip)")
+    parser.add_argument("--partial-bytes", type=int, default=65540,
+                        help="whole frame, length prefix included (default: 64 KiB after it)")
+    parser.add_argument("--pieces", type=int, nargs="+", default=[1, 16],
+                        help="writes each partial frame is sent in; one row each")
+    parser.add_argument("--json", type=pathlib.Path)
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for build in args.builds:
+            env = {**os.environ, **BUILDS[build]}
+            if args.idle:
+                rows.append({"build": build,
+                             **measure_idle(env, pathlib.Path(tmp), args.idle)})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+            for pieces in args.pieces if args.partial else ():
+                rows.append({"build": build,
+                             **measure_partial(env, pathlib.Path(tmp), args.partial,
+                                               args.partial_bytes, pieces)})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    print("| build | measure | KiB per connection | RSS kept after close |")
+    print("|---|---|---:|---:|")
+    for row in rows:
+        if "idle_kib_per_connection" in row:
+            print(f"| {row['build']} | {row['idle_connections']} idle | "
+                  f"{row['idle_kib_per_connection']:.2f} | - |")
+        else:
+            print(f"| {row['build']} | {row['partial_connections']} x "
+                  f"{row['partial_frame_bytes'] - 4} B partial, {row['partial_pieces']} "
+                  f"write(s) | {row['partial_kib_per_connection']:.1f} | "
+                  f"{row['after_close_mib']:.1f} MiB ({row['after_close_share']:.0%} of it) |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
