@@ -8,9 +8,10 @@ suite starts it, so the per-address limit does not refuse 10 000 clients from on
 
 * **idle**: (RSS holding ``--idle`` hand-shaken, silent clients − RSS before they connected)
   ÷ clients: what one held connection costs.
-* **partial**: ``--partial`` clients each send all but 4 bytes of a frame of
-  ``--partial-bytes`` (a 64 KiB frame by default, the largest the default ``max_frame_bytes``
-  lets through): the RSS growth per connection while the server holds the unfinished frames.
+* **partial**: ``--partial`` clients each send ``--partial-bytes`` (default: all but 4) of
+  a 65 540-byte frame (64 KiB after its length prefix, the largest the default
+  ``max_frame_bytes`` lets through), in each of ``--pieces`` writes: the RSS growth per
+  connection while the server holds the unfinished frames.
 * **after close**: the same clients close; RSS growth over the start that is still held once
   the server has dropped them (after its housekeeping tick), in MiB and as a share of what
   the partial frames had added.
@@ -40,6 +41,7 @@ SERVER_FLAGS = ["--limit-exempt", "127.0.0.0/8"]
 SETTLE_SECONDS = 0.3            # after the probe's round trip, before RSS is read
 AFTER_CLOSE_WAIT_SECONDS = 3.0  # RSS is watched this long after the mass close
 _SEND_ROOM = 0x22
+FRAME_LENGTH = 65536            # the default max_frame_bytes: the frame is 65 540 bytes
 
 
 def _hello(i: int, prefix: str) -> bytes:
@@ -86,14 +88,14 @@ def measure_idle(env: dict, workdir: pathlib.Path, count: int) -> dict:
     return {"idle_connections": count, "idle_kib_per_connection": (held - before) / count / 1024}
 
 
-def measure_partial(env: dict, workdir: pathlib.Path, count: int, frame_bytes: int,
+def measure_partial(env: dict, workdir: pathlib.Path, count: int, parked_bytes: int,
                     pieces: int) -> dict:
-    """``count`` clients each parking a frame of ``frame_bytes`` 4 bytes short, sent in
-    ``pieces`` writes (every client's piece k is read before any client's piece k + 1), then
-    closing."""
+    """``count`` clients each sending the first ``parked_bytes`` of a frame as large as the
+    default ``max_frame_bytes`` allows, in ``pieces`` writes (every client's piece k is read
+    before any client's piece k + 1), then closing."""
     proc, port = start_server(SERVER_FLAGS, workdir, env)
-    header = struct.pack(">IBI", frame_bytes - 4, _SEND_ROOM, 7)
-    parked = header + b"\0" * (frame_bytes - 4 - len(header))
+    header = struct.pack(">IBI", FRAME_LENGTH, _SEND_ROOM, 7)
+    parked = (header + b"\0" * FRAME_LENGTH)[:parked_bytes]
     step = -(-len(parked) // pieces)
     try:
         before = _settled_rss(proc.pid, port, "probe0")
@@ -116,11 +118,11 @@ def measure_partial(env: dict, workdir: pathlib.Path, count: int, frame_bytes: i
     finally:
         stop_server(proc)
     added = held - connected
-    return {"partial_connections": count, "partial_frame_bytes": frame_bytes,
+    return {"partial_connections": count, "partial_bytes": parked_bytes,
             "partial_pieces": pieces,
             "partial_kib_per_connection": added / count / 1024,
             "after_close_mib": (after - before) / 2**20,
-            "after_close_share": (after - connected) / added if added > 0 else 0.0}
+            "after_close_share": max(0.0, (after - connected) / added) if added > 0 else 0.0}
 
 
 def main(argv=None) -> int:
@@ -131,8 +133,9 @@ def main(argv=None) -> int:
     parser.add_argument("--idle", type=int, default=10_000, help="idle clients (0: skip)")
     parser.add_argument("--partial", type=int, default=1000,
                         help="clients parking a partial frame (0: skip)")
-    parser.add_argument("--partial-bytes", type=int, default=65540,
-                        help="whole frame, length prefix included (default: 64 KiB after it)")
+    parser.add_argument("--partial-bytes", type=int, default=65536,
+                        help="bytes of a 65 540-byte frame each client sends (default: all "
+                             "but 4)")
     parser.add_argument("--pieces", type=int, nargs="+", default=[1, 16],
                         help="writes each partial frame is sent in; one row each")
     parser.add_argument("--json", type=pathlib.Path)
@@ -160,7 +163,7 @@ def main(argv=None) -> int:
                   f"{row['idle_kib_per_connection']:.2f} | - |")
         else:
             print(f"| {row['build']} | {row['partial_connections']} x "
-                  f"{row['partial_frame_bytes'] - 4} B partial, {row['partial_pieces']} "
+                  f"{row['partial_bytes']} B of a frame, in {row['partial_pieces']} "
                   f"write(s) | {row['partial_kib_per_connection']:.1f} | "
                   f"{row['after_close_mib']:.1f} MiB ({row['after_close_share']:.0%} of it) |")
     if args.json:

@@ -27,6 +27,12 @@ SCRATCH_BYTES = 262144
 # Compact the receive buffer only once this much has been consumed, so each byte is moved
 # O(1) times however slowly a large frame arrives.
 _COMPACT_AFTER_BYTES = 65536
+# While an unfinished frame is awaited, a buffer holding more than this many times the bytes
+# it still needs (and more than _MIN_CAPACITY_BYTES) is cut down to them (docs/hotpath.md,
+# "Memory"): what a waiting connection's input costs stays near what it counts for in the
+# server's held-input budget.
+_SHRINK_FACTOR = 4
+_MIN_CAPACITY_BYTES = 1024
 
 _unpack_header = HEADER.unpack_from
 _unpack_length = struct.Struct(">I").unpack_from
@@ -72,6 +78,19 @@ class FrameDecoder:
         """Bytes received but not yet returned as frames."""
         return len(self._buf) - self._pos
 
+    @property
+    def capacity_bytes(self) -> int:
+        """Bytes of memory the receive buffer holds now (0 when nothing is buffered)."""
+        return self._buf.__alloc__() if self._buf else 0
+
+    def _waiting(self, buf: bytearray, pos: int) -> None:
+        """``buf[pos:]`` is an unfinished frame: keep little more memory than it needs."""
+        live = len(buf) - pos
+        if buf.__alloc__() > max(live * _SHRINK_FACTOR, _MIN_CAPACITY_BYTES):
+            self._buf = buf[pos:]
+            pos = 0
+        self._pos = pos
+
     def receive_data(self, data) -> None:
         """Buffer more of the stream (any bytes-like object)."""
         if self._pos >= _COMPACT_AFTER_BYTES:
@@ -99,11 +118,14 @@ class FrameDecoder:
         pos = self._pos
         available = len(buf) - pos
         if available < 4:
+            if buf:
+                self._waiting(buf, pos)
             return None
         length = _unpack_length(buf, pos)[0]
         if length < MIN_FRAME_LENGTH or length > self._max_frame_bytes:
             raise self._broken(length)
         if available < 4 + length:
+            self._waiting(buf, pos)
             return None
         _, msg_type, request_id = _unpack_header(buf, pos)
         end = pos + 4 + length
@@ -148,6 +170,8 @@ class FrameDecoder:
         if pos == size:
             buf.clear()
             self._pos = 0
+        elif self._error is None:
+            self._waiting(buf, pos)
         else:
             self._pos = pos
         return frames

@@ -199,6 +199,12 @@ class ServerConfig:
                                                           "all clients together, in bytes; "
                                                           "past it, a read drops that "
                                                           "client (INPUT_BUDGET)")
+    # Freed receive buffers stay in the process (glibc's heap) until trimmed; the trim walks
+    # the heap, so it waits for a drop this large (docs/hotpath.md, "Memory").
+    trim_memory_after_bytes: int = setting(16 * 1024 * 1024, "when the held input has fallen "
+                                                             "this far below its peak, the "
+                                                             "next tick gives freed memory "
+                                                             "back to the system; 0: never")
     # -- the Prometheus metrics page (docs/metrics.md), off unless metrics_port is set --
     metrics_port: int = setting(-1, "port of the Prometheus page http://HOST:PORT/metrics; "
                                     "-1: off, 0: a free one")
@@ -266,6 +272,8 @@ class ServerConfig:
                 raise ValueError(f"{name} must be positive")
         if self.max_list_page_entries > 0xFFFF:
             raise ValueError("max_list_page_entries must be at most 65535 (a u16 count)")
+        if self.trim_memory_after_bytes < 0:
+            raise ValueError("trim_memory_after_bytes must not be negative")
         if self.resume_grace_seconds < 0:
             raise ValueError("resume_grace_seconds must not be negative")
         if self.node_silence_seconds < 2 * self.node_announce_seconds:

@@ -17,6 +17,7 @@ from .hub import Hub, HubLimits, NodeInfo
 from .protocol import room_joined_capacity
 from .tls import TlsHandshake, server_context
 from .limits import AddressCounter, ExemptList, address_key
+from .memory import MemoryTrimmer
 from .stats import ServerStats
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class Server:
         self.exempt = ExemptList(config.limit_exempt)
         self.per_address = AddressCounter()
         self.held_input_bytes = 0       # received but unhandled, all connections together
+        self.held_input_peak = 0        # the most held since the last trim (self.memory)
+        self.memory = MemoryTrimmer(config.trim_memory_after_bytes)
         self._handshake_keys: dict = {}   # TlsHandshake -> the address key it counts under
         self.irc = None                 # the IRC front end, when irc_port/irc_tls_port is set
         self._accept_paused = False
@@ -346,6 +349,8 @@ class Server:
         self._sweep.run()
         if not self.shutting_down:
             self._expire_detached()
+            if self.memory.tick(self.held_input_peak, self.held_input_bytes):
+                self.held_input_peak = self.held_input_bytes
             self._schedule_tick()
 
     def _expire_detached(self) -> None:

@@ -45,9 +45,9 @@ cdef enum:
     _HEADER_BYTES = 9                 # length u32 | type u8 | request_id u32
     _MIN_FRAME_LENGTH = 5             # type + request_id: a frame with no payload
     _IOV_MAX = 1024                   # Linux refuses writev with more buffers (UIO_MAXIOV)
-    _MIN_CAPACITY_BYTES = 1024        # first receive-buffer allocation
-    _KEEP_CAPACITY_BYTES = 262144     # an emptied receive buffer larger than this is shrunk,
-                                      # so one big frame does not pin memory per connection
+    _MIN_CAPACITY_BYTES = 1024        # smallest receive-buffer allocation
+    _SHRINK_FACTOR = 4                # a waiting buffer past this many times what it holds
+                                      # is cut down to it (docs/hotpath.md, "Memory")
     _MIN_CHUNK_SLOTS = 8              # first allocation of an OutputBuffer's chunk array
     _COALESCE_MAX_CHUNK_BYTES = 4096  # queued chunks up to this size are copied together
     _SCRATCH_BYTES = 262144           # room for copying small chunks together, per write
@@ -165,17 +165,24 @@ cdef class FrameDecoder:
         """Bytes received but not yet returned as frames."""
         return self._end - self._start
 
+    @property
+    def capacity_bytes(self):
+        """Bytes of memory the receive buffer holds now (0 when nothing is buffered)."""
+        return self._cap
+
     cdef int _reserve(self, Py_ssize_t n) except -1:
-        """Room for ``n`` more bytes at ``_end``; moves each byte O(1) times amortized."""
+        """Room for ``n`` more bytes at ``_end``; moves each byte O(1) times amortized.
+
+        The buffer grows geometrically with what arrives, but never past the end of the
+        frame it is collecting (its length prefix says where) unless the new bytes go past
+        it: a declared length reserves nothing up front.
+        """
         cdef Py_ssize_t live = self._end - self._start
-        cdef Py_ssize_t new_cap
+        cdef Py_ssize_t new_cap, frame_end
+        cdef unsigned long length
         cdef unsigned char *new_buf
         if live == 0:
             self._start = self._end = 0
-            if self._cap > _KEEP_CAPACITY_BYTES and n <= _KEEP_CAPACITY_BYTES:
-                PyMem_Free(self._buf)
-                self._buf = NULL
-                self._cap = 0
         if self._end + n <= self._cap:
             return 0
         if self._start >= live and live + n <= self._cap:
@@ -183,6 +190,12 @@ cdef class FrameDecoder:
             memmove(self._buf, self._buf + self._start, live)
         else:
             new_cap = max(self._cap * 2, live + n, <Py_ssize_t>_MIN_CAPACITY_BYTES)
+            if live >= 4:
+                length = _be32(self._buf + self._start)
+                if _MIN_FRAME_LENGTH <= length <= self._max:
+                    frame_end = 4 + <Py_ssize_t>length
+                    if new_cap > frame_end:
+                        new_cap = max(frame_end, live + n)
             new_buf = <unsigned char *>PyMem_Malloc(new_cap)
             if new_buf == NULL:
                 raise MemoryError()
@@ -194,6 +207,27 @@ cdef class FrameDecoder:
         self._start = 0
         self._end = live
         return 0
+
+    cdef inline void _waiting(self) noexcept:
+        """The buffered bytes are an unfinished frame: hold little more memory than they
+        need while the rest is awaited. The bytes moved here are fewer than those consumed
+        since the buffer last grew, so each byte is still moved O(1) times."""
+        cdef Py_ssize_t live = self._end - self._start
+        cdef Py_ssize_t new_cap
+        cdef unsigned char *new_buf
+        if self._cap <= _MIN_CAPACITY_BYTES or self._cap <= live * _SHRINK_FACTOR:
+            return
+        if live == 0:
+            self._release()
+            return
+        memmove(self._buf, self._buf + self._start, live)
+        self._start = 0
+        self._end = live
+        new_cap = max(live, <Py_ssize_t>_MIN_CAPACITY_BYTES)
+        new_buf = <unsigned char *>PyMem_Realloc(self._buf, new_cap)
+        if new_buf != NULL:         # else the larger buffer, still valid, stays
+            self._buf = new_buf
+            self._cap = new_cap
 
     def receive_data(self, data):
         """Buffer more of the stream (any bytes-like object)."""
@@ -242,11 +276,13 @@ cdef class FrameDecoder:
             raise self._error
         available = self._end - self._start
         if available < 4:
+            self._waiting()
             return None
         length = _be32(self._buf + self._start)
         if length < _MIN_FRAME_LENGTH or length > self._max:
             raise self._broken(length)
         if <unsigned long long>available < 4 + <unsigned long long>length:
+            self._waiting()
             return None
         frame = self._take(length)
         if self._start == self._end:
@@ -285,6 +321,8 @@ cdef class FrameDecoder:
             frames.append(self._take(length))
         if self._start == self._end:
             self._release()
+        elif self._error is None:
+            self._waiting()
         return frames
 
 

@@ -193,6 +193,50 @@ def test_buffer_compaction_keeps_partial_frames(codec):
     assert got == [(1, 2, b"z" * 1000)] * 1200
     assert decoder.buffered_bytes == 0
 
+# ------------------------------------------------------------------------------ memory ----
+
+
+def test_a_declared_length_reserves_nothing_up_front(codec):
+    """A frame announcing 64 KiB costs what has arrived of it, not what it announces."""
+    decoder = codec.FrameDecoder()
+    decoder.receive_data(struct.pack(">IBI", 65536, 0x22, 1) + b"x" * 100)
+    assert decoder.next_frame() is None
+    assert 0 < decoder.capacity_bytes <= 1024
+
+
+def test_a_slow_frame_costs_about_what_arrived(codec):
+    """Growing with the bytes: never more than twice what is buffered while it waits."""
+    data = codec.encode_frame(9, 9, os.urandom(200_000))
+    decoder = codec.FrameDecoder(max_frame_bytes=1 << 20)
+    for i in range(0, len(data) - 1000, 1000):
+        decoder.receive_data(data[i:i + 1000])
+        assert decoder.next_frame() is None
+        assert decoder.capacity_bytes <= max(2 * decoder.buffered_bytes, 1024)
+    decoder.receive_data(data[i + 1000:])
+    assert decoder.next_frame()[2] == data[9:]
+    assert decoder.capacity_bytes == 0
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_waiting_remnant_does_not_pin_a_large_buffer(codec, bulk):
+    """Many frames handled in one read, a few bytes of the next left: the buffer that held
+    them all is cut down to the remnant while it waits (64 KiB read, 10 bytes held)."""
+    frame = codec.encode_frame(1, 2, b"z" * 1000)
+    decoder = codec.FrameDecoder()
+    decoder.receive_data(frame * 64 + frame[:10])
+    if bulk:
+        assert len(decoder.read_frames()) == 64
+    else:
+        for _ in range(64):
+            assert decoder.next_frame() == (1, 2, b"z" * 1000)
+        assert decoder.next_frame() is None
+    assert decoder.buffered_bytes == 10
+    assert decoder.capacity_bytes <= 1024
+    decoder.receive_data(frame[10:])
+    assert decoder.next_frame() == (1, 2, b"z" * 1000)
+    assert decoder.capacity_bytes == 0
+
+
 # ------------------------------------------------------------------------ bad lengths ----
 
 

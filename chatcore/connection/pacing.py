@@ -80,7 +80,11 @@ class Pacing:
         self.held_bytes = held
         server = self.server
         server.held_input_bytes += grown
-        if grown > 0 and server.held_input_bytes > self.config.max_held_input_bytes:
+        if grown < 0:
+            return
+        if server.held_input_bytes > server.held_input_peak:
+            server.held_input_peak = server.held_input_bytes    # for chatcore.memory
+        if server.held_input_bytes > self.config.max_held_input_bytes:
             log.warning("%s: dropped, the server holds %d bytes of unhandled input (limit "
                         "%d)", self.session.name if self.session else self.peer,
                         server.held_input_bytes, self.config.max_held_input_bytes)
