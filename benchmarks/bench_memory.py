@@ -3,18 +3,19 @@
     python -m benchmarks.bench_memory                    # 10 000 idle, 1 000 x 64 KiB partial
     python -m benchmarks.bench_memory --idle 2000 --partial 500 --builds compiled
 
-Three figures per build, each from a fresh server (``--limit-exempt 127.0.0.0/8``, as the
+The figures per build, each from a fresh server (``--limit-exempt 127.0.0.0/8``, as the
 suite starts it, so the per-address limit does not refuse 10 000 clients from one address):
 
 * **idle**: (RSS holding ``--idle`` hand-shaken, silent clients − RSS before they connected)
   ÷ clients: what one held connection costs.
 * **partial**: ``--partial`` clients each send ``--partial-bytes`` (default: all but 4) of
   a 65 540-byte frame (64 KiB after its length prefix, the largest the default
-  ``max_frame_bytes`` lets through), in each of ``--pieces`` writes: the RSS growth per
-  connection while the server holds the unfinished frames.
-* **after close**: the same clients close; RSS growth over the start that is still held once
-  the server has dropped them (after its housekeeping tick), in MiB and as a share of what
-  the partial frames had added.
+  ``max_frame_bytes`` lets through), sent in N writes (one row per N in ``--pieces``; each
+  write of every client is read before the next): the RSS growth per connection while the
+  server holds the unfinished frames.
+* **after close**: the partial-frame clients close; the RSS growth over the start still held
+  once the server has dropped them (after its housekeeping tick), in MiB and as a share of
+  what the partial frames had added.
 
 A probe client's ping round trip proves the server has read every byte sent before it, so no
 figure is taken while the server is still catching up. Prints one table; ``--json`` too.
