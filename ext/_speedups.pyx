@@ -192,10 +192,11 @@ cdef class FrameDecoder:
             new_cap = max(self._cap * 2, live + n, <Py_ssize_t>_MIN_CAPACITY_BYTES)
             if live >= 4:
                 length = _be32(self._buf + self._start)
-                if _MIN_FRAME_LENGTH <= length <= self._max:
-                    frame_end = 4 + <Py_ssize_t>length
-                    if new_cap > frame_end:
-                        new_cap = max(frame_end, live + n)
+                frame_end = 4 + <Py_ssize_t>length
+                # Only while that frame is unfinished: bytes piling up behind finished ones
+                # (nobody reading them yet) keep doubling, or each append would copy all.
+                if _MIN_FRAME_LENGTH <= length <= self._max and live < frame_end < new_cap:
+                    new_cap = max(frame_end, live + n)
             new_buf = <unsigned char *>PyMem_Malloc(new_cap)
             if new_buf == NULL:
                 raise MemoryError()

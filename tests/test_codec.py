@@ -180,6 +180,16 @@ def test_slow_large_frame_is_linear(codec):
     assert decoder.next_frame() == (9, 9, payload)
 
 
+def test_many_frames_buffered_before_reading_is_linear(codec):
+    """50 000 small frames received one by one, none read yet: the buffer behind the first
+    (finished) frame keeps doubling; an exact fit per append would copy ~20 GB."""
+    frame = codec.encode_frame(1, 2, b"x" * 10)
+    decoder = codec.FrameDecoder()
+    for _ in range(50_000):
+        decoder.receive_data(frame)
+    assert decoder.read_frames() == [(1, 2, b"x" * 10)] * 50_000
+
+
 def test_buffer_compaction_keeps_partial_frames(codec):
     """Many frames consumed ahead of a partial one, so the buffer moves the partial bytes."""
     frame = codec.encode_frame(1, 2, b"z" * 1000)
