@@ -17,7 +17,8 @@ suite starts it, so the per-address limit does not refuse 10 000 clients from on
   once the server has dropped them (after its housekeeping tick), in MiB and as a share of
   what the partial frames had added.
 
-A probe client's ping round trip proves the server has read every byte sent before it, so no
+``--breakdown N`` instead lists where an idle connection's bytes are (``tracemalloc`` over an
+in-process server, by allocating line). A probe client's ping round trip proves the server has read every byte sent before it, so no
 figure is taken while the server is still catching up. Prints one table; ``--json`` too.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.abuse import rss_bytes, start_server, stop_server
+from benchmarks.abuse import ROOT, rss_bytes, start_server, stop_server
 from chatcore import events as ev
 from chatcore.client import ChatClient
 from chatcore.protocol import PROTOCOL_VERSION, encode_event
@@ -126,6 +127,57 @@ def measure_partial(env: dict, workdir: pathlib.Path, count: int, parked_bytes: 
             "after_close_share": max(0.0, (after - connected) / added) if added > 0 else 0.0}
 
 
+_IDLE_CLIENTS = r"""
+import sys
+from benchmarks.bench_memory import _open
+socks = _open(int(sys.argv[1]), int(sys.argv[2]), "idle")
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def breakdown(count: int, top: int = 25) -> list[tuple]:
+    """Where an idle connection's bytes are, by allocating line: an in-process server under
+    ``tracemalloc``, ``count`` clients from a subprocess. Returns (bytes per connection,
+    objects per connection, "file:line") for the largest ``top``."""
+    import gc
+    import subprocess
+    import tracemalloc
+
+    from chatcore.config import ServerConfig
+    from chatcore.reactor import Reactor
+    from chatcore.server import Server
+
+    reactor = Reactor()
+    server = Server(ServerConfig(port=0, limit_exempt="127.0.0.0/8"), reactor)
+    server.start()
+    tracemalloc.start()
+    gc.collect()
+    before = tracemalloc.take_snapshot()
+    clients = subprocess.Popen([sys.executable, "-c", _IDLE_CLIENTS, str(server.address[1]),
+                                str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               cwd=ROOT)
+    # The clients say "ready" once every Welcome arrived: then the server is idle.
+    reactor.add_reader(clients.stdout.fileno(), reactor.stop)
+    timeout = reactor.call_later(300, reactor.stop)
+    try:
+        reactor.run()
+        timeout.cancel()
+        reactor.remove_reader(clients.stdout.fileno())
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        clients.communicate(b"\n", timeout=60)
+    tracemalloc.stop()
+    stats = after.compare_to(before, "lineno")
+    rows = [(sum(st.size_diff for st in stats) / count, 0.0, "total")]
+    for st in stats[:top]:
+        frame = st.traceback[0]
+        rows.append((st.size_diff / count, st.count_diff / count,
+                     f"{os.path.relpath(frame.filename, ROOT)}:{frame.lineno}"))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bench_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,7 +192,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pieces", type=int, nargs="+", default=[1, 16],
                         help="writes each partial frame is sent in; one row each")
     parser.add_argument("--json", type=pathlib.Path)
+    parser.add_argument("--breakdown", type=int, metavar="N",
+                        help="instead: tracemalloc of N idle connections, by allocating line")
     args = parser.parse_args(argv)
+    if args.breakdown:
+        for per_connection, objects, where in breakdown(args.breakdown):
+            print(f"{per_connection:8.1f} B/conn {objects:5.2f} objects/conn  {where}")
+        return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for build in args.builds:
