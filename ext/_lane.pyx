@@ -55,7 +55,17 @@ cdef bint _valid_text(const unsigned char *p, Py_ssize_t n) noexcept nogil:
     U+10FFFF) holding nothing the text rule forbids: C0 controls but TAB and LF, DEL, C1."""
     cdef Py_ssize_t i = 0
     cdef unsigned char c, d
+    cdef unsigned long long w, v
     while i < n:
+        if i + 8 <= n:
+            # Eight bytes at once when all are printable ASCII (0x20-0x7E): no byte with its
+            # top bit set, none below 0x20, none equal to 0x7F (exact "some byte is" tests).
+            memcpy(&w, p + i, 8)
+            v = w ^ 0x7F7F7F7F7F7F7F7FULL
+            if not ((w | ((w - 0x2020202020202020ULL) & ~w)
+                     | ((v - 0x0101010101010101ULL) & ~v)) & 0x8080808080808080ULL):
+                i += 8
+                continue
         c = p[i]
         if c < 0x80:
             if (c < 0x20 and c != 0x09 and c != 0x0A) or c == 0x7F:

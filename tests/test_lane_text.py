@@ -71,3 +71,16 @@ def test_the_compiled_lane_runs_with_the_compiled_codec():
     elif lane.lane_c is not None or REQUIRE_EXTENSIONS:
         assert lane.lane_c is not None, "chatcore._lane was not built"
         assert lane.LANE_IMPLEMENTATION == "cython"
+
+
+@pytest.mark.parametrize("text_ok", IMPLEMENTATIONS)
+def test_one_odd_byte_anywhere_in_a_long_ascii_text_is_judged_as_the_hub_judges_it(text_ok):
+    # The compiled check takes printable ASCII eight bytes at a time: every position of the
+    # word, and every byte value, once.
+    for size in (8, 9, 15, 16, 17, 40):
+        for position in range(size):
+            for value in range(256):
+                raw = bytearray(b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"[:size])
+                raw[position] = value
+                raw = bytes(raw)
+                assert text_ok(raw, 64) == accepted_by_the_hub_path(raw, 64), (raw, position)
