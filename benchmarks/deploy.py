@@ -94,9 +94,11 @@ def _port_file_ready(path: pathlib.Path) -> bool:
     return path.exists() and bool(path.read_text().strip())
 
 
-def _chatcore_node(name: str, cpus, workdir: pathlib.Path, flags=(), env=None, irc=False):
+def _chatcore_node(name: str, cpus, workdir: pathlib.Path, flags=(), env=None, irc=False,
+                   tree=ROOT):
     """(process, native port, IRC port or None); a cluster node writes its port file only
-    after it has joined the cluster."""
+    after it has joined the cluster. ``tree``: the source tree whose server.py runs (an A/B
+    of two commits; its extensions built in place)."""
     port_file = workdir / f"{name}.port"
     port_file.unlink(missing_ok=True)
     irc_port = free_port() if irc else None
@@ -104,7 +106,7 @@ def _chatcore_node(name: str, cpus, workdir: pathlib.Path, flags=(), env=None, i
     if irc:
         argv += ["--irc-port", str(irc_port)]
     log = workdir / f"{name}.log"
-    proc = _popen(argv, cpus, log, env=dict(os.environ, **(env or {})))
+    proc = _popen(argv, cpus, log, env=dict(os.environ, **(env or {})), cwd=tree)
     _started([proc], log, name, lambda: _port_file_ready(port_file)
              and (irc_port is None or _accepts(irc_port)))
     return proc, int(port_file.read_text()), irc_port
@@ -142,15 +144,16 @@ def start_redis(cpus, workdir: pathlib.Path) -> tuple:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def start_cluster(name, cpus, workdir, nodes=2, flags=(), env=None) -> Deployment:
-    """redis-server and ``nodes`` chatcore nodes on it; clients are spread over the nodes."""
+def start_cluster(name, cpus, workdir, nodes=2, flags=(), env=None, tree=ROOT) -> Deployment:
+    """redis-server and ``nodes`` chatcore nodes on it (from source ``tree``); clients are
+    spread over the nodes."""
     redis, url = start_redis(cpus, workdir)
     procs, addrs = [redis], []
     try:
         for k in range(nodes):
             proc, port, _ = _chatcore_node(f"{name}-node{k}", cpus, workdir,
                                            ("--redis", url, "--server-name", f"node{k}",
-                                            *flags), env)
+                                            *flags), env, tree=tree)
             procs.append(proc)
             addrs.append(("127.0.0.1", port))
     except RuntimeError:

@@ -428,18 +428,21 @@ class Broker:
     """The node's link to Redis: ``call`` commands, ``publish``, ``subscribe``.
 
     ``on_up()`` runs when both connections are (again) up, ``on_down()`` when the first of
-    them is lost. Liveness: a connection with a request unanswered for ``timeout_seconds`` is
+    them is lost; ``before_flush()`` just before each turn's writes (the last commands of the
+    turn: batches). Liveness: a connection with a request unanswered for ``timeout_seconds`` is
     dropped and rebuilt like any other outage.
     """
 
     def __init__(self, reactor, address: RedisAddress, *, timeout_seconds: float = 5.0,
-                 max_output_bytes: int = 64 * 1024 * 1024, on_up=None, on_down=None):
+                 max_output_bytes: int = 64 * 1024 * 1024, on_up=None, on_down=None,
+                 before_flush=None):
         self.reactor = reactor
         self.address = address
         self.timeout_seconds = timeout_seconds
         self.max_output_bytes = max_output_bytes
         self.on_up = on_up
         self.on_down = on_down
+        self.before_flush = before_flush        # runs first in flush(): the last commands
         self.closed = False
         self._pending: list[_Link] = []
         self.commands = CommandLink(self)
@@ -487,6 +490,8 @@ class Broker:
 
     def flush(self) -> None:
         """Before sleep: one write per connection with output."""
+        if self.before_flush is not None:
+            self.before_flush()
         pending, self._pending = self._pending, []
         for link in pending:
             link.flush()

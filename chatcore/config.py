@@ -142,6 +142,13 @@ class ServerConfig:
                                                 "nodes one connection may have published and "
                                                 "not yet back from Redis; past it, its input "
                                                 "waits")
+    # The events of one loop turn to one shared room leave in one PUBLISH (a room batch,
+    # docs/cluster.md); one past this size is published at once and a new one begun. 64 KiB
+    # is ~500 messages of 100 bytes: the per-message cost is gone long before.
+    room_batch_max_bytes: int = setting(65536, "a room batch (the events of one loop turn "
+                                               "to one room shared with other cluster "
+                                               "nodes, one PUBLISH) is published once this "
+                                               "big; 0: one PUBLISH per event")
     # Writes (one per connection with output) per loop turn: one message to a room of 1 001
     # is 1 001 writes, 5-15 us each on loopback, so without a bound a big room's turn lasts
     # as long as the room is big. 256 writes are 1-4 ms; the rest waits a turn (newly
@@ -270,6 +277,9 @@ class ServerConfig:
                      "irc_max_registration_lines"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if not 0 <= self.room_batch_max_bytes <= 1 << 20:
+            # 1 MiB of frames of at least 25 bytes stays within a batch's u16 count.
+            raise ValueError("room_batch_max_bytes must be in 0..1048576")
         if self.max_list_page_entries > 0xFFFF:
             raise ValueError("max_list_page_entries must be at most 65535 (a u16 count)")
         if self.trim_memory_after_bytes < 0:

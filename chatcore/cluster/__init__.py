@@ -64,6 +64,8 @@ class Cluster(Envelopes, Nodes, Names, Users, SharedUsers, ClusterRooms, RoomLis
         self.instances_key = f"{prefix}:instances"
         self.room_links: dict = {}                  # room key -> RoomLink (rooms.py)
         self.room_gaps = 0                          # room messages missed, all channels
+        self._batching: list = []                   # RoomLinks with a batch this turn
+        self.room_batches_sent = 0
         self._unknown_room_kinds: set = set()
         self._announce_timer = None
         self._lease_held = False
@@ -71,7 +73,8 @@ class Cluster(Envelopes, Nodes, Names, Users, SharedUsers, ClusterRooms, RoomLis
         self._init_shared_users()
         self.broker = Broker(reactor, address, timeout_seconds=config.redis_timeout_seconds,
                              max_output_bytes=config.redis_max_output_bytes,
-                             on_up=self._on_broker_up, on_down=self._on_broker_down)
+                             on_up=self._on_broker_up, on_down=self._on_broker_down,
+                             before_flush=self._flush_batches)
 
     # -- life ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 
 from ..errors import ChatError, ErrorCode
 
@@ -57,3 +58,61 @@ class Envelopes:
             self._unknown_versions.add(version)
             log.warning("cluster: ignoring messages of envelope version %r from %r "
                         "(this node speaks %d)", version, origin, ENVELOPE_VERSION)
+
+
+# -- room batches (envelope format 2) -----------------------------------------------------------
+#
+# Every event a node sends to one room channel in one loop turn, published as one message:
+#
+#   0x02 | first seq (u64) | count (u16) | node (u16 length + UTF-8) | instance (likewise)
+#        | count native frames, each as the native protocol encodes it (docs/protocol.md:
+#          u32 length, u8 type, u32 request id, payload)
+#
+# so a receiving node whose members are all native fans the frames out as they are, and
+# builds events only for the members that need them (IRC). The records are numbered
+# ``first seq`` .. ``first seq + count - 1`` in the channel's per-origin numbering, which
+# JSON messages (v1, first byte ``{``) share.
+
+ROOM_BATCH_FORMAT = 2
+_BATCH_HEAD = struct.Struct(">BQH")
+_LENGTH = struct.Struct(">H")
+_FRAME_HEAD = struct.Struct(">IB")
+
+
+def encode_room_batch(node: str, instance: str, first_seq: int, frames: list) -> bytes:
+    """One room batch of ``frames`` (native frames, bytes) numbered from ``first_seq``."""
+    node_raw, instance_raw = node.encode(), instance.encode()
+    return b"".join((_BATCH_HEAD.pack(ROOM_BATCH_FORMAT, first_seq, len(frames)),
+                     _LENGTH.pack(len(node_raw)), node_raw,
+                     _LENGTH.pack(len(instance_raw)), instance_raw, *frames))
+
+
+def decode_room_batch(data: bytes):
+    """(node, instance, first seq, frames start, [(frame type, start, end)]) of a room
+    batch; raises ValueError when it is malformed (frames that do not add up to the rest)."""
+    try:
+        fmt, first_seq, count = _BATCH_HEAD.unpack_from(data, 0)
+        pos = _BATCH_HEAD.size
+        (size,) = _LENGTH.unpack_from(data, pos)
+        node = data[pos + 2:pos + 2 + size].decode()
+        pos += 2 + size
+        (size,) = _LENGTH.unpack_from(data, pos)
+        instance = data[pos + 2:pos + 2 + size].decode()
+        pos += 2 + size
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"bad room batch header: {exc}") from None
+    if fmt != ROOM_BATCH_FORMAT:
+        raise ValueError(f"room batch format {fmt}")
+    start, end, frames = pos, len(data), []
+    unpack = _FRAME_HEAD.unpack_from
+    for _ in range(count):
+        if pos + 5 > end:
+            raise ValueError("room batch truncated")
+        length, kind = unpack(data, pos)
+        if length < 5 or pos + 4 + length > end:
+            raise ValueError("room batch frame runs past its end")
+        frames.append((kind, pos, pos + 4 + length))
+        pos += 4 + length
+    if pos != end:
+        raise ValueError(f"room batch has {end - pos} trailing bytes")
+    return node, instance, first_seq, start, frames

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .. import events as ev
 from ..broker import RedisAddress, ReplyError, run_blocking
 from ..events import Reason
-from .envelope import ENVELOPE_VERSION, key_prefix, log
+from .envelope import ENVELOPE_VERSION, ROOM_BATCH_FORMAT, key_prefix, log
 
 RTT_SMOOTHING = 1 / 8           # as for clients (RFC 6298's SRTT gain)
 
@@ -44,6 +44,7 @@ class Peer:
     last_seq: int = 0
     gaps: int = 0                       # announcements of this instance we never received
     rtt_seconds: float | None = None
+    room_batches: bool = False          # it reads room batches (envelope format 2)
 
     def record_rtt(self, sample_seconds: float) -> None:
         if self.rtt_seconds is None:
@@ -110,7 +111,8 @@ class Nodes:
         node = self.node
         message = self._control_message({"kind": "announce", "host": node.host, "port": node.port,
                                   "users": len(self.hub.sessions),
-                                  "load": self.load_permille(), "sent": time.monotonic()})
+                                  "load": self.load_permille(), "sent": time.monotonic(),
+                                  "room_batches": ROOM_BATCH_FORMAT})
         silence_ms = int(self.config.node_silence_seconds * 1000)
         # PEXPIRE answers 0 when the alive key was gone: the lease lapsed (this node was
         # stalled, or its link silent, for longer than the silence), so other nodes may
@@ -203,6 +205,7 @@ class Nodes:
         peer.port = int(message.get("port", 0))
         peer.users = int(message.get("users", 0))
         peer.load_permille = int(message.get("load", 0))
+        peer.room_batches = message.get("room_batches") == ROOM_BATCH_FORMAT
         peer.last_seen = now
         seq = int(message.get("seq", 0))
         if not from_discovery:

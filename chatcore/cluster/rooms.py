@@ -16,6 +16,13 @@ and leave is in ``roomstate``.
 Every published room message carries ``seq``, numbered per (origin instance, room channel)
 from 1; a receiver counts what it missed per (instance, channel), the only numbering it can
 check since it hears only the channels it subscribes.
+
+Events that change no kept state (messages, actions, away) are batched: every such event of a
+loop turn for one channel leaves in one ``PUBLISH`` of a room batch (``envelope``: the events'
+native frames, numbered in the channel's sequence), flushed before the broker's write, and
+before any scripted event (join, leave, rename, topic, sync) of that channel, so the channel's
+order is the order the events were made in. A node hands a batch's message and action frames
+to its native members as they are (``Hub.room_frames_arrived``).
 """
 from __future__ import annotations
 
@@ -24,10 +31,11 @@ from dataclasses import dataclass, field
 
 from .. import events as ev
 from ..broker import BrokerUnavailable, ReplyError
-from ..errors import ChatError, ErrorCode
+from ..errors import ChatError, ErrorCode, ProtocolError
 from ..hub.model import Room, RoomSnapshot
-from ..hub.remote_rooms import ROOM_STATE_FIELDS
-from .envelope import log
+from ..hub.remote_rooms import ROOM_BROADCAST_ONLY, ROOM_STATE_FIELDS
+from ..protocol import TYPE_OF, Role, decode_frame, encode_event
+from .envelope import decode_room_batch, encode_room_batch, log
 from .roomstate import (JOIN_SCRIPT, LEAVE_SCRIPT, RENAME_SCRIPT, STATE_SCRIPT, SYNC_SCRIPT,
                         RoomState)
 
@@ -41,6 +49,13 @@ ROOM_EVENT_KINDS: dict[str, type] = {
 }
 # Kinds with a meaning of their own: "join" (names), "leave" (name, reason, message),
 # "rename" (old, name) and "sync" (a node opening the room: nothing to deliver).
+
+# Native frame type -> event class, of the kinds a room batch carries (those that keep no
+# state in Redis: the others are published by a script, with the state).
+BATCHED_FRAME_TYPES = {TYPE_OF[cls]: cls for cls in ROOM_EVENT_KINDS.values()
+                       if cls not in ROOM_STATE_FIELDS}
+# ... and those of them a node hands on to its members as they are (nothing to apply).
+PLAIN_FRAME_TYPES = frozenset(TYPE_OF[cls] for cls in ROOM_BROADCAST_ONLY)
 
 
 def _kind_of(event) -> str:
@@ -71,6 +86,9 @@ class RoomLink:
     buffered: list | None = None        # messages after the marker, before the snapshot
     on_synced: object = None
     exists: bool = True                 # False: the room was new cluster-wide at the sync
+    batch: list | None = None           # native frames of this turn, not yet published
+    batch_seq: int = 0                  # the seq of its first frame
+    batch_bytes: int = 0
 
 
 class ClusterRooms(RoomState):
@@ -96,6 +114,7 @@ class ClusterRooms(RoomState):
             if not ok:
                 self._synced(link)
                 return
+            self._flush_batch(link)
             link.seq += 1
             link.sync_seq = link.seq
             self.broker.call("EVAL", SYNC_SCRIPT, 2, self.room_info_key(link.room.key),
@@ -134,9 +153,11 @@ class ClusterRooms(RoomState):
         self._update_shared(link)
 
     def close_room(self, room: Room) -> None:
-        link = self.room_links.pop(room.key, None)
+        link = self.room_links.get(room.key)
         if link is None:
             return
+        self._flush_batch(link)                         # what was said goes out still
+        del self.room_links[room.key]
         self.broker.unsubscribe(link.channel)
         room.shared = False
         for deliver in link.pending.values():           # nobody here to deliver to
@@ -153,6 +174,7 @@ class ClusterRooms(RoomState):
         if link is None or not self.broker.up:
             then()
             return
+        self._flush_batch(link)
         link.seq += 1
         seq = link.seq
         # The first join of a room new cluster-wide waits for the script's answer: the
@@ -191,6 +213,7 @@ class ClusterRooms(RoomState):
         if link is None or not self.broker.up:
             then()
             return
+        self._flush_batch(link)
         link.seq += 1
         if room.shared:
             link.pending[link.seq] = then
@@ -208,6 +231,7 @@ class ClusterRooms(RoomState):
         link = self.room_links.get(room.key)
         if link is None or not self.broker.up:
             return                      # registered afresh when Redis is back
+        self._flush_batch(link)
         link.seq += 1
         self.broker.call("EVAL", RENAME_SCRIPT, 5, *self.room_keys(room.key), room.key,
                          old_name.casefold(), session.key, self._envelope({
@@ -226,8 +250,13 @@ class ClusterRooms(RoomState):
         if link is None or not self.broker.up:
             return False
         state_fields = ROOM_STATE_FIELDS.get(type(event))
-        if not room.shared and state_fields is None:
-            return False
+        if state_fields is None:
+            if not room.shared:
+                return False
+            if link.batch is not None or self._peers_read_batches():
+                self._batch(link, encode_event(event), deliver)
+                return True
+        self._flush_batch(link)
         link.seq += 1
         message = self._envelope({"kind": _kind_of(event), "seq": link.seq, **_fields(event)})
         if room.shared:
@@ -242,6 +271,50 @@ class ClusterRooms(RoomState):
                              link.channel, message, *pairs, callback=callback)
         return room.shared
 
+    def _peers_read_batches(self) -> bool:
+        """Whether every live peer announced that it reads room batches (a rolling upgrade
+        from a node that does not: this one publishes v1 JSON meanwhile)."""
+        return all(peer.room_batches for peer in self.peers.values())
+
+    def _batch(self, link: RoomLink, frame: bytes, deliver) -> None:
+        """``frame`` joins the channel's batch of this turn (see the module)."""
+        link.seq += 1
+        link.pending[link.seq] = deliver
+        if link.batch is None:
+            link.batch, link.batch_seq, link.batch_bytes = [frame], link.seq, len(frame)
+            self._batching.append(link)
+        else:
+            link.batch.append(frame)
+            link.batch_bytes += len(frame)
+        if link.batch_bytes >= self.config.room_batch_max_bytes:
+            self._flush_batch(link)
+
+    def _flush_batch(self, link: RoomLink) -> None:
+        """Publish the channel's batch, if it has one (one PUBLISH)."""
+        frames = link.batch
+        if frames is None:
+            return
+        link.batch = None
+        first = link.batch_seq
+        self.room_batches_sent += 1
+        self.broker.publish(link.channel, encode_room_batch(
+            self.node.name, self.instance, first, frames),
+            callback=self._batch_answered(link, first, len(frames)))
+
+    def _flush_batches(self) -> None:
+        """Before the broker writes (each loop turn): every channel's batch goes out."""
+        batching, self._batching = self._batching, []
+        for link in batching:
+            if link.batch is not None:
+                self._flush_batch(link)
+
+    def _batch_answered(self, link: RoomLink, first: int, count: int):
+        def answered(reply) -> None:
+            if isinstance(reply, BrokerUnavailable | ReplyError):
+                for seq in range(first, first + count):     # delivered here at least
+                    self._flush_one(link, seq)
+        return answered
+
     def _publish_answered(self, link: RoomLink, seq: int):
         def answered(reply) -> None:
             if isinstance(reply, BrokerUnavailable | ReplyError):
@@ -255,11 +328,24 @@ class ClusterRooms(RoomState):
         self._update_shared(link)
 
     def _on_room_message(self, link: RoomLink, data: bytes) -> None:
-        message = self._decode(data, "room message", ("kind", "node", "instance", "seq"))
-        if message is None or self.room_links.get(link.room.key) is not link:
-            return
-        instance, seq = message["instance"], message["seq"]
-        if not isinstance(seq, int):
+        if data[:1] != b"{":                # a room batch (format 2): native frames
+            try:
+                node, instance, seq, _, frames = decode_room_batch(data)
+            except ValueError as exc:
+                log.warning("cluster: ignoring a malformed room batch (%s): %.80r", exc, data)
+                return
+            message = {"kind": "batch", "node": node, "instance": instance, "seq": seq,
+                       "data": data, "frames": frames}
+            count = len(frames)
+        else:
+            message = self._decode(data, "room message", ("kind", "node", "instance", "seq"))
+            count = 1
+            if message is None:
+                return
+            instance, seq = message["instance"], message["seq"]
+            if not isinstance(seq, int):
+                return
+        if self.room_links.get(link.room.key) is not link:
             return
         last = link.last_seq.get(instance, 0)
         if last and seq > last + 1:
@@ -268,7 +354,7 @@ class ClusterRooms(RoomState):
             self.room_gaps += missed
             log.warning("cluster: missed %d message(s) of room %r from node %r (seq %d "
                         "after %d)", missed, link.room.name, message["node"], seq, last)
-        link.last_seq[instance] = seq
+        link.last_seq[instance] = seq + count - 1
         if link.syncing:
             if instance == self.instance and seq == link.sync_seq:
                 link.marker_seen = True
@@ -286,11 +372,21 @@ class ClusterRooms(RoomState):
     def _dispatch(self, link: RoomLink, message: dict) -> None:
         kind = message["kind"]
         if message["instance"] == self.instance:
-            self._flush_one(link, message["seq"])
+            if kind == "batch":
+                pending, seq = link.pending, message["seq"]
+                for own in range(seq, seq + len(message["frames"])):
+                    deliver = pending.pop(own, None)
+                    if deliver is not None:
+                        deliver()
+                self._update_shared(link)
+            else:
+                self._flush_one(link, message["seq"])
             return
         key = link.room.key
         try:
-            if kind == "join":
+            if kind == "batch":
+                self._batch_arrived(key, message)
+            elif kind == "join":
                 self.hub.remote_members_joined(key, [str(n) for n in message["names"]],
                                                message["node"])
             elif kind == "leave":
@@ -311,6 +407,37 @@ class ClusterRooms(RoomState):
             log.warning("cluster: ignoring a malformed room message: %.80r", message)
         self._update_shared(link)
 
+    def _batch_arrived(self, key: str, message: dict) -> None:
+        """Another node's batch: each run of message and action frames goes to the members
+        at once, as it is; any other event is built and handed over by itself."""
+        data, frames = message["data"], message["frames"]
+        run = 0
+        for index, (kind, start, end) in enumerate(frames):
+            if kind in PLAIN_FRAME_TYPES:
+                run += 1
+                continue
+            if run:
+                self._frames_arrived(key, data, frames[index - run:index])
+                run = 0
+            cls = BATCHED_FRAME_TYPES.get(kind)
+            if cls is None:
+                self._unknown_room_kind(f"0x{kind:02x}", message["node"])
+                continue
+            self.hub.room_event_arrived(key, _frame_event(data, kind, start, end))
+        if run:
+            self._frames_arrived(key, data, frames[len(frames) - run:])
+
+    def _frames_arrived(self, key: str, data: bytes, frames: list) -> None:
+        built: list = []
+
+        def events() -> list:           # only for members that need events (IRC)
+            if not built:
+                built.extend(_frame_event(data, *frame) for frame in frames)
+            return built
+
+        self.hub.room_frames_arrived(key, data[frames[0][1]:frames[-1][2]], len(frames),
+                                     events)
+
     def _unknown_room_kind(self, kind, origin) -> None:
         if kind not in self._unknown_room_kinds:
             self._unknown_room_kinds.add(kind)
@@ -321,7 +448,9 @@ class ClusterRooms(RoomState):
 
     def _rooms_down(self) -> None:
         """Redis is gone: what was on the way is delivered here, rooms go on locally."""
+        self._batching.clear()
         for link in list(self.room_links.values()):
+            link.batch = None
             pending, link.pending = link.pending, {}
             for seq in sorted(pending):
                 pending[seq]()
@@ -346,6 +475,7 @@ class ClusterRooms(RoomState):
 
     def _register_all(self, link: RoomLink) -> None:
         room = link.room
+        self._flush_batch(link)
         link.seq += 1
         pairs = [part for key, session in room.members.items() for part in (key, session.name)]
         self.broker.call("EVAL", JOIN_SCRIPT, 5, *self.room_keys(room.key), room.key,
@@ -359,3 +489,12 @@ class ClusterRooms(RoomState):
             link = self.room_links.get(room.key)
             if link is not None:
                 self._update_shared(link)
+
+
+def _frame_event(data: bytes, kind: int, start: int, end: int):
+    """The event a native frame of a room batch carries (ValueError when malformed)."""
+    try:
+        return decode_frame(kind, int.from_bytes(data[start + 5:start + 9], "big"),
+                            data[start + 9:end], role=Role.CLIENT)
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from None

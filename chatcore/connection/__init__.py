@@ -61,6 +61,12 @@ class NativeOutlet:
         self.deliveries += len(endpoints)
         self.pending.extend(fanout(encode_event(event), endpoints))
 
+    def broadcast_frames(self, endpoints: list, frames: bytes, count: int) -> None:
+        """``count`` events already encoded (native frames back to back), to every endpoint:
+        how a cluster node hands on another node's room messages (hub.remote_rooms)."""
+        self.deliveries += len(endpoints) * count
+        self.pending.extend(fanout(frames, endpoints))
+
     def evict(self, endpoint: OutputBuffer) -> None:
         endpoint.owner.supersede()
 

@@ -49,6 +49,9 @@ ROOM_EVENT_APPLIERS = {ev.TopicChanged: _apply_topic}
 ROOM_STATE_FIELDS = {ev.TopicChanged: _topic_fields}
 # Each reads a room's state back from those fields (a dict of str) when a node opens it.
 ROOM_STATE_LOADERS = [_load_name, _load_topic]
+# Events that change nothing where they are delivered, only told to every member: a node
+# may hand them on in the encoding they came in (``room_frames_arrived``).
+ROOM_BROADCAST_ONLY = (ev.RoomMessage, ev.RoomAction)
 
 
 class RemoteRooms:
@@ -85,6 +88,23 @@ class RemoteRooms:
             return
         self.apply_room_event(room, event)
         self._broadcast(room, event)
+
+    def room_frames_arrived(self, room_key: str, frames: bytes, count: int, events) -> None:
+        """``count`` events of another node's members (of ``ROOM_BROADCAST_ONLY``), already
+        encoded as native frames (``frames``, back to back): an outlet that takes frames
+        (``broadcast_frames``) queues them as they are on each of its members; any other
+        gets the events, ``events()`` (built when first asked for)."""
+        room = self.rooms.get(room_key)
+        if room is None or not room.members:
+            return
+        for outlet, endpoints in room.endpoints.items():
+            takes_frames = getattr(outlet, "broadcast_frames", None)
+            if takes_frames is not None:
+                takes_frames(endpoints, frames, count)
+            else:
+                for event in events():
+                    outlet.broadcast(endpoints, event)
+        self.work_done += count * len(room.members)
 
     def _remote_away_changed(self, event: ev.AwayChanged) -> None:
         """A member of another node went away or came back: it is published on each room
