@@ -373,11 +373,7 @@ class ClusterRooms(RoomState):
         kind = message["kind"]
         if message["instance"] == self.instance:
             if kind == "batch":
-                pending, seq = link.pending, message["seq"]
-                for own in range(seq, seq + len(message["frames"])):
-                    deliver = pending.pop(own, None)
-                    if deliver is not None:
-                        deliver()
+                self._own_batch_back(link, message)
                 self._update_shared(link)
             else:
                 self._flush_one(link, message["seq"])
@@ -406,6 +402,32 @@ class ClusterRooms(RoomState):
         except (KeyError, TypeError, ValueError):
             log.warning("cluster: ignoring a malformed room message: %.80r", message)
         self._update_shared(link)
+
+    def _own_batch_back(self, link: RoomLink, message: dict) -> None:
+        """This node's batch is back: each run of message and action frames goes to the
+        members as it is, then their senders are answered; the rest one by one."""
+        pending, data, frames = link.pending, message["data"], message["frames"]
+        key = link.room.key
+        seq, start, told = message["seq"], 0, []
+        for index, (kind, _, _) in enumerate(frames):
+            deliver = pending.pop(seq + index, None)
+            if deliver is not None and kind in PLAIN_FRAME_TYPES:
+                if not told:
+                    start = index
+                told.append(deliver)
+                continue
+            if told:
+                self._frames_told(key, data, frames[start:index], told)
+                told = []
+            if deliver is not None:             # (None: delivered already, in an outage)
+                deliver()
+        if told:
+            self._frames_told(key, data, frames[start:], told)
+
+    def _frames_told(self, key: str, data: bytes, frames: list, told: list) -> None:
+        self._frames_arrived(key, data, frames)
+        for deliver in told:
+            deliver(True)
 
     def _batch_arrived(self, key: str, message: dict) -> None:
         """Another node's batch: each run of message and action frames goes to the members

@@ -121,7 +121,9 @@ class LocalBackplane:
 
     def relay_room(self, room: Room, event, deliver) -> bool:
         """Carry a room event to the other nodes; True if ``deliver()`` will run once it
-        is back, False if the hub delivers it now."""
+        is back, False if the hub delivers it now. An event of ``ROOM_BROADCAST_ONLY``
+        (hub.remote_rooms) the backplane has itself told to the members
+        (``room_frames_arrived``) is followed by ``deliver(True)``: the rest of it."""
         return False
 
     def close_room(self, room: Room) -> None:

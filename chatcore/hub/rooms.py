@@ -235,9 +235,11 @@ class Rooms:
     def _to_room(self, room: Room, event, done=None, result=None):
         """``event`` to every member of ``room`` (see the module), then ``done(result)``;
         without ``done`` the result is returned at once."""
-        def deliver() -> None:
-            self.apply_room_event(room, event)
-            self._broadcast(room, event)
+        def deliver(told: bool = False) -> None:
+            # told: the backplane already handed the event to the members (as frames)
+            if not told:
+                self.apply_room_event(room, event)
+                self._broadcast(room, event)
             if done is not None:
                 done(result)
 
