@@ -354,3 +354,28 @@ def test_a_rename_reaches_the_rooms_on_other_nodes_once(start_node, clients):
     assert (left.room, left.name) == ("lobby", "alicia")
     eventually(lambda: [u.name for u in carol.list_users("lobby").users],
                lambda names: names == ["carol"])
+
+
+def test_a_member_of_another_node_away_before_it_joined_shows_away(start_node, clients):
+    alpha, beta, gamma = start_node("alpha"), start_node("beta"), start_node("gamma")
+    alice = clients(alpha, "alice")
+    alice.join("lobby")
+    bob = clients(beta, "bob")
+    bob.set_away("lunch")
+    bob.join("lobby")                       # away already: alpha hears it with the join
+    alice.wait_for(lambda e: type(e) is ev.UserJoined and e.name == "bob")
+    carol = clients(alpha, "carol")
+    assert {m.name: m.away for m in carol.join("lobby").members} == {
+        "alice": False, "bob": True, "carol": False}
+    # gamma opens the room afterwards: it learns bob's away state with the room's members.
+    dave = clients(gamma, "dave")
+    members = {m.name: m.away for m in dave.join("lobby").members}
+    assert members["bob"] is True and members["alice"] is False
+    # Member lists (from Redis) show it too, asked on any node.
+    for asker in (alice, dave):
+        listed = {u.name: u.away for u in asker.list_users("lobby").users}
+        assert listed["bob"] == "lunch" and listed["alice"] == ""
+    bob.back()
+    alice.wait_for(lambda e: type(e) is ev.AwayChanged and e.name == "bob")
+    erin = clients(alpha, "erin")
+    assert {m.name: m.away for m in erin.join("lobby").members}["bob"] is False

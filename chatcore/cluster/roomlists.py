@@ -59,13 +59,14 @@ class RoomLists:
                 if not isinstance(reply, list):
                     done(None)
                     return
-                found = [self.member_info(_text(reply[i]), reply[i + 1])
-                         for i in range(0, len(reply) - 1, 2)]
+                found = [self.member_info(_text(reply[i]), reply[i + 1], reply[i + 2])
+                         for i in range(0, len(reply) - 2, 3)]
                 found = [entry for entry in found if entry is not None]
                 done(Page([info for _, info in found], [key for key, _ in found], total,
                           total_exact, next_after))
-            self.broker.call("EVAL", MEMBERS_SCRIPT, 1, base + ":who", self.alive_prefix,
-                             *keys, callback=got)
+            self.broker.call("EVAL", MEMBERS_SCRIPT, 2, base + ":who",
+                             f"{self._prefix}:userinfo", self.alive_prefix, *keys,
+                             callback=got)
 
         self._key_page(base + ":members", after, pattern, limit, scan_limit, details, done)
 

@@ -117,8 +117,9 @@ class ClusterRooms(RoomState):
             self._flush_batch(link)
             link.seq += 1
             link.sync_seq = link.seq
-            self.broker.call("EVAL", SYNC_SCRIPT, 2, self.room_info_key(link.room.key),
-                             self.room_who_key(link.room.key), link.channel,
+            self.broker.call("EVAL", SYNC_SCRIPT, 3, self.room_info_key(link.room.key),
+                             self.room_who_key(link.room.key), f"{self._prefix}:userinfo",
+                             link.channel,
                              self._envelope({"kind": "sync", "seq": link.seq}),
                              self.alive_prefix, callback=lambda reply: got(reply))
 
@@ -202,7 +203,8 @@ class ClusterRooms(RoomState):
             link.pending[seq] = then
         self.broker.call("EVAL", JOIN_SCRIPT, 5, *self.room_keys(room.key),
                          room.key, room.name, link.channel,
-                         self._envelope({"kind": "join", "seq": seq, "names": [session.name]}),
+                         self._envelope({"kind": "join", "seq": seq, "names": [session.name],
+                                         **_away_of([session])}),
                          self.hub.limits.max_rooms, self._who_prefix(), session.key,
                          session.name, callback=answered)
         if not shared and not creating:
@@ -383,8 +385,10 @@ class ClusterRooms(RoomState):
             if kind == "batch":
                 self._batch_arrived(key, message)
             elif kind == "join":
+                away = message.get("away")
                 self.hub.remote_members_joined(key, [str(n) for n in message["names"]],
-                                               message["node"])
+                                               message["node"],
+                                               away if isinstance(away, dict) else None)
             elif kind == "leave":
                 self.hub.remote_member_left(key, ev.UserLeft(
                     link.room.name, str(message["name"]), int(message["reason"]),
@@ -503,7 +507,8 @@ class ClusterRooms(RoomState):
         self.broker.call("EVAL", JOIN_SCRIPT, 5, *self.room_keys(room.key), room.key,
                          room.name, link.channel,
                          self._envelope({"kind": "join", "seq": link.seq,
-                                         "names": [s.name for s in room.members.values()]}),
+                                         "names": [s.name for s in room.members.values()],
+                                         **_away_of(room.members.values())}),
                          0, self._who_prefix(), *pairs)
 
     def _rooms_node_lost(self, node_name: str, reason) -> None:
@@ -511,6 +516,12 @@ class ClusterRooms(RoomState):
             link = self.room_links.get(room.key)
             if link is not None:
                 self._update_shared(link)
+
+
+def _away_of(sessions) -> dict:
+    """The ``away`` field of a join: name -> away message of those of ``sessions`` away."""
+    away = {session.name: session.away for session in sessions if session.away}
+    return {"away": away} if away else {}
 
 
 def _frame_event(data: bytes, kind: int, start: int, end: int):

@@ -27,7 +27,7 @@ from .envelope import log
 SYNC_SCRIPT = """
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 local who = redis.call('HGETALL', KEYS[2])
-local alive, out = {}, {}
+local alive, out, away = {}, {}, {}
 for i = 1, #who, 2 do
   local instance = string.match(who[i + 1], '^[^\\t]*')
   if alive[instance] == nil then
@@ -36,9 +36,18 @@ for i = 1, #who, 2 do
   if alive[instance] then
     out[#out + 1] = who[i]
     out[#out + 1] = who[i + 1]
+    local record = redis.call('HGET', KEYS[3], who[i])
+    if record then
+      local ok, user = pcall(cjson.decode, record)
+      if ok and type(user) == 'table' and type(user['away']) == 'string'
+          and user['away'] ~= '' then
+        away[#away + 1] = who[i]
+        away[#away + 1] = user['away']
+      end
+    end
   end
 end
-return {redis.call('HGETALL', KEYS[1]), out}
+return {redis.call('HGETALL', KEYS[1]), out, away}
 """
 JOIN_SCRIPT = """
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
@@ -121,8 +130,16 @@ for i, value in ipairs(who) do
       alive[instance] = redis.call('EXISTS', ARGV[1] .. instance) == 1
     end
     if alive[instance] then
+      local away, record = '', redis.call('HGET', KEYS[2], ARGV[i + 1])
+      if record then
+        local ok, user = pcall(cjson.decode, record)
+        if ok and type(user) == 'table' and type(user['away']) == 'string' then
+          away = user['away']
+        end
+      end
       out[#out + 1] = ARGV[i + 1]
       out[#out + 1] = value
+      out[#out + 1] = away
     end
   end
 end
@@ -165,8 +182,10 @@ class RoomState:
         return f"{self.instance}\t{self.node.name}\t"
 
     def parse_snapshot(self, reply: list) -> RoomSnapshot:
-        """SYNC_SCRIPT's reply: the room's kept fields and its members on other nodes."""
+        """SYNC_SCRIPT's reply: the room's kept fields, its members on other nodes and
+        which of them are away (from their user records)."""
         raw_fields, raw_who = reply[0] or [], reply[1] or []
+        raw_away = (reply[2] or []) if len(reply) > 2 else []
         fields = {_text(raw_fields[i]): _text(raw_fields[i + 1])
                   for i in range(0, len(raw_fields) - 1, 2)}
         members = {}
@@ -174,7 +193,9 @@ class RoomState:
             parts = _text(raw_who[i + 1]).split("\t", 2)
             if len(parts) == 3 and parts[0] != self.instance:
                 members[_text(raw_who[i])] = (parts[2], parts[1])
-        return RoomSnapshot(fields, members)
+        away = {_text(raw_away[i]): _text(raw_away[i + 1])
+                for i in range(0, len(raw_away) - 1, 2) if _text(raw_away[i]) in members}
+        return RoomSnapshot(fields, members, away)
 
     # -- liveness --------------------------------------------------------------------------
 
@@ -206,8 +227,9 @@ class RoomState:
 
     # -- entries for lists -----------------------------------------------------------------
 
-    def member_info(self, key: str, value) -> tuple[str, ev.UserInfo] | None:
-        """A ``who`` entry as a user list entry (this node's own users from their session)."""
+    def member_info(self, key: str, value, away=b"") -> tuple[str, ev.UserInfo] | None:
+        """A ``who`` entry as a user list entry (this node's own users from their session;
+        ``away``: another node's user's, from its record)."""
         parts = _text(value).split("\t", 2)
         if len(parts) != 3:
             return None
@@ -217,4 +239,4 @@ class RoomState:
             if session is None:
                 return None
             return key, self.hub.user_info(session)
-        return key, ev.UserInfo(name, ev.UNKNOWN_RTT, 0, node, "")
+        return key, ev.UserInfo(name, ev.UNKNOWN_RTT, 0, node, _text(away))

@@ -212,9 +212,11 @@ class Room:
 @dataclass(slots=True)
 class RoomSnapshot:
     """What the backplane knows of a room when a node opens it: its kept state (``fields``,
-    see hub.remote_rooms) and its members on other nodes (key -> (name, node))."""
+    see hub.remote_rooms), its members on other nodes (key -> (name, node)) and the away
+    messages of those of them who are away (key -> message)."""
     fields: dict
     members: dict
+    away: dict = field(default_factory=dict)
 
 
 class _DetachedOutlet:

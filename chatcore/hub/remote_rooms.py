@@ -70,6 +70,8 @@ class RemoteRooms:
         old, new = room.remote, {key: entry for key, entry in snapshot.members.items()
                                  if key not in room.members}
         room.remote = new
+        for key, message in snapshot.away.items():
+            self.remote_away[key] = message
         if room.members:
             for key, (name, _) in old.items():
                 if key not in new:
@@ -124,9 +126,10 @@ class RemoteRooms:
                 told.update(room.members)
         self._tell_once(told, event)
 
-    def remote_members_joined(self, room_key: str, names, node: str) -> None:
+    def remote_members_joined(self, room_key: str, names, node: str,
+                              away: dict | None = None) -> None:
         """Users of ``node`` joined (or, after an outage, are still in) the room; those
-        not known yet are announced."""
+        not known yet are announced. ``away``: name -> away message of those away."""
         room = self.rooms.get(room_key)
         if room is None:
             return
@@ -134,6 +137,8 @@ class RemoteRooms:
             key = name.casefold()
             if key in room.members:
                 continue
+            if away and isinstance(away.get(name), str) and away[name]:
+                self.remote_away[key] = away[name]
             known = room.remote.get(key)
             room.remote[key] = (name, node)
             if known is None and room.members:
