@@ -32,33 +32,49 @@ class Names:
     """The names part of ``Cluster``. Its state is the Cluster's."""
 
     def claim_name(self, key: str, done) -> None:
-        """The hub's backplane: claim a casefolded user name cluster-wide (see LocalBackplane)."""
+        """The hub's backplane: claim a casefolded user name cluster-wide (see LocalBackplane).
+
+        The claim script and the subscription of the user's channel go out together (one
+        round trip, not two): the Welcome waits for both, so a message sent to the user right
+        after cannot find it missing; a refused claim drops the subscription again."""
         if not self.broker.up:
             done(unreachable())
             return
+        state = {"claimed": None, "subscribed": None}
+
+        def settle() -> None:
+            claimed, subscribed = state["claimed"], state["subscribed"]
+            if claimed is None or (claimed is True and subscribed is None):
+                return
+            state["claimed"] = "told"
+            if claimed is True and subscribed:
+                done(True)
+            elif claimed is True:
+                self.release_name(key)
+                done(unreachable())
+            else:
+                if key not in self.hub.sessions:
+                    self._unsubscribe_user(key)
+                done(unreachable() if claimed == "unreachable" else False)
 
         def answered(reply) -> None:
             if isinstance(reply, BrokerUnavailable):
-                done(unreachable())
+                state["claimed"] = "unreachable"
             elif isinstance(reply, ReplyError):
                 log.error("cluster: Redis refused a name claim: %s", reply)
-                done(unreachable())
-            elif reply == 1:
-                # Welcome only once this node hears the user's channel, so a message sent
-                # to the user right after cannot find it missing.
-                self._subscribe_user(key, lambda ok: subscribed(ok))
+                state["claimed"] = "unreachable"
             else:
-                done(False)
+                state["claimed"] = reply == 1
+            settle()
 
         def subscribed(ok: bool) -> None:
-            if ok:
-                done(True)
-            else:
-                self.release_name(key)
-                done(unreachable())
+            if state["claimed"] != "told":
+                state["subscribed"] = ok
+                settle()
 
         self.broker.call("EVAL", CLAIM_NAME_SCRIPT, 1, self.name_prefix + key, self.instance,
                          self.alive_prefix, callback=answered)
+        self._subscribe_user(key, subscribed)
 
     def release_name(self, key: str) -> None:
         self._unsubscribe_user(key)
