@@ -7,8 +7,9 @@ extensions built in place or copied in: two nodes on a redis-server) and ``2-nod
 tree, likewise); each run of each scenario starts fresh processes pinned to CPU 0 (nodes and
 redis-server together, as ``run_suite`` does) with the load generator on the other cores. The
 arms' order rotates each repetition. Printed: the medians of the server CPU per delivery
-(summed over every node and redis-server), deliveries/s, latency p50/p99, redis-server's
-share of the CPU, and the 1-minute load average around the runs.
+(summed over every node and redis-server), deliveries/s, latency p50/p99 (for ``claim``: of
+Hello -> Welcome), redis-server's share of the CPU, and the 1-minute load average around the
+runs.
 """
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ import tempfile
 
 from benchmarks import deploy
 
-SCENARIOS = {"fanout": [], "rooms": [], "latency-100k": ["--rate", "1000"]}
+# name: (load generator scenario, its flags); claim: 1000 clients connecting one at a time,
+# for the Hello -> Welcome latency alone (a name claim on a cluster node).
+SCENARIOS = {"fanout": ("fanout", []), "rooms": ("rooms", []),
+             "latency-100k": ("latency", ["--rate", "1000"]),
+             "claim": ("connect", ["-c", "1000", "--connect-window", "1"])}
 
 
 def run(arm: str, tree, scenario: str, duration: float, cpus, gen_cpus, workdir) -> dict:
@@ -33,11 +38,11 @@ def run(arm: str, tree, scenario: str, duration: float, cpus, gen_cpus, workdir)
         deployment = deploy.start_cluster(arm, cpus, workdir, nodes=2, tree=tree)
     out = workdir / "result.json"
     out.unlink(missing_ok=True)
-    base = scenario.split("-")[0]
+    base, flags = SCENARIOS[scenario]
     cmd = [sys.executable, "-m", "benchmarks.loadgen", base,
            "--servers", ",".join(f"{h}:{p}" for h, p in deployment.addrs),
            "--server-pid", ",".join(map(str, deployment.pids)), "--duration", str(duration),
-           "--json", str(out), "-q", *SCENARIOS[scenario]]
+           "--json", str(out), "-q", *flags]
     if gen_cpus:
         cmd += ["--cpus", *map(str, sorted(gen_cpus)), "--procs", str(len(gen_cpus))]
     try:
@@ -49,8 +54,13 @@ def run(arm: str, tree, scenario: str, duration: float, cpus, gen_cpus, workdir)
     server = result["server"]
     redis = sum(p["cpu_seconds"] for p in server.get("processes", [])
                 if p["name"] == "redis-server")
-    return {"ns": server["ns_per_delivery"], "per_s": result["delivered_per_second"],
-            "p50": result["latency_ms"]["p50"], "p99": result["latency_ms"]["p99"],
+    claim = result.get("connect", {}).get("claim_ms", {})
+    latency = result.get("latency_ms") or {}
+    if base == "connect":                   # no deliveries: the claim latency is the figure
+        latency = claim
+    return {"ns": server.get("ns_per_delivery") or 0.0,
+            "per_s": result.get("delivered_per_second", 0.0),
+            "p50": latency.get("p50", 0.0), "p99": latency.get("p99", 0.0),
             "redis_share": redis / server["cpu_seconds"] if server["cpu_seconds"] else 0.0,
             "ok": result["ok"], "load": os.getloadavg()[0]}
 
@@ -84,7 +94,7 @@ def main() -> None:
                           f"load {r['load']:.2f}{'' if r['ok'] else ' NOT OK'}", flush=True)
     print(f"\nmedians of {args.repetitions}; load average at end {os.getloadavg()[0]:.2f}")
     for scenario in args.scenarios:
-        base = statistics.median(r["ns"] for r in results[(scenario, "1-node")])
+        base = statistics.median(r["ns"] for r in results[(scenario, "1-node")]) or 1.0
         for arm, _ in arms:
             rs = results[(scenario, arm)]
             ns = statistics.median(r["ns"] for r in rs)
