@@ -8,6 +8,11 @@ order, and records each one's latency in the tally's histogram. Acks are only co
 a sender's window); every other frame is handed back to the caller as ``(type, request_id,
 payload)``.
 
+``Receiver`` is the receive loop: ``poll(timeout)`` waits on an epoll set and reads every ready
+socket registered with ``add(fd, stream)`` once, into one preallocated buffer, feeding its stream;
+only what the caller must act on comes back (see ``Receiver.poll``), so a socket that brought
+nothing but verified messages costs the caller nothing.
+
 ``IrcStream`` is the same for IRC lines (``--proto irc``): it checks the text of every
 ``PRIVMSG`` the same way, counts a PONG whose token is a number N as acknowledging messages up
 to N (the sender's ``PING :N``), and hands every other line back without its line end.
@@ -18,7 +23,10 @@ Message text (ASCII, ``TEXT_HEADER_BYTES`` long, then padding to the requested s
 """
 from __future__ import annotations
 
+import os
+import select
 import struct
+import time
 
 TEXT_HEADER_BYTES = 32
 PAD_BYTE = 0x2E                         # "."
@@ -242,3 +250,68 @@ class IrcStream(Stream):
                     self._acked_to = acked
             return IRC_PONG
         return IRC_OTHER
+
+
+# -- the receive loop -------------------------------------------------------------------------
+
+RECV_BYTES = 256 * 1024                 # one read per ready socket per poll: a burst's worth
+_READ_BITS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+
+
+class Receiver:
+    """Reads the ready sockets of one ``select.epoll`` set into their streams.
+
+    ``poll(timeout)`` waits like ``select.epoll.poll`` and returns ``(fd, mask, frames,
+    problem, now_us)`` tuples for the caller to act on:
+
+    * a socket not registered here (or ready without input): ``(fd, mask, None, None, 0)``,
+      the event as epoll gave it;
+    * a registered socket that was read (one ``recv`` of up to ``buffer_bytes``): ``mask``
+      without the input bits, ``frames`` what its stream handed back (a list), ``problem``
+      ``None``, ``EOFError()`` (the peer closed), the ``OSError`` of the read, or the
+      ``ValueError`` of a broken stream (then ``frames`` is empty), and ``now_us`` the time of
+      the read. It is returned only if any of these is non-empty or its stream counted Acks;
+      otherwise the caller never hears of it.
+    """
+
+    def __init__(self, ep, buffer_bytes: int = RECV_BYTES):
+        self.ep = ep
+        self.streams: dict = {}
+        self.buf = bytearray(max(buffer_bytes, 64))
+        self.view = memoryview(self.buf)
+        self.last_rx_us = 0              # time of the last read that brought bytes
+
+    def add(self, fd: int, stream: Stream) -> None:
+        if fd < 0:
+            raise ValueError(f"bad file descriptor {fd}")
+        self.streams[fd] = stream
+
+    def remove(self, fd: int) -> None:
+        self.streams.pop(fd, None)
+
+    def poll(self, timeout=None) -> list:
+        out = []
+        for fd, mask in self.ep.poll(-1 if timeout is None else timeout):
+            stream = self.streams.get(fd)
+            if stream is None or not mask & _READ_BITS:
+                out.append((fd, mask, None, None, 0))
+                continue
+            frames, problem, now_us = [], None, 0
+            try:
+                n = os.readv(fd, [self.buf])
+            except (BlockingIOError, InterruptedError):
+                n = -1
+            except OSError as exc:
+                n, problem = -1, exc
+            if n > 0:
+                now_us = self.last_rx_us = time.monotonic_ns() // 1000
+                try:
+                    frames = stream.feed(self.view[:n], now_us)
+                except ValueError as exc:
+                    frames, problem = [], exc
+            elif n == 0:
+                problem = EOFError()
+            mask &= ~_READ_BITS
+            if frames or problem is not None or stream.acks or mask:
+                out.append((fd, mask, frames, problem, now_us or time.monotonic_ns() // 1000))
+        return out

@@ -1,4 +1,5 @@
-"""Chooses the verifier once, at import: ``chatcore._loadgen`` when built, else the pure twin.
+"""Chooses the receive loop and verifier once, at import: ``chatcore._loadgen`` when built,
+else the pure twin.
 
 ``CHATCORE_NO_EXTENSIONS`` forces the pure-Python one, as for the server. Both stay importable
 by name for the tests (``verify_py``, ``verify_c``).
@@ -23,3 +24,4 @@ IMPLEMENTATION = "cython" if _impl is verify_c else "python"
 Tally = _impl.Tally
 Stream = _impl.Stream
 IrcStream = _impl.IrcStream
+Receiver = _impl.Receiver

@@ -3,6 +3,11 @@
 The parent (``benchmarks.loadgen``) forks one ``Worker`` per generator core and talks to it over
 a pipe: ``ready`` after setup, then ``go``/``stop`` times, ``progress`` while running and one
 ``result`` (plain data) at the end. Every received byte goes through ``verify.Stream``.
+
+Receiving is ``verify.Receiver``'s (compiled): one call per epoll batch reads every ready plain
+socket into one preallocated buffer and verifies its frames; Python hears only of sockets that
+brought something to act on (Acks, Welcome, Ping, errors). TLS sockets are read here in Python
+(``readable``), one record at a time, then fed to the same stream.
 """
 from __future__ import annotations
 
@@ -96,6 +101,7 @@ class Worker:
         self.by_fd: dict = {}
         self.ep = select.epoll()
         self.ep.register(conn.fileno(), select.EPOLLIN)
+        self.receiver = verify.Receiver(self.ep, RECV_BYTES)
         self.buf = bytearray(RECV_BYTES)
         self.view = memoryview(self.buf)
         self.text_bytes = max(plan.size, TEXT_HEADER_BYTES)
@@ -125,6 +131,7 @@ class Worker:
     def close(self, c: Client) -> None:
         if c.sock is not None:
             self.by_fd.pop(c.fd, None)
+            self.receiver.remove(c.fd)
             try:
                 self.ep.unregister(c.fd)
             except (OSError, ValueError):
@@ -201,6 +208,7 @@ class Worker:
             c.state = "tls"
             self.tls_handshake(c)
             return
+        self.receiver.add(c.fd, c.stream)
         self.say_hello(c)
 
     def tls_handshake(self, c: Client) -> None:
@@ -264,7 +272,28 @@ class Worker:
                 self.chat_opened += 1
             # UserLeft, lists: counted by the tally, nothing to do
 
+    def received(self, c: Client, frames, problem, now_us: int) -> None:
+        """What the receiver read from ``c``: frames to handle, and Acks counted by its stream."""
+        if problem is not None:
+            if isinstance(problem, ValueError):
+                self.error(f"{c.spec.name}: broken stream: {problem}")
+                self.lost_connection(c)
+            else:
+                self.lost_connection(c, None if isinstance(problem, EOFError) else problem)
+            return
+        if frames:
+            self.handle(c, frames, now_us)
+        acks = c.stream.acks
+        if acks:
+            c.stream.acks = 0
+            c.acked += acks
+            c.inflight -= acks
+            if (not self.plan.rate and self.phase == "run" and
+                    c.inflight <= self.plan.window // 2):
+                self.send_messages(c, self.plan.window - c.inflight, now_us)
+
     def readable(self, c: Client) -> None:
+        """A TLS socket (the receiver reads the plain ones)."""
         try:
             n = c.sock.recv_into(self.buf)
         except _WOULD_BLOCK:
@@ -282,19 +311,9 @@ class Worker:
         try:
             frames = c.stream.feed(self.view[:n], now_us)
         except ValueError as exc:
-            self.error(f"{c.spec.name}: broken stream: {exc}")
-            self.lost_connection(c)
+            self.received(c, None, exc, now_us)
             return
-        if frames:
-            self.handle(c, frames, now_us)
-        acks = c.stream.acks
-        if acks:
-            c.stream.acks = 0
-            c.acked += acks
-            c.inflight -= acks
-            if (not self.plan.rate and self.phase == "run" and
-                    c.inflight <= self.plan.window // 2):
-                self.send_messages(c, self.plan.window - c.inflight, now_us)
+        self.received(c, frames, None, now_us)
 
     def more_records(self, c: Client, n: int) -> int:
         """TLS hands out one record (16 KiB at most) per recv: take what else is in, as one
@@ -349,19 +368,21 @@ class Worker:
     # -- the loop -----------------------------------------------------------------------------
 
     def poll(self, timeout: float) -> None:
-        for fd, mask in self.ep.poll(timeout):
+        for fd, mask, frames, problem, now_us in self.receiver.poll(timeout):
             c = self.by_fd.get(fd)
-            if c is None:
-                if self.conn.poll():
+            if c is None:                # the parent's pipe (or a client closed meanwhile)
+                if frames is None and fd == self.conn.fileno() and self.conn.poll():
                     self.parent_msg = self.conn.recv()
                 continue
-            if c.state == "connecting":
+            if frames is not None:       # read and verified by the receiver
+                self.received(c, frames, problem, now_us)
+            elif c.state == "connecting":
                 self.connected(c)
                 continue
-            if c.state == "tls":
+            elif c.state == "tls":
                 self.tls_handshake(c)
                 continue
-            if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+            elif mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                 self.readable(c)
             if mask & select.EPOLLOUT and c.sock is not None and c.out:
                 self.flush(c)
@@ -439,8 +460,8 @@ class Worker:
             waiting = any(c.acked < c.sent and c.sock is not None for c in self.senders)
             if now_us >= deadline:
                 break
-            if not waiting and now_us - max(self.last_rx_us, self.stop_us) >= \
-                    DRAIN_IDLE_SECONDS * 1e6:
+            last_rx_us = max(self.last_rx_us, self.receiver.last_rx_us, self.stop_us)
+            if not waiting and now_us - last_rx_us >= DRAIN_IDLE_SECONDS * 1e6:
                 break
             self.poll(0.05)
             if now_us >= progress_us:

@@ -1,14 +1,81 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Bulk counting and verification of received frames for the load generator, compiled.
+"""The load generator's receive side, compiled: one call per epoll batch reads every ready
+socket into one preallocated buffer, splits frames and checks stamps with no Python object per
+frame.
 
 Same names and behaviour as ``benchmarks/_verify_py.py`` (the specification; read its docstring
-for the text layout); ``benchmarks.verify`` chooses between the two. A stream's per-sender state
-is a small array searched linearly from the slot that matched last, because a receiver hears
-from a handful of senders (a room's, or one peer) and they take turns.
+for the text layout and for ``Receiver``); ``benchmarks.verify`` chooses between the two. A
+stream's per-sender state is a small array searched linearly from the slot after the one that
+matched last, because a receiver hears from a handful of senders (a room's, or one peer) and
+they take turns.
 """
+cimport cython
+from libc.errno cimport errno, EAGAIN, EINTR
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset
+from cpython.exc cimport PyErr_CheckSignals
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+import os
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        int fd
+        uint64_t u64
+    cdef struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    enum:
+        EPOLLIN
+        EPOLLOUT
+        EPOLLERR
+        EPOLLHUP
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* The value of the eight lowercase hex digits at p; ORs nonzero bits into *bad if any of
+       the bytes is not one. Eight bytes at once (SWAR): all below 0x80 (so no sum below carries
+       into the next byte), each in '0'-'9' or 'a'-'f', then each byte's nibble packed in order. */
+    static inline uint32_t loadgen_hex8(const unsigned char *p, uint64_t *bad) {
+        const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+        uint64_t w, digit, alpha, x;
+        memcpy(&w, p, 8);
+    #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+        w = __builtin_bswap64(w);
+    #endif
+        digit = (w + 0x50 * ones) & ~(w + 0x46 * ones);   /* 0x30 <= byte <= 0x39 */
+        alpha = (w + 0x1F * ones) & ~(w + 0x19 * ones);   /* 0x61 <= byte <= 0x66 */
+        *bad |= (w & high) | (~(digit | alpha) & high);
+        x = (w & 0x0F * ones) + 9 * ((w >> 6) & ones);    /* each byte: its digit's value */
+        x = __builtin_bswap64(x);                         /* the first digit on top */
+        x = (x | (x >> 4)) & 0x00FF00FF00FF00FFULL;
+        x = (x | (x >> 8)) & 0x0000FFFF0000FFFFULL;
+        return (uint32_t)(x | (x >> 16));
+    }
+    /* Whether the n bytes at p are all the pad byte '.', eight at a time. */
+    static inline int loadgen_is_pad(const unsigned char *p, Py_ssize_t n) {
+        const uint64_t dots = 0x2E2E2E2E2E2E2E2EULL;
+        uint64_t w, acc = 0;
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, p + i, 8);
+            acc |= w ^ dots;
+        }
+        for (; i < n; i++)
+            acc |= p[i] ^ 0x2E;
+        return acc == 0;
+    }
+    """
+    int loadgen_is_pad(const unsigned char *p, Py_ssize_t n) nogil
+    uint32_t loadgen_hex8(const unsigned char *p, uint64_t *bad) nogil
+    int __builtin_clzll(unsigned long long) nogil
 
 cdef enum:
     TEXT_HEADER_BYTES = 32
@@ -25,14 +92,16 @@ cdef enum:
     PAD = 0x2E
     MAX_LINE_BYTES = 64 * 1024
     IRC_OTHER = 0x00
+    MAX_EVENTS = 1024                  # epoll events taken per poll, as select.epoll's default
+    READ_BITS = EPOLLIN | EPOLLHUP | EPOLLERR
+    SMALL_TAIL_BYTES = 4096            # a kept tail buffer larger than this is given back
 
+RECV_BYTES = 256 * 1024
 
-cdef inline int _bit_length(uint64_t v) noexcept nogil:
-    cdef int n = 0
-    while v:
-        v >>= 1
-        n += 1
-    return n
+cdef inline int64_t _now_us() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
 
 
 cdef inline Py_ssize_t _bucket_of(int64_t us) noexcept nogil:
@@ -40,30 +109,13 @@ cdef inline Py_ssize_t _bucket_of(int64_t us) noexcept nogil:
     cdef Py_ssize_t index
     if us < LINEAR_US:
         return us if us > 0 else 0
-    shift = _bit_length(<uint64_t>us) - LINEAR_BITS
+    shift = (64 - __builtin_clzll(<unsigned long long>us)) - LINEAR_BITS
     index = LINEAR_US + (shift - 1) * SUB_BUCKETS + ((us >> shift) - SUB_BUCKETS)
     return index if index < HIST_BUCKETS else HIST_BUCKETS - 1
 
 
 def bucket_of(long long us):
     return _bucket_of(us)
-
-
-cdef inline int _hex(const unsigned char *p, int n, uint64_t *out) noexcept nogil:
-    """Parse n lowercase hex digits; 0 on success, -1 on any other byte."""
-    cdef uint64_t v = 0
-    cdef unsigned char c
-    cdef int i
-    for i in range(n):
-        c = p[i]
-        if 48 <= c <= 57:
-            v = (v << 4) | (c - 48)
-        elif 97 <= c <= 102:
-            v = (v << 4) | (c - 87)
-        else:
-            return -1
-    out[0] = v
-    return 0
 
 
 cdef class Tally:
@@ -73,15 +125,12 @@ cdef class Tally:
     cdef uint64_t *hist_
 
     def __cinit__(self, Py_ssize_t text_bytes):
+        self.text_bytes = text_bytes if text_bytes > TEXT_HEADER_BYTES else TEXT_HEADER_BYTES
         self.hist_ = <uint64_t *>malloc(HIST_BUCKETS * sizeof(uint64_t))
         if self.hist_ == NULL:
             raise MemoryError()
-        cdef Py_ssize_t i
-        for i in range(HIST_BUCKETS):
-            self.hist_[i] = 0
-        for i in range(256):
-            self.counts_[i] = 0
-        self.text_bytes = text_bytes if text_bytes > TEXT_HEADER_BYTES else TEXT_HEADER_BYTES
+        memset(self.hist_, 0, HIST_BUCKETS * sizeof(uint64_t))
+        memset(self.counts_, 0, sizeof(self.counts_))
         self.messages = self.duplicates = self.reordered = self.gaps = self.malformed = 0
 
     def __dealloc__(self):
@@ -105,10 +154,47 @@ cdef class Tally:
         }
 
 
+cdef inline int _check_text(Stream st, Tally tally, const unsigned char *buf, Py_ssize_t pos,
+                            Py_ssize_t stop, int64_t now_us) except -1:
+    """Check the stamped text ``buf[pos:stop]``: order, loss, duplicates, latency."""
+    cdef uint64_t sender, seq, sent_us
+    cdef uint64_t bad = 0
+    cdef int64_t last
+    cdef Py_ssize_t slot, h
+    if stop - pos != tally.text_bytes:
+        tally.malformed += 1
+        return 0
+    sender = loadgen_hex8(buf + pos, &bad)
+    seq = loadgen_hex8(buf + pos + 8, &bad)
+    sent_us = (<uint64_t>loadgen_hex8(buf + pos + 16, &bad) << 32) | \
+        loadgen_hex8(buf + pos + 24, &bad)
+    if bad or not loadgen_is_pad(buf + pos + TEXT_HEADER_BYTES, stop - pos - TEXT_HEADER_BYTES):
+        tally.malformed += 1
+        return 0
+    h = st._hint
+    if h < st._n and st._ids[h] == sender:       # the usual case: senders take turns
+        slot = h
+        st._hint = h + 1 if h + 1 < st._n else 0
+    else:
+        slot = st._find(sender)
+    last = st._lasts[slot]
+    if <int64_t>seq > last:
+        tally.gaps += <uint64_t>(<int64_t>seq - last - 1)
+        st._lasts[slot] = seq
+        tally.messages += 1
+        tally.hist_[_bucket_of(now_us - <int64_t>sent_us)] += 1
+    elif <int64_t>seq == last:
+        tally.duplicates += 1
+    else:
+        tally.reordered += 1
+    return 0
+
+
 cdef class Stream:
     cdef public Tally tally
     cdef public Py_ssize_t acks
-    cdef bytearray _tail
+    cdef unsigned char *_tail           # an incomplete frame (line) carried to the next feed
+    cdef Py_ssize_t _tail_len, _tail_cap, _max_tail
     cdef uint64_t *_ids
     cdef int64_t *_lasts
     cdef Py_ssize_t _n, _cap, _hint
@@ -116,44 +202,75 @@ cdef class Stream:
     def __cinit__(self, Tally tally):
         self.tally = tally
         self.acks = 0
-        self._tail = bytearray()
+        self._tail = NULL
+        self._tail_len = self._tail_cap = 0
+        self._max_tail = 4 + MAX_FRAME_BYTES     # never reached: a longer length is refused
         self._ids = NULL
         self._lasts = NULL
         self._n = self._cap = self._hint = 0
 
     def __dealloc__(self):
+        free(self._tail)
         free(self._ids)
         free(self._lasts)
 
     @property
     def buffered_bytes(self):
-        return len(self._tail)
+        return self._tail_len
 
     def feed(self, data, long long now_us):
+        cdef const unsigned char[::1] view = data
         cdef list others = []
-        cdef Py_ssize_t used
-        if len(self._tail):
-            self._tail += data
-            used = self._scan_object(self._tail, now_us, others)
-            del self._tail[:used]
-        else:
-            used = self._scan_object(data, now_us, others)
-            if used < len(data):
-                self._tail += data[used:]
+        if view.shape[0]:
+            self._feed(&view[0], view.shape[0], now_us, others)
         return others
 
-    cdef Py_ssize_t _scan_object(self, data, int64_t now_us, list others) except -1:
-        cdef const unsigned char[::1] view = data
-        if view.shape[0] == 0:
+    cdef int _feed(self, const unsigned char *data, Py_ssize_t n, int64_t now_us,
+                   list others) except -1:
+        cdef Py_ssize_t used
+        if self._tail_len == 0:
+            used = self._scan(data, n, now_us, others)
+            return self._keep(data + used, n - used)
+        self._reserve(self._tail_len + n)
+        memcpy(self._tail + self._tail_len, data, n)
+        self._tail_len += n
+        used = self._scan(self._tail, self._tail_len, now_us, others)
+        return self._keep(self._tail + used, self._tail_len - used)
+
+    cdef int _reserve(self, Py_ssize_t n) except -1:
+        cdef Py_ssize_t cap
+        cdef unsigned char *grown
+        if n <= self._tail_cap:
             return 0
-        return self._scan(&view[0], view.shape[0], now_us, others)
+        cap = max(n, 2 * self._tail_cap, 256)
+        grown = <unsigned char *>realloc(self._tail, cap)
+        if grown == NULL:
+            raise MemoryError()
+        self._tail, self._tail_cap = grown, cap
+        return 0
+
+    @cython.final
+    cdef int _keep(self, const unsigned char *rest, Py_ssize_t n) except -1:
+        """Keep ``rest`` (which may lie inside the tail buffer itself) as the new tail."""
+        if n > self._max_tail:
+            raise ValueError(f"a line of more than {self._max_tail} bytes")
+        if n > self._tail_cap:
+            self._reserve(n)
+        if n:
+            memmove(self._tail, rest, n)
+        self._tail_len = n
+        if self._tail_cap > SMALL_TAIL_BYTES and n <= SMALL_TAIL_BYTES:
+            self._tail = <unsigned char *>realloc(self._tail, SMALL_TAIL_BYTES)
+            self._tail_cap = SMALL_TAIL_BYTES
+        return 0
 
     cdef Py_ssize_t _scan(self, const unsigned char *buf, Py_ssize_t end, int64_t now_us,
                           list others) except -1:
-        cdef Py_ssize_t pos = 0, start, stop
+        cdef Py_ssize_t pos = 0, start, stop, p
         cdef uint32_t length, request_id
         cdef unsigned char msg_type
         cdef Tally tally = self.tally
+        cdef int i
         while end - pos >= 4:
             length = ((<uint32_t>buf[pos] << 24) | (<uint32_t>buf[pos + 1] << 16) |
                       (<uint32_t>buf[pos + 2] << 8) | buf[pos + 3])
@@ -166,7 +283,14 @@ cdef class Stream:
             stop = pos + 4 + length
             tally.counts_[msg_type] += 1
             if msg_type == ROOM_MESSAGE or msg_type == DIRECT_MESSAGE:
-                self._message(buf, start, stop, msg_type == ROOM_MESSAGE, now_us)
+                p = start
+                for i in range(2 if msg_type == ROOM_MESSAGE else 1):   # room, sender / sender
+                    if p + 2 > stop:
+                        tally.malformed += 1
+                        break
+                    p += 2 + ((<Py_ssize_t>buf[p] << 8) | buf[p + 1])
+                else:
+                    _check_text(self, tally, buf, p + 16, stop, now_us)  # after msg_id, time
             elif msg_type == ACK:
                 self.acks += 1
             elif msg_type != USER_JOINED:
@@ -176,51 +300,12 @@ cdef class Stream:
             pos = stop
         return pos
 
-    cdef int _message(self, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t stop,
-                      bint room, int64_t now_us) except -1:
-        cdef Tally tally = self.tally
-        cdef int i
-        for i in range(2 if room else 1):
-            if pos + 2 > stop:
-                tally.malformed += 1
-                return 0
-            pos += 2 + ((<Py_ssize_t>buf[pos] << 8) | buf[pos + 1])
-        pos += 16
-        return self._text(buf, pos, stop, now_us)
-
-    cdef int _text(self, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t stop,
-                   int64_t now_us) except -1:
-        cdef Tally tally = self.tally
-        cdef uint64_t sender, seq, sent_us
-        cdef int64_t last
-        cdef Py_ssize_t k, slot
-        if stop - pos != tally.text_bytes:
-            tally.malformed += 1
-            return 0
-        if (_hex(buf + pos, 8, &sender) < 0 or _hex(buf + pos + 8, 8, &seq) < 0 or
-                _hex(buf + pos + 16, 16, &sent_us) < 0):
-            tally.malformed += 1
-            return 0
-        for k in range(pos + TEXT_HEADER_BYTES, stop):
-            if buf[k] != PAD:
-                tally.malformed += 1
-                return 0
-        slot = self._find(sender)
-        last = self._lasts[slot]
-        if <int64_t>seq > last:
-            tally.gaps += <uint64_t>(<int64_t>seq - last - 1)
-            self._lasts[slot] = seq
-            tally.messages += 1
-            tally.hist_[_bucket_of(now_us - <int64_t>sent_us)] += 1
-        elif <int64_t>seq == last:
-            tally.duplicates += 1
-        else:
-            tally.reordered += 1
-        return 0
-
+    @cython.final
     cdef Py_ssize_t _find(self, uint64_t sender) except -1:
         """The slot of ``sender``, added with last = -1 when new."""
-        cdef Py_ssize_t k, n = self._n, h = self._hint
+        cdef Py_ssize_t k, n = self._n, h = self._hint, cap
+        cdef uint64_t *ids
+        cdef int64_t *lasts
         for k in range(n):
             if self._ids[h] == sender:
                 self._hint = h + 1 if h + 1 < n else 0
@@ -229,11 +314,16 @@ cdef class Stream:
             if h == n:
                 h = 0
         if n == self._cap:
-            self._cap = self._cap * 2 if self._cap else 8
-            self._ids = <uint64_t *>realloc(self._ids, self._cap * sizeof(uint64_t))
-            self._lasts = <int64_t *>realloc(self._lasts, self._cap * sizeof(int64_t))
-            if self._ids == NULL or self._lasts == NULL:
+            cap = self._cap * 2 if self._cap else 8
+            ids = <uint64_t *>realloc(self._ids, cap * sizeof(uint64_t))
+            if ids == NULL:
                 raise MemoryError()
+            self._ids = ids
+            lasts = <int64_t *>realloc(self._lasts, cap * sizeof(int64_t))
+            if lasts == NULL:
+                raise MemoryError()
+            self._lasts = lasts
+            self._cap = cap
         self._ids[n] = sender
         self._lasts[n] = -1
         self._n = n + 1
@@ -255,21 +345,7 @@ cdef class IrcStream(Stream):
 
     def __cinit__(self, Tally tally):
         self._acked_to = 0
-
-    def feed(self, data, long long now_us):
-        cdef list others = []
-        cdef Py_ssize_t used
-        if len(self._tail):
-            self._tail += data
-            used = self._scan_object(self._tail, now_us, others)
-            del self._tail[:used]
-        else:
-            used = self._scan_object(data, now_us, others)
-            if used < len(data):
-                self._tail += data[used:]
-        if len(self._tail) > MAX_LINE_BYTES:
-            raise ValueError(f"a line of more than {MAX_LINE_BYTES} bytes")
-        return others
+        self._max_tail = MAX_LINE_BYTES
 
     cdef Py_ssize_t _scan(self, const unsigned char *buf, Py_ssize_t end, int64_t now_us,
                           list others) except -1:
@@ -310,7 +386,7 @@ cdef class IrcStream(Stream):
                 if buf[k + 1] == 58:
                     break
                 k += 1
-            self._text(buf, k + 2, end, now_us)
+            _check_text(self, self.tally, buf, k + 2, end, now_us)
             if sp2 + 1 < end and buf[sp2 + 1] == 35:             # "#"
                 return ROOM_MESSAGE
             return DIRECT_MESSAGE
@@ -331,3 +407,111 @@ cdef class IrcStream(Stream):
                     self._acked_to = acked
             return ACK
         return IRC_OTHER
+
+
+cdef class Receiver:
+    """Reads every ready registered socket of one epoll set, as ``_verify_py.Receiver`` does."""
+    cdef object _ep                     # the select.epoll whose set is waited on (kept alive)
+    cdef int _epfd
+    cdef unsigned char *_buf
+    cdef Py_ssize_t _cap
+    cdef list _by_fd                    # fd -> Stream or None
+    cdef list _scratch                  # frames of the socket being read; handed out if any
+    cdef epoll_event *_events
+    cdef public long long last_rx_us
+
+    def __cinit__(self, ep, Py_ssize_t buffer_bytes=RECV_BYTES):
+        self._ep = ep
+        self._epfd = ep.fileno()
+        self._cap = max(buffer_bytes, 64)
+        self._buf = <unsigned char *>malloc(self._cap)
+        self._events = <epoll_event *>malloc(MAX_EVENTS * sizeof(epoll_event))
+        if self._buf == NULL or self._events == NULL:
+            raise MemoryError()
+        self._by_fd = []
+        self._scratch = []
+        self.last_rx_us = 0
+
+    def __dealloc__(self):
+        free(self._buf)
+        free(self._events)
+
+    def add(self, int fd, Stream stream not None):
+        if fd < 0:
+            raise ValueError(f"bad file descriptor {fd}")
+        while len(self._by_fd) <= fd:
+            self._by_fd.append(None)
+        self._by_fd[fd] = stream
+
+    def remove(self, int fd):
+        if 0 <= fd < len(self._by_fd):
+            self._by_fd[fd] = None
+
+    def poll(self, timeout=None):
+        cdef int ms, n, i, fd
+        cdef double wait_ms
+        cdef uint32_t mask
+        cdef list out = []
+        cdef object stream
+        if timeout is None or timeout < 0:
+            ms = -1
+        else:
+            wait_ms = min(<double>timeout * 1000.0, 2e9)
+            ms = <int>wait_ms
+            if ms < wait_ms:                 # round up, as select.epoll.poll does
+                ms += 1
+        with nogil:
+            n = epoll_wait(self._epfd, self._events, MAX_EVENTS, ms)
+        if n < 0:
+            if errno == EINTR:
+                PyErr_CheckSignals()
+                return out
+            raise OSError(errno, os.strerror(errno))
+        for i in range(n):
+            fd = self._events[i].data.fd
+            mask = self._events[i].events
+            stream = self._by_fd[fd] if fd < len(self._by_fd) else None
+            if stream is None or not mask & READ_BITS:
+                out.append((fd, mask, None, None, 0))
+            else:
+                self._receive(fd, mask, <Stream>stream, out)
+        return out
+
+    cdef int _receive(self, int fd, uint32_t mask, Stream st, list out) except -1:
+        cdef Py_ssize_t n, held = st._tail_len, used
+        cdef int err
+        cdef int64_t now_us = 0
+        cdef object problem = None
+        cdef list frames = self._scratch
+        if held <= self._cap // 2:       # the tail goes first, then the socket's bytes
+            if held:
+                memcpy(self._buf, st._tail, held)
+            n = recv(fd, self._buf + held, self._cap - held, 0)
+        else:                            # a large frame under way: append to its tail
+            n = recv(fd, self._buf, self._cap, 0)
+        err = errno
+        if n > 0:
+            now_us = _now_us()
+            self.last_rx_us = now_us
+            try:
+                if held <= self._cap // 2:
+                    st._tail_len = 0
+                    used = st._scan(self._buf, held + n, now_us, frames)
+                    st._keep(self._buf + used, held + n - used)
+                else:
+                    st._feed(self._buf, n, now_us, frames)
+            except ValueError as exc:
+                problem = exc
+                del frames[:]
+        elif n == 0:
+            problem = EOFError()
+        elif err != EAGAIN and err != EINTR:       # EWOULDBLOCK is EAGAIN on Linux
+            problem = OSError(err, os.strerror(err))
+        mask &= ~(<uint32_t>READ_BITS)
+        if frames or problem is not None or st.acks or mask:
+            if frames:
+                self._scratch = []
+            if not now_us:
+                now_us = _now_us()
+            out.append((fd, mask, frames, problem, now_us))
+        return 0
