@@ -266,7 +266,8 @@ class Receiver:
 
     * a socket not registered here (or ready without input): ``(fd, mask, None, None, 0)``,
       the event as epoll gave it;
-    * a registered socket that was read (one ``recv`` of up to ``buffer_bytes``): ``mask``
+    * a registered socket that was read (one ``recv`` of up to ``buffer_bytes``, less the
+      stream's carried tail when that is at most half of it): ``mask``
       without the input bits, ``frames`` what its stream handed back (a list), ``problem``
       ``None``, ``EOFError()`` (the peer closed), the ``OSError`` of the read, or the
       ``ValueError`` of a broken stream (then ``frames`` is empty), and ``now_us`` the time of
@@ -297,8 +298,12 @@ class Receiver:
                 out.append((fd, mask, None, None, 0))
                 continue
             frames, problem, now_us = [], None, 0
+            # A tail of up to half the buffer goes in front of the new bytes (the compiled loop
+            # copies it there): the read takes what room is left.
+            held = stream.buffered_bytes
+            room = len(self.buf) - held if held <= len(self.buf) // 2 else len(self.buf)
             try:
-                n = os.readv(fd, [self.buf])
+                n = os.readv(fd, [self.view[:room]])
             except (BlockingIOError, InterruptedError):
                 n = -1
             except OSError as exc:
