@@ -17,6 +17,8 @@ nothing but verified messages costs the caller nothing.
 ``PRIVMSG`` the same way, counts a PONG whose token is a number N as acknowledging messages up
 to N (the sender's ``PING :N``), and hands every other line back without its line end.
 
+``encode_sends`` is the sending side's one hot spot: a sender's burst of stamped requests.
+
 Message text (ASCII, ``TEXT_HEADER_BYTES`` long, then padding to the requested size)::
 
     sender id: 8 hex | sequence number: 8 hex | send time, CLOCK_MONOTONIC microseconds: 16 hex
@@ -72,6 +74,21 @@ def stamp(sender: int, seq: int, send_us: int, size: int) -> bytes:
     """The text of message ``seq`` from ``sender``, padded to ``size`` bytes (at least the header)."""
     head = b"%08x%08x%016x" % (sender & 0xFFFFFFFF, seq & 0xFFFFFFFF, send_us)
     return head + b"." * (size - TEXT_HEADER_BYTES) if size > TEXT_HEADER_BYTES else head
+
+
+def encode_sends(msg_type: int, prefix: bytes, sender: int, seq: int, count: int, now_us: int,
+                 size: int) -> bytes:
+    """``count`` request frames of ``msg_type`` (SendRoom, SendDirect): ``prefix`` (the target's
+    encoded name), then the stamped text of message ``seq``, ``seq + 1``, ... from ``sender``;
+    request id = sequence number + 1."""
+    length = 5 + len(prefix) + max(size, TEXT_HEADER_BYTES)
+    pack = _HEADER.pack
+    parts = []
+    for k in range(count):
+        parts.append(pack(length, msg_type, (seq + k + 1) & 0xFFFFFFFF))
+        parts.append(prefix)
+        parts.append(stamp(sender, seq + k, now_us, size))
+    return b"".join(parts)
 
 
 class Tally:

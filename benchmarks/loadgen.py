@@ -290,9 +290,12 @@ def main(argv=None) -> int:
         _emit(args.csv, out.getvalue())
     if args.quiet:
         if args.json != "-" and args.csv != "-":
-            lat = result["latency_ms"]
-            print(f"{result['scenario']}: {result['delivered_per_second']:,.0f} delivered/s, "
-                  f"p99 {_ms(lat['p99'])} ms, {'OK' if result['ok'] else 'FAILED'}")
+            lat, srv = result["latency_ms"], result["server"] or {}
+            ns = srv.get("ns_per_delivery")
+            print(f"{result['scenario']}: {result['delivered_per_second']:,.0f} delivered/s"
+                  + ("" if ns is None else f" at {ns:.0f} ns server CPU/delivery")
+                  + f", p99 {_ms(lat['p99'])} ms, {'OK' if result['ok'] else 'FAILED'}"
+                  + (" (generator SATURATED)" if result["generator"]["saturated"] else ""))
     elif args.json != "-" and args.csv != "-":
         print(human_table(result))
     if not result["ok"]:
@@ -300,9 +303,12 @@ def main(argv=None) -> int:
               + "; ".join(result["problems"]), file=sys.stderr)
         return 1
     if result["generator"]["saturated"]:
+        gen = result["generator"]
+        runnable = gen.get("busiest_process_runnable")
         print("chatcore-bench: note: the generator was the saturated side "
-              f"(busiest process {result['generator']['busiest_process_utilization']:.0%} "
-              "CPU); the server may take more", file=sys.stderr)
+              f"(busiest process {gen['busiest_process_utilization']:.0%} CPU"
+              + ("" if runnable is None else f", runnable {runnable:.0%} of the time")
+              + "); the server may take more", file=sys.stderr)
     return 0
 
 

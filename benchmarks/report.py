@@ -26,12 +26,17 @@ def human_table(r: dict) -> str:
         lines += [
             f"  sent            {r['sent_per_second']:>14,.0f} msgs/s   ({r['sent']:,} total)",
             f"  delivered       {r['delivered_per_second']:>14,.0f} msgs/s   "
-            f"({r['delivered']:,} total, {r['expected']:,} expected)",
+            f"({r['delivered']:,} total, {r['expected']:,} expected)"
+            + ("" if not srv or srv["ns_per_delivery"] is None
+               else f", server {srv['ns_per_delivery']:.0f} ns CPU/delivery"),
             f"  latency ms      p50 {_ms(lat['p50'])}  p90 {_ms(lat['p90'])}  "
             f"p99 {_ms(lat['p99'])}  p99.9 {_ms(lat['p99.9'])}  max {_ms(lat['max'])}",
         ]
+    runnable, gen_ns = gen.get("busiest_process_runnable"), gen.get("ns_per_delivery")
     lines.append(f"  generator       {gen['cpu_seconds']:.2f} CPU s over {gen['wall_seconds']:.2f}s"
                  f" on {gen['procs']} proc(s), busiest {gen['busiest_process_utilization']:.0%}"
+                 + ("" if runnable is None else f" (runnable {runnable:.0%})")
+                 + ("" if gen_ns is None else f", {gen_ns:.0f} ns CPU/delivery")
                  + ("  << SATURATED: the generator limited this run" if gen["saturated"] else ""))
     if srv:
         cpu, util, ns = srv["cpu_seconds"], srv["cpu_utilization"], srv["ns_per_delivery"]
@@ -64,7 +69,8 @@ CSV_FIELDS = ("scenario", "clients", "senders", "rooms", "size", "rate", "durati
               "p99.9_ms", "max_ms", "connect_seconds", "connect_failures", "claim_p50_ms",
               "claim_p99_ms", "errors",
               "generator_cpu_seconds", "generator_saturated", "server_cpu_seconds",
-              "server_ns_per_delivery", "server_rss_bytes_per_connection", "ok")
+              "server_ns_per_delivery", "server_rss_bytes_per_connection", "ok",
+              "generator_busiest_utilization", "generator_ns_per_delivery")
 
 
 def csv_row(r: dict) -> dict:
@@ -88,7 +94,11 @@ def csv_row(r: dict) -> dict:
             "server_rss_bytes_per_connection": (
                 None if srv.get("rss_bytes_per_connection") is None
                 else round(srv["rss_bytes_per_connection"])),
-            "ok": r["ok"]}
+            "ok": r["ok"],
+            "generator_busiest_utilization": round(r["generator"]["busiest_process_utilization"],
+                                                   3),
+            "generator_ns_per_delivery": (None if r["generator"].get("ns_per_delivery") is None
+                                          else round(r["generator"]["ns_per_delivery"], 1))}
 
 
 def _emit(path: str, text: str) -> None:

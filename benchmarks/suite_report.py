@@ -32,6 +32,8 @@ def key_numbers(r: dict) -> dict:
         "kib_per_connection": (None if srv.get("rss_bytes_per_connection") is None
                                else srv["rss_bytes_per_connection"] / 1024),
         "generator_saturated": r["generator"]["saturated"],
+        "generator_cpu": r["generator"]["busiest_process_utilization"],
+        "generator_ns_per_delivery": r["generator"].get("ns_per_delivery"),
         "ok": r["ok"],
     }
 
@@ -56,7 +58,8 @@ def summarize(runs) -> dict:
                  "generator_saturated_runs": sum(bool(i["generator_saturated"]) for i in items)}
         for key in ("delivered_per_second", "sent_per_second", "p50_ms", "p99_ms", "p999_ms",
                     "ns_per_delivery", "server_cpu", "connect_seconds", "kib_per_connection",
-                    "claim_p50_ms", "claim_p99_ms", "redis_cpu"):
+                    "claim_p50_ms", "claim_p99_ms", "redis_cpu", "generator_cpu",
+                    "generator_ns_per_delivery"):
             entry[key] = med([i[key] for i in items])
         entry["loadavg"] = loads[(scenario, impl)]
         summary.setdefault(scenario, {})[impl] = entry
@@ -87,9 +90,9 @@ def markdown(meta: dict, summary: dict, impls, scenarios, group: str = "native",
              *_load_line(summary), 
              "| scenario | implementation | delivered msgs/s | p50 ms | p99 ms | server ns/delivery "
              "| server CPU | " + ("Redis CPU | " if redis else "") + "connect s | claim p50 ms "
-             "| claim p99 ms | KiB/conn | gen. saturated | ok |",
+             "| claim p99 ms | KiB/conn | gen. CPU | gen. saturated | ok |",
              "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if redis else "")
-             + "---:|---:|---:|---:|---:|---|"]
+             + "---:|---:|---:|---:|---:|---:|---|"]
     for scenario in scenarios:
         for impl in impls:
             e = summary.get(scenario, {}).get(impl)
@@ -103,7 +106,9 @@ def markdown(meta: dict, summary: dict, impls, scenarios, group: str = "native",
                 f"{_fmt(e['connect_seconds'], '{:.2f}')} | "
                 f"{_fmt(e['claim_p50_ms'], '{:.2f}')} | {_fmt(e['claim_p99_ms'], '{:.2f}')} | "
                 f"{_fmt(e['kib_per_connection'], '{:.2f}')} | "
-                f"{e['generator_saturated_runs']}/{e['runs']} | "
+                f"{_fmt(e['generator_cpu'], '{:.0f}%', 100)} | "
+                f"{e['generator_saturated_runs']}/{e['runs']}"
+                f"{' **(gen. limited)**' if e['generator_saturated_runs'] else ''} | "
                 f"{'yes' if e['all_ok'] else '**NO**'} |")
     others = [i for i in impls if i != base]
     if base in impls and others:

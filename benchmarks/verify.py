@@ -25,3 +25,4 @@ Tally = _impl.Tally
 Stream = _impl.Stream
 IrcStream = _impl.IrcStream
 Receiver = _impl.Receiver
+encode_sends = _impl.encode_sends

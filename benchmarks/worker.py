@@ -26,7 +26,7 @@ from chatcore.protocol import PROTOCOL_VERSION, encode_event
 
 from . import verify
 from .scenarios import ClientSpec, Plan
-from .verify import TEXT_HEADER_BYTES, bucket_of, stamp
+from .verify import bucket_of, encode_sends
 
 RECV_BYTES = 256 * 1024               # one recv per readiness event; large enough for a burst
 WINDOW_MESSAGES = 64                  # in-flight messages per sender when --rate is 0
@@ -34,7 +34,6 @@ PROGRESS_SECONDS = 0.5
 DRAIN_IDLE_SECONDS = 0.3              # after the last Ack, quiet this long = nothing in flight
 ERROR_SAMPLES = 5
 
-_HEADER = struct.Struct(">IBI")
 _U16 = struct.Struct(">H")
 _SEND_ROOM, _SEND_DIRECT = 0x22, 0x12
 _PING, _PONG, _OK, _WELCOME, _ERROR, _CHAT_OPENED = 0x02, 0x03, 0x80, 0x81, 0x83, 0x91
@@ -77,6 +76,17 @@ def _now_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+def _runnable_seconds() -> float | None:
+    """This process's time on a CPU plus waiting for one (Linux schedstat), or None: near the
+    wall time, it always wanted to run, however busy the machine kept it from running."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            on_cpu, waiting = f.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return (int(on_cpu) + int(waiting)) / 1e9
+
+
 def _raise_fd_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -104,7 +114,6 @@ class Worker:
         self.receiver = verify.Receiver(self.ep, RECV_BYTES)
         self.buf = bytearray(RECV_BYTES)
         self.view = memoryview(self.buf)
-        self.text_bytes = max(plan.size, TEXT_HEADER_BYTES)
         self.errors = 0
         self.error_samples: list = []
         self.disconnects = 0
@@ -119,6 +128,7 @@ class Worker:
         self.parent_msg = None
         self.chat_opened = 0
         self.cpu_at_go = 0.0
+        self.runnable_at_go = None
         self.pace_turn = 0
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -333,20 +343,12 @@ class Worker:
     def send_messages(self, c: Client, count: int, now_us: int) -> None:
         if count <= 0 or c.sock is None:
             return
-        prefix, size, sender = c.prefix, self.plan.size, c.spec.index
-        length = 5 + len(prefix) + self.text_bytes
-        pack, msg_type = _HEADER.pack, c.msg_type
-        parts = []
-        seq = c.seq
-        for _ in range(count):
-            parts.append(pack(length, msg_type, (seq + 1) & 0xFFFFFFFF))
-            parts.append(prefix)
-            parts.append(stamp(sender, seq, now_us, size))
-            seq += 1
-        c.seq = seq
+        data = encode_sends(c.msg_type, c.prefix, c.spec.index, c.seq, count, now_us,
+                            self.plan.size)
+        c.seq += count
         c.sent += count
         c.inflight += count
-        self.write(c, b"".join(parts))
+        self.write(c, data)
 
     def pace(self, now_us: int) -> None:
         """--rate: send what is due since go, round-robin over this process's senders."""
@@ -402,6 +404,7 @@ class Worker:
         self.go_us, self.stop_us = msg[1], msg[2]
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu_at_go = usage.ru_utime + usage.ru_stime
+        self.runnable_at_go = _runnable_seconds()
         self.pace_turn = 0
         while _now_us() < self.go_us:
             self.poll(max(0.0, (self.go_us - _now_us()) / 1e6))
@@ -471,6 +474,7 @@ class Worker:
     def finish(self, abort: bool = False) -> None:
         end_us = _now_us()
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        runnable = _runnable_seconds()
         tally = self.tally.snapshot()
         # msgpack-free JSON-able: histogram keys are ints, fine for pickling
         result = {
@@ -485,6 +489,8 @@ class Worker:
             "delivered_at_stop": getattr(self, "at_stop", (0, 0))[1],
             "tally": tally, "chat_opened": self.chat_opened,
             "cpu_seconds": usage.ru_utime + usage.ru_stime - self.cpu_at_go,
+            "runnable_seconds": (None if runnable is None or self.runnable_at_go is None
+                                 else runnable - self.runnable_at_go),
             "end_us": end_us, "aborted": abort,
         }
         self.phase = "closing"

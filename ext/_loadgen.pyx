@@ -14,6 +14,7 @@ from libc.errno cimport errno, EAGAIN, EINTR
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -515,3 +516,50 @@ cdef class Receiver:
                 now_us = _now_us()
             out.append((fd, mask, frames, problem, now_us))
         return 0
+
+
+# -- the send side ----------------------------------------------------------------------------
+
+cdef const char *_HEX = b"0123456789abcdef"
+
+
+cdef inline void _put_hex(char *p, uint64_t v, int digits) noexcept nogil:
+    cdef int i
+    for i in range(digits - 1, -1, -1):
+        p[i] = _HEX[v & 15]
+        v >>= 4
+
+
+def encode_sends(int msg_type, bytes prefix, unsigned long long sender, long long seq,
+                 Py_ssize_t count, long long now_us, Py_ssize_t size):
+    """``count`` frames of ``msg_type`` with ``prefix``, as ``_verify_py.encode_sends`` makes
+    them: the first written whole, the others copied from it with their request id and
+    sequence number replaced."""
+    cdef Py_ssize_t text = size if size > TEXT_HEADER_BYTES else TEXT_HEADER_BYTES
+    cdef Py_ssize_t plen = len(prefix)
+    cdef Py_ssize_t length = 5 + plen + text, frame = 4 + length, k
+    cdef bytes out
+    cdef char *p
+    cdef char *q
+    cdef uint32_t rid
+    if count <= 0:
+        return b""
+    out = PyBytes_FromStringAndSize(NULL, frame * count)
+    p = PyBytes_AS_STRING(out)
+    p[0], p[1], p[2], p[3] = (length >> 24) & 255, (length >> 16) & 255, (length >> 8) & 255, \
+        length & 255
+    p[4] = msg_type
+    memcpy(p + 9, PyBytes_AS_STRING(prefix), plen)
+    q = p + 9 + plen                               # the text
+    _put_hex(q, sender & 0xFFFFFFFF, 8)
+    _put_hex(q + 16, <uint64_t>now_us, 16)
+    memset(q + TEXT_HEADER_BYTES, PAD, text - TEXT_HEADER_BYTES)
+    for k in range(count):
+        q = p + k * frame
+        if k:
+            memcpy(q, p, frame)
+        rid = <uint32_t>((seq + k + 1) & 0xFFFFFFFF)
+        q[5], q[6], q[7], q[8] = (rid >> 24) & 255, (rid >> 16) & 255, (rid >> 8) & 255, \
+            rid & 255
+        _put_hex(q + 9 + plen + 8, <uint64_t>((seq + k) & 0xFFFFFFFF), 8)
+    return out

@@ -1,6 +1,7 @@
 """The generator's receive loop (``verify.Receiver``): one poll reads every ready socket into
 one buffer and verifies its frames; the compiled loop and its pure twin agree on real sockets,
-whatever the reads' sizes and wherever the bytes are split."""
+whatever the reads' sizes and wherever the bytes are split. And its send side
+(``verify.encode_sends``): the same request bytes from both, which the server accepts."""
 from __future__ import annotations
 
 import select
@@ -259,3 +260,31 @@ def test_the_irc_loops_agree(items, cuts, buffer_bytes):
     cuts = [c % (len(data) + 1) for c in cuts]
     assert _run(verify_py, data, cuts, buffer_bytes, irc=True) == \
         _run(verify.verify_c, data, cuts, buffer_bytes, irc=True)
+
+
+# -- the send side ------------------------------------------------------------------------------
+
+@pytest.mark.skipif(verify.verify_c is None, reason="chatcore._loadgen is not built")
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0x22, 0x12]), st.binary(max_size=20), st.integers(0, 2**36),
+       st.integers(0, 2**36), st.integers(0, 6), st.integers(0, 2**60), st.integers(0, 90))
+def test_both_encoders_make_the_same_requests(msg_type, prefix, sender, seq, count, now_us,
+                                              size):
+    args = (msg_type, prefix, sender, seq, count, now_us, size)
+    assert verify.verify_c.encode_sends(*args) == verify_py.encode_sends(*args)
+
+
+def test_encoded_sends_are_requests_whose_texts_verify(impl):
+    from chatcore.codec import FrameDecoder
+    from chatcore.protocol import Role, decode_frame
+    prefix = b"\x00\x05lobby"
+    data = impl.encode_sends(0x22, prefix, 7, 41, 3, 1_000_000, SIZE)
+    decoder = FrameDecoder()
+    decoder.receive_data(data)
+    sends = []
+    while (frame := decoder.next_frame()) is not None:
+        sends.append(decode_frame(*frame, role=Role.SERVER))
+    assert [(e.room, e.request_id) for e in sends] == [("lobby", 42), ("lobby", 43),
+                                                      ("lobby", 44)]
+    assert [e.text for e in sends] == [verify.stamp(7, q, 1_000_000, SIZE).decode()
+                                       for q in (41, 42, 43)]
