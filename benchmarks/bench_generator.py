@@ -152,7 +152,8 @@ def make_worker(socks, senders: int, size: int, run: str) -> Worker:
         c.sock, c.fd, c.state = sock, sock.fileno(), "ready"
         worker.by_fd[c.fd] = c
         worker.ep.register(c.fd, select.EPOLLIN)
-        worker.receiver.add(c.fd, c.stream)
+        if hasattr(worker, "receiver"):              # (a tree before verify.Receiver: none)
+            worker.receiver.add(c.fd, c.stream)
     worker._parent = parent                           # kept open: the pipe stays quiet
     return worker
 
