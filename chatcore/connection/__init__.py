@@ -39,6 +39,7 @@ __all__ = ["DISCARD_CHUNK_BYTES", "FLOOD_CHAT", "FLOOD_REQUEST", "LINGER_SECONDS
            "NativeOutlet", "State"]
 
 log = logging.getLogger(__name__)
+_CLOSED, _CLOSING = State.CLOSED, State.CLOSING
 
 
 class NativeOutlet:
@@ -287,16 +288,19 @@ class Connection(Requests, Pacing, Closing):
 
     def flush(self) -> None:
         """Write what is queued; ask for write readiness only if the kernel took less."""
-        if self.state is State.CLOSED:
+        # Once per connection written per turn: kept to the fewest lookups (a write is
+        # ~5 us of kernel time, and this was ~0.35 us of Python on top of it).
+        if self.state is _CLOSED:
             return
-        outbuf = self.outbuf
         try:
-            self.stats.bytes_sent += self._writer.write_to(self.fd)
+            sent = self._writer.write_to(self.fd)
         except OSError as exc:
             self.abort(Reason.DISCONNECTED, exc)
             return
-        if outbuf.pending_bytes:
-            if outbuf.pending_bytes > self.config.max_output_bytes:
+        self.stats.bytes_sent += sent
+        pending_bytes = self.outbuf.pending_bytes
+        if pending_bytes:
+            if pending_bytes > self.config.max_output_bytes:
                 self._overflow()
             elif not self._writing:
                 self._writing = True
@@ -307,7 +311,7 @@ class Connection(Requests, Pacing, Closing):
             self._writing = False
             self.stats.backlogged.discard(self)
             self.reactor.remove_writer(self.fd)
-        if self.state is State.CLOSING:
+        if self.state is _CLOSING:
             self._linger()
 
     def supersede(self) -> None:
