@@ -384,34 +384,18 @@ class NativeProtocol:
         self._decoder = FrameDecoder(self._decoder.max_frame_bytes)
 
     def next_event(self):
-        if self._broken is not None:
-            raise self._broken
-        try:
-            frame = self._decoder.next_frame()
-        except FrameError as exc:
-            self._broken = ProtocolError(exc.code, exc.message, fatal=True)
-            raise self._broken from None
+        """The next request (server) or server event (client), NEED_DATA when none is
+        complete; a broken stream raises its fatal ``ProtocolError``, then again each call."""
+        frame = self.next_frame()
         if frame is None:
             return NEED_DATA
-        msg_type, request_id, payload = frame
-        if self._serving and msg_type in _FAST_DECODERS:
-            # The chat messages themselves, straight to their decoder; anything malformed
-            # takes the general path below for its exact error.
-            event = _decode_room_and_text(_FAST_DECODERS[msg_type], payload, request_id)
-            if event is not None:
-                return event
-        if self.role is Role.SERVER:
-            return self._server_event(msg_type, request_id, payload)
-        event = decode_frame(msg_type, request_id, payload, role=self.role)
-        if type(event) is ev.Welcome:
-            self.state = State.OPEN
-        return event
+        return self.event_of(frame)
 
     def next_frame(self):
         """The next complete frame as ``(type, request_id, payload)``, or None; raises the
         fatal ``ProtocolError`` of a broken stream as ``next_event`` does. With
-        ``event_of`` it is ``next_event`` in two steps, for the compiled lane
-        (chatcore.lane), which handles most chat frames without an event."""
+        ``event_of`` it is ``next_event`` in two steps, as the compiled lane
+        (chatcore.lane) takes them: it handles most chat frames without an event."""
         if self._broken is not None:
             raise self._broken
         try:
@@ -424,6 +408,8 @@ class NativeProtocol:
         """The event of a frame ``next_frame`` returned (what ``next_event`` would have)."""
         msg_type, request_id, payload = frame
         if self._serving and msg_type in _FAST_DECODERS:
+            # The chat messages themselves, straight to their decoder; anything malformed
+            # takes the general path below for its exact error.
             event = _decode_room_and_text(_FAST_DECODERS[msg_type], payload, request_id)
             if event is not None:
                 return event
