@@ -41,6 +41,18 @@ class _Errors(logging.Handler):
         self.records.append(record)
 
 
+def _receive(sock, deadline: float, name: str) -> bytes:
+    """What the server sent by ``deadline`` (b"" if nothing yet); a close is a failure."""
+    sock.settimeout(max(0.01, deadline - time.monotonic()))
+    try:
+        data = sock.recv(1 << 16)
+    except socket.timeout:
+        return b""
+    if not data:
+        raise AssertionError(f"{name}: closed")
+    return data
+
+
 class NativePeer:
     """A raw native-protocol client: keeps every byte it receives."""
 
@@ -64,13 +76,7 @@ class NativePeer:
             self.frames.clear()
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name}: nothing matched")
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(1 << 16)
-            except socket.timeout:
-                continue
-            if not data:
-                raise AssertionError(f"{self.name}: closed")
+            data = _receive(self.sock, deadline, self.name)
             self.received += data
             self._decoder.receive_data(data)
             while (item := self._decoder.next_frame()) is not None:
@@ -108,13 +114,7 @@ class IrcPeer:
         while needle not in self._lines:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name}: no {needle!r} in {bytes(self._lines)!r}")
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(1 << 16)
-            except socket.timeout:
-                continue
-            if not data:
-                raise AssertionError(f"{self.name}: closed")
+            data = _receive(self.sock, deadline, self.name)
             self.received += data
             self._lines += data
         self._lines = self._lines[self._lines.index(needle) + len(needle):]
