@@ -142,20 +142,6 @@ def run(conn, turn_ends_at: int, now: float):
                 # What the frame holds between its header and the stamps, and its size.
                 names = b"".join((room_name, _U16.pack(len(sender)), sender))
                 fixed_bytes = 5 + 2 + len(names) + 16
-            if buckets is not None:
-                wait_seconds = buckets[_FLOOD_CHAT].take(now)
-                if wait_seconds:
-                    return turn_ends_at, protocol.event_of(frame), wait_seconds
-            session.last_active = hub._clock()
-            msg_id = next(hub._msg_ids)
-            timestamp_ms = int(hub._wallclock() * 1000)
-            data = b"".join((_HEAD.pack(fixed_bytes + len(text), _ROOM_MESSAGE, 0,
-                                        len(room_name)),
-                             names, _STAMP.pack(msg_id, timestamp_ms), text))
-            outlet.deliveries += len(native)
-            outlet.pending.extend(fanout(data, native))
-            hub.work_done += len(room.members)
-            stats.room_messages += 1
         else:
             # Hub.send_direct, to a native user of this node already in a conversation with
             # the sender and not away.
@@ -167,13 +153,23 @@ def run(conn, turn_ends_at: int, now: float):
                         or peer.key not in session.conversations):
                     return _handed_back(protocol, frame, turn_ends_at)
                 found, last_type, last_name = peer, msg_type, name
-            if buckets is not None:
-                wait_seconds = buckets[_FLOOD_CHAT].take(now)
-                if wait_seconds:
-                    return turn_ends_at, protocol.event_of(frame), wait_seconds
-            session.last_active = hub._clock()
-            msg_id = next(hub._msg_ids)
-            timestamp_ms = int(hub._wallclock() * 1000)
+        # Both: flood control, then the hub's stamp (as Hub.send_room/send_direct).
+        if buckets is not None:
+            wait_seconds = buckets[_FLOOD_CHAT].take(now)
+            if wait_seconds:
+                return turn_ends_at, protocol.event_of(frame), wait_seconds
+        session.last_active = hub._clock()
+        msg_id = next(hub._msg_ids)
+        timestamp_ms = int(hub._wallclock() * 1000)
+        if msg_type == _SEND_ROOM:
+            data = b"".join((_HEAD.pack(fixed_bytes + len(text), _ROOM_MESSAGE, 0,
+                                        len(room_name)),
+                             names, _STAMP.pack(msg_id, timestamp_ms), text))
+            outlet.deliveries += len(native)
+            outlet.pending.extend(fanout(data, native))
+            hub.work_done += len(room.members)
+            stats.room_messages += 1
+        else:
             data = b"".join((
                 _HEAD.pack(5 + 2 + len(sender) + 16 + len(text), _DIRECT_MESSAGE, 0,
                            len(sender)),

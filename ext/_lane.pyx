@@ -246,13 +246,27 @@ def run(conn, long long turn_ends_at, now):
                     return _handed_back(protocol, frame, turn_ends_at)
                 found, last_type = room, msg_type
                 last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
-            if buckets is not None:
-                wait_seconds = buckets[_FLOOD_CHAT].take(now)
-                if wait_seconds:
-                    return turn_ends_at, protocol.event_of(frame), wait_seconds
-            session.last_active = clock()
-            msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
-            timestamp_ms = _timestamp_ms(wallclock)
+        else:
+            # Hub.send_direct, to a native user of this node already in a conversation with
+            # the sender and not away.
+            if same:
+                peer = found
+            else:
+                peer = sessions.get(key)
+                if (peer is None or peer is session or peer.outlet is not outlet or peer.away
+                        or peer.key not in session.conversations):
+                    return _handed_back(protocol, frame, turn_ends_at)
+                found, last_type = peer, msg_type
+                last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
+        # Both: flood control, then the hub's stamp (as Hub.send_room/send_direct).
+        if buckets is not None:
+            wait_seconds = buckets[_FLOOD_CHAT].take(now)
+            if wait_seconds:
+                return turn_ends_at, protocol.event_of(frame), wait_seconds
+        session.last_active = clock()
+        msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
+        timestamp_ms = _timestamp_ms(wallclock)
+        if msg_type == _SEND_ROOM:
             room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
             total = _HEADER_BYTES + 2 + room_size + 2 + sender_size + 16 + text_size
             data = PyBytes_FromStringAndSize(NULL, total)
@@ -276,24 +290,6 @@ def run(conn, long long turn_ends_at, now):
             hub.work_done += len(room.members)
             stats.room_messages += 1
         else:
-            # Hub.send_direct, to a native user of this node already in a conversation with
-            # the sender and not away.
-            if same:
-                peer = found
-            else:
-                peer = sessions.get(key)
-                if (peer is None or peer is session or peer.outlet is not outlet or peer.away
-                        or peer.key not in session.conversations):
-                    return _handed_back(protocol, frame, turn_ends_at)
-                found, last_type = peer, msg_type
-                last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
-            if buckets is not None:
-                wait_seconds = buckets[_FLOOD_CHAT].take(now)
-                if wait_seconds:
-                    return turn_ends_at, protocol.event_of(frame), wait_seconds
-            session.last_active = clock()
-            msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
-            timestamp_ms = _timestamp_ms(wallclock)
             total = _HEADER_BYTES + 2 + sender_size + 16 + text_size
             data = PyBytes_FromStringAndSize(NULL, total)
             q = <unsigned char *>PyBytes_AS_STRING(data)
