@@ -3,49 +3,7 @@ fake reactor: which buffers are written in which turn, and when a paused sender 
 from __future__ import annotations
 
 from chatcore.connection.flushing import Flusher, _write_more
-
-
-class FakeOutlet:
-    def __init__(self):
-        self.pending: list = []
-
-    def take_pending(self) -> list:
-        pending, self.pending = self.pending, []
-        return pending
-
-
-class FakeReactor:
-    def __init__(self):
-        self.soon: list = []
-
-    def call_soon(self, callback, *args) -> None:
-        self.soon.append(callback)
-
-    def run_soon(self) -> list:
-        """Run what was queued (one turn's call_soon callbacks); returns them, minus the
-        flusher's own keep-turning callback."""
-        queued, self.soon = self.soon, []
-        for callback in queued:
-            callback()
-        return [callback for callback in queued if callback is not _write_more]
-
-
-class Buffer:
-    """An output buffer whose owner records its writes in ``log``."""
-
-    def __init__(self, name: str, log: list, on_flush=None):
-        self.name = name
-        self.owner = self
-        self._log = log
-        self._on_flush = on_flush
-
-    def flush(self) -> None:
-        self._log.append(self.name)
-        if self._on_flush is not None:
-            self._on_flush()
-
-    def __repr__(self) -> str:
-        return self.name
+from tests.flush_fakes import Buffer, FakeOutlet, FakeReactor
 
 
 def make(writes_per_turn: int):

@@ -18,43 +18,13 @@ from chatcore.connection.flushing import Flusher
 from chatcore.protocol import NEED_DATA, NativeProtocol, Role, encode_event
 from chatcore.reactor import Reactor
 from chatcore.server import Server
+from tests.flush_fakes import Buffer, FakeOutlet, FakeReactor
 
 WINDOW = 0.05
 
 
-class FakeOutlet:
-    def __init__(self):
-        self.pending: list = []
-
-    def take_pending(self) -> list:
-        pending, self.pending = self.pending, []
-        return pending
-
-
-class FakeReactor:
-    def __init__(self):
-        self.soon: list = []
-        self.wake_at: list = []
-
-    def call_soon(self, callback, *args) -> None:
-        self.soon.append(callback)
-
-    def sleep_until(self, when: float) -> None:
-        self.wake_at.append(when)
-
-
 class Work:
     work_done = 0
-
-
-class Buffer:
-    def __init__(self, name: str, log: list):
-        self.name = name
-        self.owner = self
-        self._log = log
-
-    def flush(self) -> None:
-        self._log.append(self.name)
 
 
 def make(min_frames: int = 4):
