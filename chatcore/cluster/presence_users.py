@@ -159,12 +159,15 @@ class SharedUsers:
                     batch = []
         self._write_records(batch)
 
+    def _sessions_ttl_ms(self) -> int:
+        """How long an instance's resume records outlive its last announcement."""
+        return int((self.config.node_silence_seconds
+                    + self.hub.limits.resume_grace_seconds) * 1000)
+
     def _write_records(self, batch: list, callback=None) -> None:
-        ttl_ms = int((self.config.node_silence_seconds
-                      + self.hub.limits.resume_grace_seconds) * 1000)
         args = [item for triple in batch for item in triple]
-        self.broker.call("EVAL", WRITE_USERS_SCRIPT, 0, self._prefix, self.instance, ttl_ms,
-                         *args, callback=callback)
+        self.broker.call("EVAL", WRITE_USERS_SCRIPT, 0, self._prefix, self.instance,
+                         self._sessions_ttl_ms(), *args, callback=callback)
 
     def forget_user(self, key: str) -> None:
         """The hub's backplane: this node's user ``key`` is gone (left, or renamed)."""

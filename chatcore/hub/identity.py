@@ -57,19 +57,18 @@ class Identity:
             done(ChatError(ErrorCode.NAME_TAKEN, message))
             return
         self._claiming.add(key)
+        now = self._clock()
+        # Made before the claim: a cluster writes its records with the claim (one round
+        # trip), so the Welcome finds them in Redis for a resume on another node right after.
+        session = Session(name, key, outlet, endpoint, now, now, resume_token=new_token(),
+                          connected_at_ms=int(self._wallclock() * 1000))
 
         def answered(answer) -> None:
             self._claiming.discard(key)
             if answer is True:
-                now = self._clock()
-                session = Session(name, key, outlet, endpoint, now, now,
-                                  resume_token=new_token(),
-                                  connected_at_ms=int(self._wallclock() * 1000))
                 self.sessions[key] = session
                 self._user_index.add(key)
-                # In a cluster the Welcome waits for the user's records in Redis, so a
-                # resume on another node right after it finds them.
-                self.backplane.publish_user(session, lambda: done(session))
+                done(session)
             elif isinstance(answer, ChatError):
                 done(answer)
             elif wanted_name:
@@ -83,7 +82,7 @@ class Identity:
                 done(ChatError(ErrorCode.NAME_TAKEN, "no free guest name was found; "
                                                      "send Hello with a name"))
 
-        self.backplane.claim_name(key, answered)
+        self.backplane.claim_user(session, answered)
 
     def _taken_message(self, holder: Session, name: str) -> str:
         if holder.detached_until is None:

@@ -59,6 +59,12 @@ class LocalBackplane:
         node holds it, or ``done(ChatError)`` if that cannot be known now."""
         done(True)
 
+    def claim_user(self, session: Session, done) -> None:
+        """A user arriving: claim ``session.key`` as ``claim_name`` does; a cluster also
+        writes the user's records (``publish_user``) in the same step, so ``done(True)``
+        means the user is in the shared state too."""
+        self.claim_name(session.key, done)
+
     def release_name(self, key: str) -> None:
         pass
 
