@@ -34,16 +34,18 @@ class Requests:
         if self._awaiting:
             self._awaiting = "waiting"
 
-    def _pipeline(self, request, on_outcome) -> None:
-        """Like ``_ask_hub`` for a message to a shared room, without waiting: published at
-        once (Redis keeps this node's order, so the room's and the sender's order hold), its
-        reply (``on_outcome``) queued and released in request order as the copies come back.
+    def _pipeline(self, send, event) -> None:
+        """Like ``_ask_hub`` for a message (or action) to a shared room, without waiting:
+        ``send(session, room, text, done)`` publishes it at once (Redis keeps this node's
+        order, so the room's and the sender's order hold), and its reply, the Ack or the
+        Error, is queued and released in request order as the copies come back: its slot
+        holds the request id, the reply is built when released (``_release_replies``).
         Past ``max_room_sends_in_flight`` unanswered, or before any request that is not such
         a message (``_handle_input``), the input waits as behind ``_ask_hub``."""
         replies = self._replies
         if replies is None:
             replies = self._replies = deque()
-        slot = [False, None, on_outcome]
+        slot = [False, None, event.request_id]
         replies.append(slot)
 
         def done(outcome) -> None:
@@ -51,7 +53,7 @@ class Requests:
             self._release_replies()
 
         try:
-            request(done)
+            send(self.session, event.room, event.text, done)
         except ChatError as exc:                # refused here: its Error in its place
             done(exc)
         if len(replies) >= self.config.max_room_sends_in_flight and not self._awaiting:
@@ -69,7 +71,14 @@ class Requests:
         replies = self._replies
         while replies and replies[0][0]:
             _, outcome, on_outcome = replies.popleft()
-            on_outcome(outcome)
+            if type(on_outcome) is not int:
+                on_outcome(outcome)
+            elif self.state is State.OPEN:      # a room send's request id (see above)
+                if type(outcome) is tuple:
+                    self.stats.room_messages += 1
+                    self.send(encode_ack(outcome[0], outcome[1], on_outcome))
+                else:
+                    self.send_error(outcome.code, outcome.message, False, on_outcome)
         if self._awaiting == "pipeline" and (not replies or (
                 self._held_event is None
                 and len(replies) < self.config.max_room_sends_in_flight)):
@@ -206,8 +215,10 @@ class Requests:
 
     def _on_send_room_action(self, event: ev.SendRoomAction) -> None:
         # Like SendRoom in a room shared with other nodes: the Ack once it is delivered here.
-        ask = self._pipeline if self.hub.room_shared(self.session, event.room) else self._ask_hub
-        ask(lambda done: self.hub.send_room_action(self.session, event.room,
+        if self.hub.room_shared(self.session, event.room):
+            self._pipeline(self.hub.send_room_action, event)
+            return
+        self._ask_hub(lambda done: self.hub.send_room_action(self.session, event.room,
                                                              event.text, done),
                       self._reply(event.request_id, self._room_acked(event.request_id)))
 
@@ -272,9 +283,7 @@ class Requests:
             # Members on other nodes: the Ack once the message is back from the broker and
             # delivered here, so the sender sees it before its Ack, as on one server; the
             # next ones are published meanwhile (see _pipeline).
-            self._pipeline(lambda done: self.hub.send_room(self.session, event.room,
-                                                          event.text, done),
-                          self._reply(event.request_id, self._room_acked(event.request_id)))
+            self._pipeline(self.hub.send_room, event)
             return
         msg_id, timestamp_ms = self.hub.send_room(self.session, event.room, event.text)
         self.stats.room_messages += 1
