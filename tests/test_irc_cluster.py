@@ -86,8 +86,11 @@ def test_lookups_reach_users_of_other_nodes(start_node, clients, irc_on):
     dave.expect("315", "carol")
     dave.send("MODE carol")
     dave.expect("502")
-    dave.send("PRIVMSG carol :\x01VERSION\x01")
-    assert dave.expect("NOTICE", "dave").source == "carol!carol@chatcore"
+    dave.send("PRIVMSG carol :\x01VERSION\x01", "PRIVMSG erin :\x01VERSION\x01")
+    assert dave.expect("NOTICE", "dave").params[-1].startswith(
+        "CTCP VERSION not delivered to carol: carol is on beta.chatcore")
+    assert dave.expect("NOTICE", "dave").params[-1].startswith(
+        "CTCP VERSION not delivered to erin: erin is on beta.chatcore")
     dave.send("WHOIS nobody")
     dave.expect("401", "nobody")
     dave.expect("318", "nobody")
@@ -123,10 +126,21 @@ def test_labeled_lookups_waiting_for_the_cluster_get_their_whole_answer(start_no
     ison = dave.expect("303")
     assert (ison.tags, ison.params[-1]) == ({"label": "i2"}, "carol")
     dave.send("@label=m3 PRIVMSG carol :hi")
-    # The echo answers the command; carol's node sends the away reply on its own, later.
-    assert dave.expect("PRIVMSG", "carol", "hi").tags == {"label": "m3"}
-    assert dave.expect("301", "carol").tags == {}
+    # carol's away message is read from her record with the message sent: one answer,
+    # 301 then the echo, as on one node; her node sends none of its own.
+    start = dave.expect("BATCH")
+    assert start.tags == {"label": "m3"}
+    ref = start.params[0][1:]
+    away = dave.expect("301", "carol")
+    assert (away.tags, away.params[-1]) == ({"batch": ref}, "out")
+    assert dave.expect("PRIVMSG", "carol", "hi").tags == {"batch": ref}
+    dave.expect("BATCH", "-" + ref)
     assert carol.wait_for(ev.DirectMessage).text == "hi"
+    dave.send("@label=m4 PRIVMSG carol :again")     # told once per away message
+    assert dave.expect("PRIVMSG", "carol", "again").tags == {"label": "m4"}
+    assert carol.wait_for(ev.DirectMessage).text == "again"
+    dave.sync()
+    assert not [m for m in dave.drain() if m.command == "301"]
 
 
 # -- channels, lists and counts across the cluster ---------------------------------------
@@ -238,3 +252,141 @@ def test_a_labeled_join_completed_by_the_cluster_is_answered_in_one_batch(start_
     assert dave.expect("353", "=", "#lobby").tags == batch
     assert dave.expect("366", "#lobby").tags == batch
     dave.expect("BATCH", "-" + ref)
+
+
+def test_away_replies_for_users_of_another_node_once_per_away_message(start_node, clients,
+                                                                      irc_on):
+    alpha, beta = _nodes(start_node)
+    carol = clients(beta, "carol")
+    erin = irc_on(beta, "erin")
+    dave = irc_on(alpha, "dave")
+    carol.set_away("lunch")
+    erin.send("AWAY :brb")
+    erin.expect("306")
+    _away_seen(dave, "carol")
+    _away_seen(dave, "erin")
+    dave.send("PRIVMSG carol :one", "PRIVMSG carol :two", "PRIVMSG erin,carol :three",
+              "PRIVMSG carol :\x01ACTION waves\x01", "PING done")
+    dave.expect("PONG", None, "done")
+    replies = [(m.params[1], m.params[-1]) for m in dave.drain() if m.command == "301"]
+    assert replies == [("carol", "lunch"), ("erin", "brb")]
+    assert [carol.wait_for(ev.DirectMessage).text for _ in range(3)] == ["one", "two", "three"]
+    assert carol.wait_for(ev.DirectAction).text == "waves"
+    assert erin.expect("PRIVMSG", "erin").params[-1] == "three"
+    # Back, then away with a new message: told again (the record says so by the next tick).
+    carol.set_away("")
+    carol.set_away("meeting")
+    deadline = time.monotonic() + 10
+    while True:
+        dave.send("PRIVMSG carol :ping?", "PING again")
+        dave.expect("PONG", None, "again")
+        replies = [m.params[-1] for m in dave.drain() if m.command == "301"]
+        if replies or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert replies == ["meeting"]
+
+
+def test_who_and_names_of_a_channel_list_the_members_of_every_node(start_node, clients,
+                                                                   irc_on):
+    alpha, beta = _nodes(start_node)
+    carol = clients(beta, "carol")
+    carol.join("Lobby")
+    carol.set_away("gone fishing")
+    erin = irc_on(beta, "erin")
+    erin.send("JOIN #lobby")
+    erin.expect("366", "#Lobby")
+    dave = irc_on(alpha, "dave", caps="multi-prefix")
+    # No member of #lobby on alpha: the names and the WHO come from the shared state.
+    dave.send("NAMES #lobby")
+    names = dave.expect("353", "=", "#Lobby").params[-1].split()
+    assert sorted(names) == ["carol", "erin"]       # moderation (prefixes) is per node
+    dave.expect("366", "#Lobby")
+    _away_seen(dave, "carol")
+    dave.send("WHO #lobby")
+    who = {}
+    while (line := dave.expect_any("352", "315")).command == "352":
+        who[line.params[5]] = line.params[1:]
+    assert line.params[1] == "#lobby"
+    assert who == {
+        "carol": ["#Lobby", "carol", "chatcore", "beta.chatcore", "carol", "G", "1 carol"],
+        "erin": ["#Lobby", "erin", "chatcore", "beta.chatcore", "erin", "H", "1 erin"]}
+    dave.send("JOIN #lobby")
+    dave.expect("366", "#Lobby")
+    dave.send("WHO #lobby")
+    who = {}
+    while (line := dave.expect_any("352", "315")).command == "352":
+        who[line.params[5]] = (line.params[4], line.params[6], line.params[7])
+    assert who == {"carol": ("beta.chatcore", "G", "1 carol"),
+                   "erin": ("beta.chatcore", "H", "1 erin"),
+                   "dave": ("alpha.chatcore", "H@", "0 Real Name")}
+    dave.send("NAMES #nowhere", "WHO #nowhere", "NAMES #bad*name")
+    dave.expect("366", "#nowhere")
+    dave.expect("315", "#nowhere")
+    dave.expect("366", "#bad*name")
+    # A WHO mask shows users of other nodes who share a channel, as it does here.
+    dave.send("WHO e*")
+    assert dave.expect("352", "*").params[5] == "erin"
+    dave.expect("315", "e*")
+
+
+def test_whois_of_a_user_of_another_node(start_node, clients, irc_on):
+    alpha, beta = _nodes(start_node)
+    erin = irc_on(beta, "erin")
+    erin.send("JOIN #shared,#beta-only")
+    erin.expect("366", "#beta-only")
+    erin.send(f"PONG :{erin.expect('PING').params[-1]}")   # her RTT, measured by beta
+    dave = irc_on(alpha, "dave")
+    dave.send("JOIN #shared")
+    dave.expect("366", "#shared")
+    deadline = time.monotonic() + 10
+    while True:     # rooms and RTT reach the record with beta's ticks
+        dave.send("WHOIS erin")
+        lines = {}
+        while (line := dave.expect_any("311", "312", "319", "320", "317", "318")).command \
+                != "318":
+            lines[line.command] = line.params
+        if ("319" in lines and "not measured" not in lines["320"][-1]) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert lines["311"][1:] == ["erin", "erin", "chatcore", "*", "erin"]
+    assert lines["312"][1:] == ["erin", "beta.chatcore", "beta"]
+    assert lines["319"][1:] == ["erin", "#shared"]      # the channels in common
+    assert lines["320"][-1].startswith("is connected with RTT ")
+    assert lines["320"][-1].endswith(" ms")
+    idle, signon = int(lines["317"][2]), int(lines["317"][3])
+    assert 0 <= idle < 60 and abs(signon - time.time()) < 60
+    dave.send("WHOWAS erin")                            # no history, on any node
+    dave.expect("406", "erin")
+    dave.expect("369")
+
+
+def test_a_library_client_sees_the_cluster_names_who_and_away_of_another_node(
+        start_node, clients, irc_on):
+    """The same, read by the ``irc`` library rather than by our own parser."""
+    from tests.test_irc_library import LibraryUser
+
+    alpha, beta = _nodes(start_node)
+    carol = clients(beta, "carol")
+    carol.join("lobby")
+    carol.set_away("in a meeting")
+    _away_seen(irc_on(alpha, "probe"), "carol")
+    bot = LibraryUser(alpha.irc_port, "bot")
+    try:
+        bot.connection.names(["#lobby"])
+        names = bot.wait(lambda e: e.type == "namreply")
+        assert (names.arguments[1], names.arguments[2].split()) == ("#lobby", ["carol"])
+        bot.wait(lambda e: e.type == "endofnames")
+        bot.connection.who("#lobby")
+        who = bot.wait(lambda e: e.type == "whoreply")
+        assert who.arguments[:6] == ["#lobby", "carol", "chatcore", "beta.chatcore", "carol",
+                                     "G"]
+        bot.wait(lambda e: e.type == "endofwho")
+        bot.connection.privmsg("carol", "are you there?")
+        away = bot.wait(lambda e: e.type == "away")
+        assert away.arguments == ["carol", "in a meeting"]
+        assert carol.wait_for(ev.DirectMessage).text == "are you there?"
+        assert not [e for e in bot.events if e.type in ("error", "unknowncommand")]
+    finally:
+        bot.close()

@@ -104,9 +104,16 @@ def test_ban_list(irc):
     ban = alice.expect("367", "#r")
     assert ban.params[2:4] == ["eve!*@*", "alice!alice@chatcore"]
     alice.expect("368", "#r")
-    alice.send("MODE #r e", "MODE #r I")
-    alice.expect("349", "#r")
-    alice.expect("347", "#r")
+    # No ban or invite exceptions (not in CHANMODES): their lists are unknown modes, to
+    # operators and others alike, and +e/+I change nothing.
+    alice.send("MODE #r e", "MODE #r I", "MODE #r +e bob")
+    for letter in ("e", "I", "e"):
+        alice.expect("472", letter)
+    bob.send("MODE #r e")
+    bob.expect("472", "e")
+    alice.send("MODE #r -e+t")
+    alice.expect("472", "e")
+    assert bob.expect("MODE", "#r").params[1:] == ["+t"]
     eve = irc("eve")
     eve.send("JOIN #r")
     eve.expect("474", "#r")

@@ -258,7 +258,7 @@ def test_actions_between_irc_users(irc):
     assert bob.expect("PRIVMSG", "#lobby").params[-1] == "\x01ACTION dances\x01"
 
 
-def test_other_ctcp_is_relayed_between_irc_users_and_answered_for_native_ones(irc, native):
+def test_other_ctcp_is_relayed_between_irc_users_and_refused_for_native_ones(irc, native):
     alice, bob = irc("alice"), irc("bob")
     native("carol")
     alice.send("PRIVMSG bob :\x01VERSION\x01")
@@ -266,14 +266,16 @@ def test_other_ctcp_is_relayed_between_irc_users_and_answered_for_native_ones(ir
     bob.send("NOTICE alice :\x01VERSION irssi 1.4\x01")
     reply = alice.expect("NOTICE", "alice")
     assert (reply.source, reply.params[-1]) == ("bob!bob@chatcore", "\x01VERSION irssi 1.4\x01")
-    alice.send("PRIVMSG carol :\x01PING 12345\x01")
-    ping = alice.expect("NOTICE", "alice")
-    assert (ping.source, ping.params[-1]) == ("carol!carol@chatcore", "\x01PING 12345\x01")
-    alice.send("PRIVMSG carol :\x01VERSION\x01")
-    assert "chatcore" in alice.expect("NOTICE", "alice").params[-1]
-    alice.send("PRIVMSG carol :\x01TIME\x01")
-    assert alice.expect("NOTICE", "alice").params[-1].startswith("\x01TIME ")
-    alice.send("PRIVMSG carol :\x01DCC SEND x 1 2 3\x01")     # not answered, not an error
+    # A native user's client cannot take CTCP: the server says so, and answers nothing
+    # in its name.
+    alice.send("PRIVMSG carol :\x01PING 12345\x01", "PRIVMSG carol :\x01VERSION\x01",
+               "PRIVMSG carol :\x01DCC SEND x 1 2 3\x01")
+    for what in ("PING", "VERSION", "DCC"):
+        refusal = alice.expect("NOTICE", "alice")
+        assert "!" not in refusal.source                # the server's, not carol's
+        assert refusal.params[-1].startswith(f"CTCP {what} not delivered to carol: carol "
+                                             f"uses the native protocol")
+    alice.send("NOTICE carol :\x01VERSION x\x01")         # a reply: dropped, no answer
     alice.send("PRIVMSG nobody :\x01VERSION\x01")
     alice.expect("401", "nobody")
     alice.send("JOIN #lobby")
@@ -282,6 +284,16 @@ def test_other_ctcp_is_relayed_between_irc_users_and_answered_for_native_ones(ir
     bob.expect("366")
     alice.send("PRIVMSG #lobby :\x01VERSION\x01")
     assert bob.expect("PRIVMSG", "#lobby").params[-1] == "\x01VERSION\x01"
+    alice.sync()
+    assert not [m for m in alice.drain() if m.command == "NOTICE"]
+    carol = native("carol2")
+    carol.join("lobby")
+    alice.send("PRIVMSG #lobby :\x01TIME\x01")
+    assert bob.expect("PRIVMSG", "#lobby").params[-1] == "\x01TIME\x01"
+    assert alice.expect("NOTICE", "alice").params[-1] == (
+        "CTCP TIME not delivered to #lobby: 1 of its members use the native protocol or "
+        "another server of the cluster, and only IRC users of this server can take CTCP "
+        "requests")
 
 
 def test_formatting_codes_are_stripped_so_coloured_text_is_delivered(irc, native):

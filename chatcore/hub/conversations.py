@@ -64,10 +64,29 @@ class Conversations:
                                {"kind": "close", "reason": int(Reason.CLOSED)}, None, done,
                                opens=False)
 
-    def send_direct(self, session: Session, peer_name: str, text: str, done=None):
+    def send_direct(self, session: Session, peer_name: str, text: str, done=None,
+                    away_here: bool = False):
         """Deliver ``text`` to one user; (msg_id, timestamp_ms) for the Ack, returned or
-        given to ``done`` (see ``connect``: a user of another node takes a round trip)."""
-        return self._to_user(session, peer_name, text, "direct", ev.DirectMessage, done)
+        given to ``done`` (see ``connect``: a user of another node takes a round trip).
+        ``away_here``: the caller tells the sender a user of another node is away itself
+        (``remote_away_due``, from the user's record), so that node sends no away reply."""
+        return self._to_user(session, peer_name, text, "direct", ev.DirectMessage, done,
+                             away_here)
+
+    def remote_away_due(self, session: Session, name: str, away: str) -> bool:
+        """Whether ``session`` is to be told now that ``name``, a user of another node, is
+        away with ``away`` (read from its user record): once per away message, and again
+        once it was seen back (this node sees another's away messages, not its periods)."""
+        key = name.casefold()
+        if not away:
+            if session._remote_away_told:
+                session._remote_away_told.pop(key, None)
+            return False
+        told = session.remote_away_told
+        if told.get(key) == away:
+            return False
+        told[key] = away
+        return True
 
     # -- users of other nodes --------------------------------------------------------------
 
@@ -151,7 +170,8 @@ class Conversations:
         recipient.outlet.deliver(recipient.endpoint, event(
             sender, int(message["msg_id"]), int(message["ts"]), str(message["text"])))
         self.work_done += 1
-        if recipient.away and sender_key not in recipient.away_replied:
+        if recipient.away and sender_key not in recipient.away_replied \
+                and not message.get("away_told"):
             # The away reply goes back the way the message came: once per sender per period.
             recipient.away_replied.add(sender_key)
             self.backplane.send_to_user(sender_key, {"kind": "away", "from": recipient.name,
@@ -187,21 +207,24 @@ class Conversations:
                     session.conversations.discard(key)
                     session.outlet.deliver(session.endpoint, ev.ChatClosed(name, reason))
 
-    def send_direct_action(self, session: Session, peer_name: str, text: str, done=None):
+    def send_direct_action(self, session: Session, peer_name: str, text: str, done=None,
+                           away_here: bool = False):
         """An action ("/me waves") to one user, like ``send_direct``."""
-        return self._to_user(session, peer_name, text, "action", ev.DirectAction, done)
+        return self._to_user(session, peer_name, text, "action", ev.DirectAction, done,
+                             away_here)
 
     def _to_user(self, session: Session, peer_name: str, text: str, kind: str, event_type,
-                 done):
+                 done, away_here: bool = False):
         """A message or action (``event_type``; ``kind`` on a user channel) to one user."""
         self._touch(session)
         peer = self._peer(session, peer_name)
         self._check_text(text)
         msg_id, timestamp_ms = self._stamp()
         if peer is None:
-            return self._to_remote(session, peer_name, {
-                "kind": kind, "msg_id": msg_id, "ts": timestamp_ms, "text": text},
-                (msg_id, timestamp_ms), done)
+            message = {"kind": kind, "msg_id": msg_id, "ts": timestamp_ms, "text": text}
+            if away_here:
+                message["away_told"] = 1        # the sender's node answers away itself
+            return self._to_remote(session, peer_name, message, (msg_id, timestamp_ms), done)
         self._check_attached(peer)
         self._open(session, peer)
         peer.outlet.deliver(peer.endpoint, event_type(session.name, msg_id, timestamp_ms, text))

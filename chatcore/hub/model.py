@@ -143,7 +143,7 @@ class LocalBackplane:
 class Session:
     """One connected, named user.
 
-    ``conversations`` and ``away_replied`` are made on first use: an empty set costs 216
+    ``conversations``, ``away_replied`` and ``remote_away_told`` are made on first use: an empty set costs 216
     bytes, and most of thousands of held sessions never need either (docs/hotpath.md,
     "Memory").
     """
@@ -162,6 +162,7 @@ class Session:
     connected_at_ms: int = 0            # wall clock, for user details
     away: str = ""                      # the away message; empty when not away
     _away_replied: set | None = None    # keys told the away message already: away_replied
+    _remote_away_told: dict | None = None   # users of other nodes: key -> away message told
     rejoin: tuple = ()                  # rooms to join once resumed here from another node
 
     @property
@@ -187,6 +188,14 @@ class Session:
     @away_replied.setter
     def away_replied(self, value: set) -> None:
         self._away_replied = value
+
+    @property
+    def remote_away_told(self) -> dict:
+        """Users of other nodes whose away message this user was told (key -> message)."""
+        found = self._remote_away_told
+        if found is None:
+            found = self._remote_away_told = {}
+        return found
 
     def record_rtt(self, sample_seconds: float) -> None:
         """Fold one RTT sample into the smoothed estimate."""

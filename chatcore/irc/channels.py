@@ -10,11 +10,9 @@ from .message import MAX_LINE_BYTES
 from .outlet import channel_of, source_of
 from .text import strip_formatting
 
-# The list modes a client may ask for (MODE #chan b/e/I) and the numeric that ends each
-# list; chatcore rooms have no bans, exceptions or invite exceptions, so each list is empty.
-_LIST_ENDS = {"b": (rpl.RPL_ENDOFBANLIST, "End of channel ban list"),
-              "e": (rpl.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
-              "I": (rpl.RPL_ENDOFINVITELIST, "End of channel invite list")}
+# The list mode a client may ask for (MODE #chan b) and the numeric that ends it; without
+# room moderation there are no bans, so the list is empty.
+_LIST_ENDS = {"b": (rpl.RPL_ENDOFBANLIST, "End of channel ban list")}
 
 
 _JOIN_REFUSALS = {ErrorCode.BANNED: (rpl.ERR_BANNEDFROMCHAN, "+b"),
@@ -103,56 +101,80 @@ def names(conn, params: list) -> None:
     in_turn(params[0].split(","), lambda target, resume: names_of(conn, target, resume))
 
 
-def members_of(conn, room: str):
-    """Every member of a room as this node's hub lists them (UserInfo), page by page."""
-    after = ""
-    while True:
-        page = conn.hub.users_page(room, after)
-        yield from page.entries
-        after = page.next_after
-        if not after:
-            return
+def each_member(conn, target: str, each, then, missing=None) -> None:
+    """``each(room_name, member)`` for every member (UserInfo) of channel ``target``, on
+    every node of a cluster (its member list in Redis, page by page: the client's next
+    lines wait), then ``then(room_name)``. A channel this client may not look into (no
+    such room, a secret one it is not in) gets ``missing()`` instead.
+
+    A room with no member on this node is found in the cluster's shared state too, as
+    native member lists find it (never by asking the other nodes); its modes and
+    prefixes are its members' nodes' business (room moderation is per node)."""
+    hub = conn.hub
+    room = room_of(target)
+    found = hub.rooms.get(room.casefold()) if room else None
+    if found is None and room and hub.backplane.lists_rooms and _is_room_name(hub, room):
+        _shared_room(conn, room, lambda name: _members(conn, name, each, then)
+                     if name else missing())
+    elif found is None or hub.room_hidden(conn.session, found.name):   # +s
+        missing()
+    else:
+        _members(conn, found.name, each, then)
+
+
+def _members(conn, room_name: str, each, then) -> None:
+    pages(conn, lambda after, done: conn.hub.users_page(room_name, after, done=done),
+          lambda member: each(room_name, member), lambda: then(room_name))
+
+
+def _shared_room(conn, room: str, then) -> None:
+    """``then(name)``: the room's name as the cluster spells it, or "" when no node has
+    it (one key read from the shared room list)."""
+    key = room.casefold()
+
+    def got(page) -> None:
+        then(next((info.name for info in getattr(page, "entries", ())
+                   if info.name.casefold() == key), ""))
+
+    conn.ask_hub(lambda done: conn.hub.rooms_page(pattern=key, limit=1, done=done), got)
 
 
 def names_of(conn, target: str, then=None) -> None:
     """353 lines (as many as the names need) and 366 for one channel, its members on every
     node of a cluster (from Redis: the client's next lines wait); ``then()`` after 366."""
-    room = room_of(target)
-    found = conn.hub.rooms.get(room.casefold()) if room else None
-    if found is None or conn.hub.room_hidden(conn.session, found.name):   # +s
-        conn.reply(rpl.RPL_ENDOFNAMES, target, "End of /NAMES list")
-        if then is not None:
-            then()
-        return
-    channel = channel_of(found.name)
     long_form = "userhost-in-names" in conn.caps
     all_prefixes = "multi-prefix" in conn.caps
     modes = dispatch.channel_modes
-    head = len(f":{conn.irc.server_name} 353 {conn.nick} = {channel} :") + 2
     line: list[str] = []
-    size = [head]
+    size = [0]
 
-    def add(member) -> None:
-        prefix = modes.prefixes(conn, found.name, member.name)
+    def head(channel: str) -> int:
+        return len(f":{conn.irc.server_name} 353 {conn.nick} = {channel} :") + 2
+
+    def add(room_name: str, member) -> None:
+        channel = channel_of(room_name)
+        prefix = modes.prefixes(conn, room_name, member.name)
         if prefix and not all_prefixes:
             prefix = prefix[0]
         entry = prefix + (source_of(member.name) if long_form else member.name)
-        if line and size[0] + len(entry.encode()) + 1 > MAX_LINE_BYTES:
+        if not line:
+            size[0] = head(channel)
+        elif size[0] + len(entry.encode()) + 1 > MAX_LINE_BYTES:
             conn.reply(rpl.RPL_NAMREPLY, "=", channel, " ".join(line))
             line.clear()
-            size[0] = head
+            size[0] = head(channel)
         line.append(entry)
         size[0] += len(entry.encode()) + 1
 
-    def end() -> None:
+    def end(room_name: str | None) -> None:
+        channel = channel_of(room_name) if room_name else target
         if line:
             conn.reply(rpl.RPL_NAMREPLY, "=", channel, " ".join(line))
         conn.reply(rpl.RPL_ENDOFNAMES, channel, "End of /NAMES list")
         if then is not None:
             then()
 
-    pages(conn, lambda after, done: conn.hub.users_page(found.name, after, done=done),
-          add, end)
+    each_member(conn, target, add, end, lambda: end(None))
 
 
 def list_(conn, params: list) -> None:
@@ -250,7 +272,7 @@ def fit_bytes(text: str, limit: int) -> str:
 
 
 def channel_mode(conn, target: str, params: list) -> None:
-    """MODE on a channel: the query (324, 329), the lists (b, e, I: empty), and refusals
+    """MODE on a channel: the query (324, 329), the ban list (empty), and refusals
     of changes (472 unknown letters, 482 the fixed ones)."""
     found = conn.hub.rooms.get(room_of(target).casefold())
     if found is None:

@@ -3,24 +3,21 @@ and the other CTCP requests.
 
 CTCP (``\\x01VERSION\\x01``) is client-to-client: the hub carries chat text only, so a CTCP
 other than ACTION goes from IRC user to IRC user of this node directly, as IRC servers
-relay it; a native user (or a user of another node) cannot answer, so this front end
-answers VERSION, PING, TIME and CLIENTINFO for them (saying so) and drops the rest.
+relay it; a request for a native user (or a user of another node) is refused with a
+server NOTICE that says so, and a reply (a NOTICE) for one is dropped.
 """
 from __future__ import annotations
 
-import time
-
-from .. import __version__
 from ..errors import ChatError, ErrorCode
+from ..events import UserDetails
 from . import numerics as rpl
 from .dispatch import CHANNEL_PREFIX, register, room_of
-from .outlet import source_of, text_lines
-from .text import ctcp, parse_ctcp, strip_formatting
+from .outlet import channel_of
+from .text import parse_ctcp, strip_formatting
 from .users import lookup
 
 # Per TARGMAX in ISUPPORT: more targets than this get 407.
 MAX_MESSAGE_TARGETS = 4
-ANSWERED_CTCP = ("ACTION", "CLIENTINFO", "PING", "TIME", "VERSION")
 
 
 def privmsg(conn, params: list, notice: bool = False) -> None:
@@ -127,30 +124,78 @@ def _send_one(conn, command: str, target: str, text: str, then,
         then()
         return
     send = hub.send_direct_action if action else hub.send_direct
+    if target.casefold() in hub.sessions or not hub.backplane.shared_users:
+        request = lambda done: send(session, target, text, done)    # noqa: E731
+        details = None
+    else:
+        request, details = _to_other_node(conn, send, target, text)
 
     def answered(outcome) -> None:
         if conn.session is not session:
             return                      # gone while a node of the cluster answered
-        if not isinstance(outcome, ChatError) and conn.echo_message:
-            conn.send(conn.relayed_text(command, conn.nick, target, text, action))
+        if not isinstance(outcome, ChatError):
+            found = details and details[0]
+            if isinstance(found, UserDetails) and found.away and hub.remote_away_due(
+                    session, found.name, found.away):
+                conn.reply(rpl.RPL_AWAY, found.name, found.away)
+            if conn.echo_message:
+                conn.send(conn.relayed_text(command, conn.nick, target, text, action))
         then(outcome)
 
-    conn.ask_hub(lambda done: send(session, target, text, done), answered)
+    conn.ask_hub(request, answered)
+
+
+def _to_other_node(conn, send, target: str, text: str):
+    """(request, details): a message to a user who may be on another node, sent together
+    with a read of the user's record (one round trip: Redis answers both in order), so
+    its away message (301) is part of this command's answer, labeled with it, as on one
+    node; the recipient's node then sends none. ``details`` holds the record once in."""
+    session, hub = conn.session, conn.hub
+    details: list = []
+
+    def request(done) -> None:
+        sent: list = []
+
+        def record(found) -> None:
+            details.append(found)
+            if sent:
+                done(sent[0])
+
+        def delivered(outcome) -> None:
+            sent.append(outcome)
+            if details:
+                done(outcome)
+
+        send(session, target, text, delivered, away_here=True)
+        try:
+            hub.whois(session, target, record)
+        except ChatError as exc:
+            record(exc)
+
+    return request, details
 
 
 def _ctcp(conn, command: str, target: str, request: tuple, raw: str, then) -> None:
-    """A CTCP other than ACTION: relayed to this node's IRC users, answered for others;
-    ``then(outcome)`` once done."""
+    """A CTCP other than ACTION: relayed to this node's IRC users; refused for the others
+    (a server NOTICE says why) and, as NOTICEs are never answered, dropped quietly when
+    it is a reply; ``then(outcome)`` once done."""
     irc = conn.irc
     room = room_of(target)
     if room is not None:
         found = conn.hub.rooms.get(room.casefold())
         if found is None or conn.session.key not in found.members:
             raise ChatError(ErrorCode.NOT_IN_ROOM, f"not in {room}")
+        missed = len(found.remote)
         for member in found.members.values():
             peer = irc.users.get(member.key)
-            if peer is not None and peer is not conn:
+            if peer is None:
+                missed += 1
+            elif peer is not conn:
                 peer.send(peer.relayed_text(command, conn.nick, target, raw))
+        if missed and command == "PRIVMSG":
+            _not_carried(conn, request[0], channel_of(found.name),
+                         f"{missed} of its members use the native protocol or another "
+                         f"server of the cluster")
         then()
         return
     peer = irc.users.get(target.casefold())
@@ -159,31 +204,25 @@ def _ctcp(conn, command: str, target: str, request: tuple, raw: str, then) -> No
         then()
         return
 
-    def answer(details) -> None:
+    def refuse(details) -> None:
         if details is None:
             then(ChatError(ErrorCode.NO_SUCH_USER, f"no user named {target}"))
             return
-        text = _answer_for(details.name, request) if command == "PRIVMSG" else ""
-        if text:
-            conn.send(conn.relayed_text("NOTICE", details.name, conn.nick, text))
+        if command == "PRIVMSG":
+            where = ("uses the native protocol" if details.server == conn.hub.node.name
+                     else f"is on {conn.irc.server_name_of(details.server)}")
+            _not_carried(conn, request[0], details.name, f"{details.name} {where}")
         then()
 
-    lookup(conn, target, answer)
+    lookup(conn, target, refuse)
 
 
-def _answer_for(name: str, request: tuple) -> str:
-    """The CTCP reply this front end gives for a user whose client cannot."""
-    what, args = request
-    if what == "VERSION":
-        return ctcp("VERSION", f"chatcore-{__version__} (answered by the server: {name} "
-                               f"uses the native protocol or another node)")
-    if what == "PING":
-        return ctcp("PING", args)
-    if what == "TIME":
-        return ctcp("TIME", time.strftime("%a %b %d %H:%M:%S %Y UTC", time.gmtime()))
-    if what == "CLIENTINFO":
-        return ctcp("CLIENTINFO", " ".join(ANSWERED_CTCP))
-    return ""
+def _not_carried(conn, what: str, to: str, why: str) -> None:
+    """The server's NOTICE that a CTCP request could not reach ``to``: the hub and the
+    cluster carry chat text and actions, not CTCP."""
+    conn.send_line("NOTICE", conn.nick,
+                   f"CTCP {what or '?'} not delivered to {to}: {why}, and only IRC users "
+                   f"of this server can take CTCP requests")
 
 
 def _message_refused(conn, target: str, exc: ChatError) -> None:

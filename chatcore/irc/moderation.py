@@ -16,10 +16,9 @@ from .dispatch import need, register, room_of
 from .outlet import LINES, channel_of, source_of
 from .text import strip_formatting
 
-# Lists a client may ask for with MODE #chan b/e/I: bans are kept; chatcore has no ban
-# exceptions (e) or invite exceptions (I), so those lists are always empty.
-_EMPTY_LISTS = {"e": (rpl.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
-                "I": (rpl.RPL_ENDOFINVITELIST, "End of channel invite list")}
+# The one list mode (MODE #chan b). Ban exceptions (e) and invite exceptions (I) are not
+# modes here (not in CHANMODES, no EXCEPTS/INVEX): asking for them gets 472 like any
+# unknown letter, rather than an empty list that would claim they exist.
 MAX_KICK_TARGETS = 4                    # TARGMAX=KICK:4
 
 
@@ -80,11 +79,15 @@ def channel_mode(conn, params: list) -> None:
         conn.reply(rpl.RPL_CREATIONTIME, channel, str(found.modes.created_at_ms // 1000))
         return
     changes = parse_mode_string(params[1:])
-    # A list mode without a parameter asks for the list (b, e, I), whatever its sign.
-    lists = [c for c in changes if c.mode in "beI" and not c.argument]
+    # A list mode without a parameter asks for the list, whatever its sign.
+    lists = [c for c in changes if c.mode == "b" and not c.argument]
     changes = [c for c in changes if c not in lists]
-    for letter in dict.fromkeys(c.mode for c in lists):
-        _list(conn, found, channel, letter)
+    if lists:
+        _ban_list(conn, found, channel)
+    # Letters that are no mode here (e, I, p, ...) get 472 from anyone, operator or not.
+    for letter in dict.fromkeys(c.mode for c in changes if c.mode not in ROOM_MODE_LETTERS):
+        conn.reply(rpl.ERR_UNKNOWNMODE, letter, "is unknown mode char to me")
+    changes = [c for c in changes if c.mode in ROOM_MODE_LETTERS]
     if not changes:
         return
     # IRC servers take the first MODES changes with a parameter and ignore the rest.
@@ -127,11 +130,7 @@ def _mode_refused(conn, channel: str, change: ev.ModeChange, exc: ChatError) -> 
         conn.reply(rpl.ERR_INVALIDMODEPARAM, channel, letter, argument or "*", exc.message)
 
 
-def _list(conn, room, channel: str, letter: str) -> None:
-    if letter in _EMPTY_LISTS:
-        numeric, text = _EMPTY_LISTS[letter]
-        conn.reply(numeric, channel, text)
-        return
+def _ban_list(conn, room, channel: str) -> None:
     for ban in room.modes.bans:
         conn.reply(rpl.RPL_BANLIST, channel, ban.mask, source_of(ban.set_by),
                    str(ban.set_at_ms // 1000))

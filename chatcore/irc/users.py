@@ -14,7 +14,7 @@ from ..errors import ChatError, ErrorCode
 from ..events import UNKNOWN_RTT
 from . import dispatch
 from . import numerics as rpl
-from .channels import channel_mode, fit_bytes, members_of
+from .channels import channel_mode, each_member, fit_bytes
 from .dispatch import need, register, room_of
 from .outlet import USER_HOST, channel_of, source_of
 from .text import strip_formatting
@@ -71,32 +71,41 @@ def _flags(away: str, prefixes: str = "") -> str:
 
 def who(conn, params: list) -> None:
     mask = params[0] if params and params[0] else "*"
-    room = room_of(mask)
-    server = conn.irc.server_name
-    if room is not None:
-        found = conn.hub.rooms.get(room.casefold())
-        if found is not None and not conn.hub.room_hidden(conn.session, found.name):   # +s
-            channel = channel_of(found.name)
-            all_prefixes = "multi-prefix" in conn.caps
-            for member in members_of(conn, found.name):
-                prefixes = dispatch.channel_modes.prefixes(conn, found.name, member.name)
-                if prefixes and not all_prefixes:
-                    prefixes = prefixes[0]
-                conn.reply(rpl.RPL_WHOREPLY, channel, member.name, USER_HOST, server,
-                           member.name, _flags(member.away, prefixes),
-                           f"0 {_realname(conn, member.name)}")
-    else:
+    if room_of(mask) is None:
         _who_mask(conn, mask)
         return
-    conn.reply(rpl.RPL_ENDOFWHO, mask, "End of /WHO list")
+    all_prefixes = "multi-prefix" in conn.caps
+    end = lambda *_: conn.reply(rpl.RPL_ENDOFWHO, mask, "End of /WHO list")  # noqa: E731
+
+    def show(room_name: str, member) -> None:
+        prefixes = dispatch.channel_modes.prefixes(conn, room_name, member.name)
+        if prefixes and not all_prefixes:
+            prefixes = prefixes[0]
+        conn.reply(rpl.RPL_WHOREPLY, channel_of(room_name), member.name, USER_HOST,
+                   _server_of(conn, member.server), member.name,
+                   _flags(member.away, prefixes), _hops_realname(conn, member))
+
+    # Every member of every node (the channel's member list in Redis in a cluster).
+    each_member(conn, mask, show, end, end)
+
+
+def _server_of(conn, node_name: str) -> str:
+    return conn.irc.server_name_of(node_name) if node_name else conn.irc.server_name
+
+
+def _hops_realname(conn, user) -> str:
+    """352's last parameter: the hop count (0 here, 1 another node, as LINKS says) and
+    the realname."""
+    hops = 0 if not user.server or user.server == conn.hub.node.name else 1
+    return f"{hops} {_realname(conn, user.name)}"
 
 
 def _who_mask(conn, mask: str) -> None:
     def show(users) -> None:
-        server = conn.irc.server_name
         for user in users:
-            conn.reply(rpl.RPL_WHOREPLY, "*", user.name, USER_HOST, server, user.name,
-                       _flags(user.away), f"0 {_realname(conn, user.name)}")
+            conn.reply(rpl.RPL_WHOREPLY, "*", user.name, USER_HOST,
+                       _server_of(conn, user.server), user.name, _flags(user.away),
+                       _hops_realname(conn, user))
         conn.reply(rpl.RPL_ENDOFWHO, mask, "End of /WHO list")
 
     _matching(conn, mask.split("!", 1)[0], show)
@@ -145,8 +154,10 @@ def _hidden(conn, key: str) -> bool:
     if irc_user is conn or (irc_user is not None and not irc_user.invisible):
         return False
     session = conn.hub.sessions.get(key)
-    rooms = session.rooms if session is not None else ()
-    return not any(room in conn.session.rooms for room in rooms)
+    if session is not None:
+        return not any(room in conn.session.rooms for room in session.rooms)
+    # A user of another node: shown when it is a member of one of our rooms there.
+    return not any(key in room.remote for room in conn.session.rooms.values())
 
 
 def whois(conn, params: list) -> None:
