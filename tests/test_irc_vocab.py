@@ -125,6 +125,9 @@ def test_away_replies_and_whois(irc, native):
     bob.expect("318", "alice")
     bob.send("USERHOST alice bob")
     assert bob.expect("302").params[-1] == "alice=-alice@chatcore bob=+bob@chatcore"
+    bob.send("NOTICE alice :a notice is never answered, not even with 301")
+    bob.sync()
+    assert not [m for m in bob.drain() if m.command == "301"]
     carol.send_direct("alice", "hello?")
     assert carol.wait_for(ev.AwayReply).message == "gone fishing"
     carol.set_away("lunch")

@@ -65,13 +65,14 @@ class Conversations:
                                opens=False)
 
     def send_direct(self, session: Session, peer_name: str, text: str, done=None,
-                    away_here: bool = False):
+                    away_reply: bool = True):
         """Deliver ``text`` to one user; (msg_id, timestamp_ms) for the Ack, returned or
         given to ``done`` (see ``connect``: a user of another node takes a round trip).
-        ``away_here``: the caller tells the sender a user of another node is away itself
-        (``remote_away_due``, from the user's record), so that node sends no away reply."""
+        ``away_reply=False``: no away reply for this message, from this node or the
+        recipient's (an IRC NOTICE, which is never answered; or the caller tells the
+        sender itself: ``remote_away_due``, from a user of another node's record)."""
         return self._to_user(session, peer_name, text, "direct", ev.DirectMessage, done,
-                             away_here)
+                             away_reply)
 
     def remote_away_due(self, session: Session, name: str, away: str) -> bool:
         """Whether ``session`` is to be told now that ``name``, a user of another node, is
@@ -171,7 +172,7 @@ class Conversations:
             sender, int(message["msg_id"]), int(message["ts"]), str(message["text"])))
         self.work_done += 1
         if recipient.away and sender_key not in recipient.away_replied \
-                and not message.get("away_told"):
+                and not message.get("no_away_reply"):
             # The away reply goes back the way the message came: once per sender per period.
             recipient.away_replied.add(sender_key)
             self.backplane.send_to_user(sender_key, {"kind": "away", "from": recipient.name,
@@ -208,13 +209,13 @@ class Conversations:
                     session.outlet.deliver(session.endpoint, ev.ChatClosed(name, reason))
 
     def send_direct_action(self, session: Session, peer_name: str, text: str, done=None,
-                           away_here: bool = False):
+                           away_reply: bool = True):
         """An action ("/me waves") to one user, like ``send_direct``."""
         return self._to_user(session, peer_name, text, "action", ev.DirectAction, done,
-                             away_here)
+                             away_reply)
 
     def _to_user(self, session: Session, peer_name: str, text: str, kind: str, event_type,
-                 done, away_here: bool = False):
+                 done, away_reply: bool = True):
         """A message or action (``event_type``; ``kind`` on a user channel) to one user."""
         self._touch(session)
         peer = self._peer(session, peer_name)
@@ -222,14 +223,14 @@ class Conversations:
         msg_id, timestamp_ms = self._stamp()
         if peer is None:
             message = {"kind": kind, "msg_id": msg_id, "ts": timestamp_ms, "text": text}
-            if away_here:
-                message["away_told"] = 1        # the sender's node answers away itself
+            if not away_reply:
+                message["no_away_reply"] = 1
             return self._to_remote(session, peer_name, message, (msg_id, timestamp_ms), done)
         self._check_attached(peer)
         self._open(session, peer)
         peer.outlet.deliver(peer.endpoint, event_type(session.name, msg_id, timestamp_ms, text))
         self.work_done += 1
-        if peer.away:
+        if peer.away and away_reply:
             self._away_reply(session, peer)
         return answer_or_return(done, (msg_id, timestamp_ms))
 

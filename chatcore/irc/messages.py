@@ -124,8 +124,10 @@ def _send_one(conn, command: str, target: str, text: str, then,
         then()
         return
     send = hub.send_direct_action if action else hub.send_direct
-    if target.casefold() in hub.sessions or not hub.backplane.shared_users:
-        request = lambda done: send(session, target, text, done)    # noqa: E731
+    notice = command == "NOTICE"            # never answered, not even with 301
+    if notice or target.casefold() in hub.sessions or not hub.backplane.shared_users:
+        request = lambda done: send(session, target, text, done,    # noqa: E731
+                                    away_reply=not notice)
         details = None
     else:
         request, details = _to_other_node(conn, send, target, text)
@@ -149,7 +151,8 @@ def _to_other_node(conn, send, target: str, text: str):
     """(request, details): a message to a user who may be on another node, sent together
     with a read of the user's record (one round trip: Redis answers both in order), so
     its away message (301) is part of this command's answer, labeled with it, as on one
-    node; the recipient's node then sends none. ``details`` holds the record once in."""
+    node; the recipient's node then sends none (``away_reply=False``). ``details`` holds
+    the record once in."""
     session, hub = conn.session, conn.hub
     details: list = []
 
@@ -166,7 +169,7 @@ def _to_other_node(conn, send, target: str, text: str):
             if details:
                 done(outcome)
 
-        send(session, target, text, delivered, away_here=True)
+        send(session, target, text, delivered, away_reply=False)
         try:
             hub.whois(session, target, record)
         except ChatError as exc:
