@@ -182,20 +182,35 @@ def test_list_shows_rooms_and_member_counts_of_every_node(start_node, clients, i
     carol, frank = clients(beta, "carol"), clients(beta, "frank")
     carol.join("beta-only")
     frank.join("beta-only")
+    carol.set_topic("beta-only", "kept in Redis")
     carol.join("shared")
+    carol.join("quiet")
     dave = irc_on(alpha, "dave")
     dave.send("JOIN #shared")
     dave.expect("366", "#shared")
+    dave.send("TOPIC #shared :set on alpha")
+    dave.expect("TOPIC", "#shared")
     dave.send("LIST")
     dave.expect("321")
     listed = {}
     while (line := dave.expect_any("322", "323")).command == "322":
-        listed[line.params[1]] = line.params[2]
-    assert listed == {"#beta-only": "2", "#shared": "2"}
+        listed[line.params[1]] = tuple(line.params[2:])
+    # Topics of rooms with no member here come from the shared state too.
+    assert listed == {"#beta-only": ("2", "kept in Redis"), "#quiet": ("1", ""),
+                      "#shared": ("2", "set on alpha")}
     dave.send("LIST #beta-only,#nowhere,#bad*name")
     dave.expect("321")
-    assert dave.expect_any("322", "323").params[1:3] == ["#beta-only", "2"]
+    assert dave.expect_any("322", "323").params[1:] == ["#beta-only", "2", "kept in Redis"]
     dave.expect("323")
+    # TOPIC of a channel with no member on this node: read, not set.
+    dave.send("TOPIC #beta-only", "TOPIC #quiet", "TOPIC #beta-only :mine now",
+              "TOPIC #nowhere")
+    assert dave.expect("332", "#beta-only").params[-1] == "kept in Redis"
+    who = dave.expect("333", "#beta-only")
+    assert who.params[2] == "carol!carol@chatcore" and abs(int(who.params[3]) - time.time()) < 60
+    dave.expect("331", "#quiet")
+    dave.expect("442", "#beta-only")
+    dave.expect("403", "#nowhere")
 
 
 def test_lusers_counts_the_users_and_servers_of_the_cluster(start_node, clients, irc_on):

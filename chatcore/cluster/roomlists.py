@@ -70,6 +70,34 @@ class RoomLists:
 
         self._key_page(base + ":members", after, pattern, limit, scan_limit, details, done)
 
+    def room_topics(self, room_keys: list, done) -> None:
+        """``done(list of fields dicts)``: each room's kept topic fields (``topic``,
+        ``topic_by``, ``topic_at``; empty for a room that is gone), one HMGET per room
+        pipelined in one turn; ``done(None)`` if Redis cannot answer now."""
+        if not self.broker.up or not room_keys:
+            done(None if room_keys else [])
+            return
+        found: list = [None] * len(room_keys)
+        waiting = [len(room_keys)]
+
+        def answered(index: int):
+            def got(reply) -> None:
+                found[index] = reply
+                waiting[0] -= 1
+                if waiting[0]:
+                    return
+                if not all(isinstance(r, list) for r in found):
+                    done(None)
+                    return
+                done([{name: _text(value) for name, value in
+                       zip(("topic", "topic_by", "topic_at"), reply) if value is not None}
+                      for reply in found])
+            return got
+
+        for index, key in enumerate(room_keys):
+            self.broker.call("HMGET", f"{self._prefix}:room:{key}:info", "topic",
+                             "topic_by", "topic_at", callback=answered(index))
+
     def _key_page(self, zset: str, after: str, pattern: str, limit: int, scan_limit: int,
                   then, done) -> None:
         """The keys of one page of ``zset`` (see NameIndex.page), to ``then(keys, total,

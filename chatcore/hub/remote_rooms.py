@@ -35,6 +35,15 @@ def _load_topic(room: Room, fields: dict) -> None:
         room.topic_at_ms = 0
 
 
+def _kept_topic(fields: dict) -> tuple[str, str, int]:
+    """(topic, set by, set at ms) from a room's kept state fields."""
+    try:
+        at_ms = int(fields.get("topic_at", 0))
+    except ValueError:
+        at_ms = 0
+    return fields.get("topic", ""), fields.get("topic_by", ""), at_ms
+
+
 def _load_name(room: Room, fields: dict) -> None:
     room.name = fields.get("name") or room.name         # as first spelt, cluster-wide
 
@@ -207,6 +216,30 @@ class RemoteRooms:
             return False
         told.add(session.key)
         return True
+
+    def room_topics(self, names: list, done) -> None:
+        """``done(list of (topic, set by, set at ms))`` for rooms by name: this node's
+        rooms from their state, the others' (rooms with no member here) from the shared
+        state in a cluster (one round trip), ``("", "", 0)`` where none is known."""
+        rooms = self.rooms
+        known = {name: rooms[name.casefold()] for name in names if name.casefold() in rooms}
+        remote = [name for name in names if name not in known]
+
+        def answered(fields) -> None:
+            kept = dict(zip(remote, fields or [{}] * len(remote)))
+            topics = []
+            for name in names:
+                room = known.get(name)
+                if room is not None:
+                    topics.append((room.topic, room.topic_by, room.topic_at_ms))
+                else:
+                    topics.append(_kept_topic(kept.get(name, {})))
+            done(topics)
+
+        if remote and self.backplane.lists_rooms:
+            self.backplane.room_topics([name.casefold() for name in remote], answered)
+        else:
+            answered(None)
 
     def room_member_count(self, room: Room) -> int:
         return len(room.members) + len(room.remote)

@@ -179,31 +179,40 @@ def names_of(conn, target: str, then=None) -> None:
 
 def list_(conn, params: list) -> None:
     """321, 322 per room, 323: every room of the cluster, with its members on every node
-    (from Redis in a cluster; the topic as this node knows it), secret ones left out."""
+    and its topic (from Redis in a cluster, a page of topics in one round trip for the
+    rooms with no member here), secret ones left out."""
     hub = conn.hub
     rooms = hub.rooms
+    session = conn.session
     conn.reply(rpl.RPL_LISTSTART, "Channel", "Users  Name")
     end = lambda: conn.reply(rpl.RPL_LISTEND, "End of /LIST")   # noqa: E731
 
-    def entry(info) -> None:
-        room = rooms.get(info.name.casefold())
-        if room is not None and hub.room_hidden(conn.session, room.name):
-            return
-        conn.reply(rpl.RPL_LIST, channel_of(info.name), str(info.members),
-                   _list_topic(room.topic if room is not None else ""))
+    def page(entries, go_on) -> None:
+        shown = [info for info in entries
+                 if not (info.name.casefold() in rooms
+                         and hub.room_hidden(session, rooms[info.name.casefold()].name))]
+
+        def topics(found) -> None:
+            if conn.session is not session:
+                return
+            for info, (text, _, _) in zip(shown, found):
+                conn.reply(rpl.RPL_LIST, channel_of(info.name), str(info.members),
+                           _list_topic(text))
+            go_on()
+
+        conn.ask_hub(lambda done: hub.room_topics([info.name for info in shown], done),
+                     topics)
 
     if not params or not params[0]:
-        pages(conn, lambda after, done: hub.rooms_page(after, done=done), entry, end)
+        pages(conn, lambda after, done: hub.rooms_page(after, done=done), None, end, page)
         return
     wanted = sorted({t[1:].casefold() for t in params[0].split(",")
                      if t.startswith("#") and _is_room_name(hub, t[1:])})
 
     def one(key, resume) -> None:
-        def got(page) -> None:
-            for info in getattr(page, "entries", ()):
-                if info.name.casefold() == key:
-                    entry(info)
-            resume()
+        def got(found) -> None:
+            page([info for info in getattr(found, "entries", ())
+                  if info.name.casefold() == key], resume)
 
         conn.ask_hub(lambda done: hub.rooms_page(pattern=key, limit=1, done=done), got)
 
@@ -228,8 +237,12 @@ def topic(conn, params: list) -> None:
         return
     target = params[0]
     room = room_of(target)
-    found = conn.hub.rooms.get(room.casefold()) if room is not None else None
-    if found is None or conn.hub.room_hidden(conn.session, found.name):
+    hub = conn.hub
+    found = hub.rooms.get(room.casefold()) if room is not None else None
+    if found is None and room and hub.backplane.lists_rooms and _is_room_name(hub, room):
+        _shared_room(conn, room, lambda name: _remote_topic(conn, target, name, params))
+        return
+    if found is None or hub.room_hidden(conn.session, found.name):
         conn.reply(rpl.ERR_NOSUCHCHANNEL, target, "No such channel")
         return
     if len(params) == 1:
@@ -252,6 +265,24 @@ def topic(conn, params: list) -> None:
                        "You're not channel operator")
         else:
             raise
+
+
+def _remote_topic(conn, target: str, name: str, params: list) -> None:
+    """TOPIC of a channel with no member on this node (``name``: as the cluster spells
+    it; empty: no such channel): its kept topic from Redis; setting it needs membership."""
+    if not name:
+        conn.reply(rpl.ERR_NOSUCHCHANNEL, target, "No such channel")
+    elif len(params) > 1:
+        conn.reply(rpl.ERR_NOTONCHANNEL, channel_of(name), "You're not on that channel")
+    else:
+        def shown(found) -> None:
+            text, by, at_ms = found[0]
+            if text:
+                _topic_lines(conn, name, text, by, at_ms // 1000)
+            else:
+                conn.reply(rpl.RPL_NOTOPIC, channel_of(name), "No topic is set")
+
+        conn.ask_hub(lambda done: conn.hub.room_topics([name], done), shown)
 
 
 def _topic_lines(conn, room: str, text: str, by: str, at_seconds: int) -> None:

@@ -82,10 +82,12 @@ def in_turn(items, step, then=None) -> None:
     run()
 
 
-def pages(conn, ask, each, then) -> None:
+def pages(conn, ask, each, then, each_page=None) -> None:
     """A hub list page by page: ``ask(after, done)`` (``users_page``, ``rooms_page``),
     ``each(entry)`` for every entry, then ``then()``. A cluster answers each page later
-    (the client's next lines wait); a server alone at once, in a loop."""
+    (the client's next lines wait); a server alone at once, in a loop. ``each_page``
+    instead of ``each``: ``each_page(entries, go_on)`` for every page, which calls
+    ``go_on()`` once done with it (at once, or after asking the hub more)."""
     session = conn.session
     after = [""]
 
@@ -96,13 +98,20 @@ def pages(conn, ask, each, then) -> None:
             if page is None or not hasattr(page, "entries"):     # a refusal: stop there
                 then()
                 return
+
+            def go_on() -> None:
+                after[0] = page.next_after
+                if after[0]:
+                    resume()
+                else:
+                    then()
+
+            if each_page is not None:
+                each_page(page.entries, go_on)
+                return
             for entry in page.entries:
                 each(entry)
-            after[0] = page.next_after
-            if after[0]:
-                resume()
-            else:
-                then()
+            go_on()
 
         conn.ask_hub(lambda done: ask(after[0], done), got)
 
