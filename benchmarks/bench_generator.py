@@ -67,7 +67,8 @@ class Feeder:
         self.at = [(0, 0)] * len(socks)          # (round, offset) per connection
         self.rounds: dict = {}                   # round -> its bytes, while someone needs it
         for s in socks:
-            s.setblocking(False)
+            if s is not None:
+                s.setblocking(False)
 
     def data(self, rnd: int) -> bytes:
         if rnd not in self.rounds:
@@ -79,16 +80,22 @@ class Feeder:
             self.rounds[rnd] = (b"%0*x" % (HIGH_DIGITS, rnd)).join(self.pieces)
         return self.rounds[rnd]
 
-    def fill(self, k: int) -> None:
-        """Write into connection k until its socket buffers are full."""
+    def fill(self, k: int, limit: int = 0) -> None:
+        """Write into connection k until its socket buffers are full, or ``limit`` bytes
+        (if not 0)."""
         rnd, offset = self.at[k]
         sock = self.socks[k]
-        while True:
+        left = limit or -1
+        while left:
             data = self.data(rnd)
+            chunk = memoryview(data)[offset:] if left < 0 else \
+                memoryview(data)[offset:offset + left]
             try:
-                offset += sock.send(memoryview(data)[offset:])
+                n = sock.send(chunk)
             except BlockingIOError:
                 break
+            offset += n
+            left = left - n if left > 0 else left
             if offset >= len(data):
                 rnd, offset = rnd + 1, 0
             self.at[k] = (rnd, offset)
@@ -141,13 +148,15 @@ def socket_pairs(n: int) -> tuple:
     return ours, theirs
 
 
-def make_worker(socks, senders: int, size: int, run: str) -> Worker:
+def make_worker(socks, senders: int, size: int, run: str, recv_bytes: int) -> Worker:
     specs = [ClientSpec(i, f"b{run}n{senders + i}", f"b{run}r0", None, False)
              for i in range(len(socks))]
     plan = Plan("fanout", tuple(specs), {}, 0, size, 0.0, 64)
     parent, child = multiprocessing.Pipe()
     worker = Worker([("127.0.0.1", 0)], plan, specs, child)
     worker.phase = "run"
+    if hasattr(worker, "receiver"):                  # (a tree before verify.Receiver: none)
+        worker.receiver = verify.Receiver(worker.ep, recv_bytes)
     for c, sock in zip(worker.clients, socks):
         c.sock, c.fd, c.state = sock, sock.fileno(), "ready"
         worker.by_fd[c.fd] = c
@@ -167,26 +176,92 @@ def per_socket_poll(worker: Worker, timeout: float) -> None:
             worker.readable(c)
 
 
+class BareLoop:
+    """The kernel's floor: the same epoll and one recv per ready socket into one buffer, the
+    bytes counted and thrown away (no frame looked at); deliveries = bytes / frame bytes."""
+
+    def __init__(self, worker: Worker, buffer_bytes: int, frame_bytes: int):
+        self.ep = worker.ep
+        self.fds = set(worker.by_fd)
+        self.view = memoryview(bytearray(buffer_bytes))
+        self.frame_bytes = frame_bytes
+        self.bytes = 0
+
+    @property
+    def messages(self) -> int:
+        return self.bytes // self.frame_bytes
+
+    def poll(self, timeout: float) -> None:
+        readv, view, fds = os.readv, [self.view], self.fds
+        for fd, _ in self.ep.poll(timeout):
+            if fd in fds:
+                try:
+                    self.bytes += readv(fd, view)
+                except BlockingIOError:
+                    pass
+
+
+def frame_cuts(data: bytes, every: int) -> list:
+    """Offsets of frame starts in ``data`` about ``every`` bytes apart (and its end)."""
+    cuts, pos, last = [0], 0, 0
+    while pos < len(data):
+        pos += 4 + int.from_bytes(data[pos:pos + 4], "big")
+        if pos - last >= every or pos >= len(data):
+            cuts.append(pos)
+            last = pos
+    return cuts
+
+
+def verify_from_memory(pieces, size: int, recv_bytes: int, duration: float) -> tuple:
+    """The verifier alone: the first ``recv_bytes`` of frames (cut at a frame start), as one
+    read leaves them in the cache, fed to a new ``verify.Stream`` again and again for
+    ``duration`` seconds. (the fastest feed's ns per message, messages per feed, tally): on
+    a busy machine the fastest feed is the one nothing interrupted."""
+    data = Feeder([None], pieces).data(0)
+    data = data[:frame_cuts(data, recv_bytes)[1]]
+    best, stop = float("inf"), time.monotonic() + duration
+    while time.monotonic() < stop:
+        tally = verify.Tally(size)
+        stream = verify.Stream(tally)
+        t0 = time.perf_counter_ns()
+        stream.feed(data, 0)
+        best = min(best, time.perf_counter_ns() - t0)
+    return best / max(tally.messages, 1), tally
+
+
 def cpu_seconds() -> tuple:
     """(user, system) CPU seconds of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime, usage.ru_stime
 
 
-def drain(worker: Worker, poll) -> None:
+def drain(tally, poll) -> None:
     """Poll without waiting until two polls in a row bring no message."""
-    tally, quiet = worker.tally, 0
+    quiet = 0
     while quiet < 2:
         before = tally.messages
         poll(0)
         quiet = quiet + 1 if tally.messages == before else 0
 
 
+SHAPES = {            # --shape: (connections, senders each hears, messages per sender per fill)
+    "fanout": (200, 10, 0),       # one room of 200, 10 senders; every socket filled up
+    "rooms": (2000, 1, 8),        # 2000 sockets each hearing its room's one sender, a few at a time
+}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--senders", type=int, default=10)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="fanout",
+                        help="the defaults of the next three: " + "; ".join(
+                            f"{k} {c} connections x {n} senders, burst {b}"
+                            for k, (c, n, b) in SHAPES.items()))
+    parser.add_argument("--connections", type=int)
+    parser.add_argument("--senders", type=int)
+    parser.add_argument("--burst", type=int, metavar="MESSAGES",
+                        help="prefill: messages per sender written into each connection before "
+                             "each drain (0: until its socket buffers are full)")
     parser.add_argument("-d", "--size", type=int, default=100, help="text bytes")
     parser.add_argument("--duration", type=float, default=3.0,
                         help="seconds of receiving measured (prefill: of draining)")
@@ -196,27 +271,59 @@ def main(argv=None) -> int:
                              "process writes while this one reads")
     parser.add_argument("--transport", choices=("tcp", "unix"), default="tcp",
                         help="TCP loopback (as the generator's runs) or AF_UNIX socketpairs")
-    parser.add_argument("--loop", choices=("batch", "per-socket"), default="batch")
+    parser.add_argument("--loop", choices=("batch", "per-socket", "bare", "memory"),
+                        default="batch",
+                        help="batch: verify.Receiver (the generator's); per-socket: recv_into "
+                             "and Stream.feed per ready socket (the loop before); bare: the "
+                             "same reads, nothing verified (the kernel's floor); memory: the "
+                             "verifier alone, fed from memory (no socket: its user CPU)")
+    parser.add_argument("--recv-bytes", type=int, default=verify.RECV_BYTES if hasattr(
+        verify, "RECV_BYTES") else 256 * 1024, help="the receive buffer: at most one read of "
+                                                    "this many bytes per ready socket and poll")
     parser.add_argument("--cpus", type=int, nargs=2, metavar=("RECEIVER", "SENDER"))
     args = parser.parse_args(argv)
+    shape = SHAPES[args.shape]
+    connections = args.connections if args.connections is not None else shape[0]
+    senders = args.senders if args.senders is not None else shape[1]
+    burst = args.burst if args.burst is not None else shape[2]
     run = os.urandom(3).hex()
-    pieces = round_template(args.senders, args.size, run)
-    ours, theirs = (connect_pairs if args.transport == "tcp" else socket_pairs)(args.connections)
-    worker = make_worker(ours, args.senders, args.size, run)
+    pieces = round_template(senders, args.size, run)
+    round_bytes = sum(map(len, pieces)) + HIGH_DIGITS * (len(pieces) - 1)
+    frame_bytes = round_bytes / (senders << SEQ_LOW_BITS)
+    if args.loop == "memory":
+        best, tally = verify_from_memory(pieces, args.size, args.recv_bytes, args.duration)
+        snap = tally.snapshot()
+        bad = {k: snap[k] for k in ("gaps", "duplicates", "reordered", "malformed") if snap[k]}
+        print(f"generator verifier from memory ({verify.IMPLEMENTATION}): {senders} senders, "
+              f"{args.size}-byte texts ({frame_bytes:.0f}-byte frames), "
+              f"{args.recv_bytes // 1024} KiB fed at once; load average "
+              f"{os.getloadavg()[0]:.2f}")
+        print(f"  ceiling     {1e9 / best:>14,.0f} msgs per CPU second ({best:.1f} ns each, the "
+              f"fastest feed of {tally.messages:,} messages)")
+        print("  verification " + ("OK: every frame in order, none lost or repeated" if not bad
+                                   else f"FAILED: {bad}"))
+        return 1 if bad else 0
+    ours, theirs = (connect_pairs if args.transport == "tcp" else socket_pairs)(connections)
+    worker = make_worker(ours, senders, args.size, run, args.recv_bytes)
     if args.cpus:
         os.sched_setaffinity(0, {args.cpus[0]})
-    poll = worker.poll if args.loop == "batch" else (
-        lambda timeout: per_socket_poll(worker, timeout))
-    tally = worker.tally
+    if args.loop == "bare":
+        tally = BareLoop(worker, args.recv_bytes, frame_bytes)
+        poll = tally.poll
+    else:
+        tally = worker.tally
+        poll = worker.poll if args.loop == "batch" else (
+            lambda timeout: per_socket_poll(worker, timeout))
+    limit = round(burst * senders * frame_bytes)
     wall = user = system = 0.0
     delivered = 0
     if args.mode == "prefill":
         feeder = Feeder(theirs, pieces)
         while wall < args.duration:
             for k in range(len(theirs)):
-                feeder.fill(k)
+                feeder.fill(k, limit)
             t0, cpu0, got0 = time.monotonic(), cpu_seconds(), tally.messages
-            drain(worker, poll)
+            drain(tally, poll)
             t1, cpu1 = time.monotonic(), cpu_seconds()
             wall += t1 - t0
             user, system = user + cpu1[0] - cpu0[0], system + cpu1[1] - cpu0[1]
@@ -240,21 +347,26 @@ def main(argv=None) -> int:
         sender.join()
         wall, user, system = t1 - t0, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
         delivered = tally.messages - got0
-    snap = tally.snapshot()
+    snap = worker.tally.snapshot()
     cpu = user + system
     bad = {k: snap[k] for k in ("gaps", "duplicates", "reordered", "malformed") if snap[k]}
     bad.update({"errors": worker.errors, "disconnects": worker.disconnects} if
                worker.errors or worker.disconnects else {})
-    print(f"generator receive loop ({args.mode}, {args.transport}, {args.loop} loop, "
-          f"{verify.IMPLEMENTATION} verifier): {args.connections} connections x {args.senders} "
-          f"senders, {args.size}-byte texts; load average {os.getloadavg()[0]:.2f}")
-    print(f"  delivered   {delivered / wall:>14,.0f} verified msgs/s of wall time "
-          f"({delivered:,} in {wall:.2f} s)")
+    verifier = "no" if args.loop == "bare" else verify.IMPLEMENTATION
+    print(f"generator receive loop ({args.shape}, {args.mode}, {args.transport}, {args.loop} "
+          f"loop, {verifier} verifier): {connections} connections x {senders} senders, "
+          f"burst {burst or 'full'}, {args.size}-byte texts ({frame_bytes:.0f}-byte frames), "
+          f"{args.recv_bytes // 1024} KiB reads; load average {os.getloadavg()[0]:.2f}")
+    print(f"  delivered   {delivered / wall:>14,.0f} {'' if args.loop == 'bare' else 'verified '}"
+          f"msgs/s of wall time ({delivered:,} in {wall:.2f} s)")
     print(f"  CPU         {cpu / wall:>14.0%} of one core ({user:.2f} s user + {system:.2f} s "
           f"system)")
-    print(f"  ceiling     {delivered / max(cpu, 1e-9):>14,.0f} verified msgs per CPU second "
+    print(f"  ceiling     {delivered / max(cpu, 1e-9):>14,.0f} msgs per CPU second "
           f"({cpu * 1e9 / max(delivered, 1):.1f} ns each: {user * 1e9 / max(delivered, 1):.1f} "
           f"user, {system * 1e9 / max(delivered, 1):.1f} system)")
+    if args.loop == "bare":
+        print("  verification none (bare reads: the kernel's floor)")
+        return 0
     print("  verification " + ("OK: every frame in order, none lost or repeated" if not bad
                                else f"FAILED: {bad}"))
     return 1 if bad else 0

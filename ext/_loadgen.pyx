@@ -60,21 +60,70 @@ cdef extern from *:
         x = (x | (x >> 8)) & 0x0000FFFF0000FFFFULL;
         return (uint32_t)(x | (x >> 16));
     }
-    /* Whether the n bytes at p are all the pad byte '.', eight at a time. */
+    /* Whether the n bytes at p are all the pad byte '.', sixteen at a time (GCC/Clang vector
+       extensions: SSE2 on x86-64); the last sixteen may overlap the ones before. */
+    typedef unsigned char loadgen_v16 __attribute__((vector_size(16)));
     static inline int loadgen_is_pad(const unsigned char *p, Py_ssize_t n) {
         const uint64_t dots = 0x2E2E2E2E2E2E2E2EULL;
-        uint64_t w, acc = 0;
-        Py_ssize_t i = 0;
-        for (; i + 8 <= n; i += 8) {
-            memcpy(&w, p + i, 8);
-            acc |= w ^ dots;
+        uint64_t a, b;
+        Py_ssize_t i;
+        if (n >= 16) {
+            loadgen_v16 v, acc = {0}, pad;
+            memset(&pad, 0x2E, 16);
+            for (i = 0; i + 16 <= n; i += 16) {
+                memcpy(&v, p + i, 16);
+                acc |= v ^ pad;
+            }
+            memcpy(&v, p + n - 16, 16);
+            acc |= v ^ pad;
+            memcpy(&a, &acc, 8);
+            memcpy(&b, (const unsigned char *)&acc + 8, 8);
+            return (a | b) == 0;
         }
-        for (; i < n; i++)
-            acc |= p[i] ^ 0x2E;
-        return acc == 0;
+        if (n >= 8) {
+            memcpy(&a, p, 8);
+            memcpy(&b, p + n - 8, 8);
+            return ((a ^ dots) | (b ^ dots)) == 0;
+        }
+        for (a = 0, i = 0; i < n; i++)
+            a |= p[i] ^ 0x2E;
+        return a == 0;
+    }
+    #define LOADGEN_MAX_SEQ 0xFFFFFFFFLL       /* eight hex digits */
+    /* The eight bytes at p as they lie in memory: a key that stands for the hex digits. */
+    static inline uint64_t loadgen_raw8(const unsigned char *p) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        return w;
+    }
+    /* The raw eight lowercase hex digits of v. */
+    static inline uint64_t loadgen_hex8_raw(uint32_t v) {
+        unsigned char s[8];
+        int i;
+        for (i = 7; i >= 0; i--) {
+            s[i] = "0123456789abcdef"[v & 15];
+            v >>= 4;
+        }
+        return loadgen_raw8(s);
+    }
+    /* The raw digits of value + 1, given raw, the (valid) raw digits of value < 0xFFFFFFFF:
+       mostly the last digit moves on by one, which on a little-endian machine is the top byte. */
+    static inline uint64_t loadgen_hex8_next(uint64_t raw, uint32_t value) {
+    #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        uint64_t last = raw >> 56;
+        if (last != '9' && last != 'f')
+            return raw + (1ULL << 56);
+        if (last == '9')
+            return raw + ((uint64_t)('a' - '9') << 56);
+    #endif
+        return loadgen_hex8_raw(value + 1);
     }
     """
     int loadgen_is_pad(const unsigned char *p, Py_ssize_t n) nogil
+    uint64_t loadgen_raw8(const unsigned char *p) nogil
+    int64_t MAX_SEQ "LOADGEN_MAX_SEQ"
+    uint64_t loadgen_hex8_raw(uint32_t v) nogil
+    uint64_t loadgen_hex8_next(uint64_t raw, uint32_t value) nogil
     uint32_t loadgen_hex8(const unsigned char *p, uint64_t *bad) nogil
     int __builtin_clzll(unsigned long long) nogil
 
@@ -155,36 +204,71 @@ cdef class Tally:
         }
 
 
+cdef struct Sender:
+    # What a stream knows of one sender. Every raw key (eight digits as they lie in memory) is
+    # valid lowercase hex and stands for the value beside it, so an incoming field equal to one
+    # is both checked and parsed: only a field that differs is parsed digit by digit.
+    uint64_t id_raw
+    int64_t last                        # the last sequence number seen (-1: none yet)
+    uint64_t next_raw                   # the digits of next_seq: the one expected after last
+    int64_t next_seq
+    uint64_t sent_raw_high, sent_raw_low    # the digits of the last send time seen, and it
+    uint64_t sent_us
+
+
 cdef inline int _check_text(Stream st, Tally tally, const unsigned char *buf, Py_ssize_t pos,
                             Py_ssize_t stop, int64_t now_us) except -1:
     """Check the stamped text ``buf[pos:stop]``: order, loss, duplicates, latency."""
-    cdef uint64_t sender, seq, sent_us
+    cdef const unsigned char *p = buf + pos
+    cdef uint64_t id_raw, seq_raw, high_raw, low_raw, sent_us
     cdef uint64_t bad = 0
-    cdef int64_t last
-    cdef Py_ssize_t slot, h
+    cdef int64_t seq, last
+    cdef Py_ssize_t h = st._hint
+    cdef Sender *sender = NULL
+    cdef bint fresh_time = True
     if stop - pos != tally.text_bytes:
         tally.malformed += 1
         return 0
-    sender = loadgen_hex8(buf + pos, &bad)
-    seq = loadgen_hex8(buf + pos + 8, &bad)
-    sent_us = (<uint64_t>loadgen_hex8(buf + pos + 16, &bad) << 32) | \
-        loadgen_hex8(buf + pos + 24, &bad)
-    if bad or not loadgen_is_pad(buf + pos + TEXT_HEADER_BYTES, stop - pos - TEXT_HEADER_BYTES):
+    id_raw = loadgen_raw8(p)
+    seq_raw = loadgen_raw8(p + 8)
+    high_raw = loadgen_raw8(p + 16)
+    low_raw = loadgen_raw8(p + 24)
+    if h < st._n and st._senders[h].id_raw == id_raw:      # the usual case: senders take turns
+        sender = &st._senders[h]
+    else:
+        h = st._find(id_raw)
+        if h >= 0:
+            sender = &st._senders[h]
+        else:
+            loadgen_hex8(p, &bad)                           # a new sender: check its id
+    if sender != NULL and seq_raw == sender.next_raw:
+        seq = sender.next_seq
+    else:
+        seq = loadgen_hex8(p + 8, &bad)
+    if sender != NULL and high_raw == sender.sent_raw_high and low_raw == sender.sent_raw_low:
+        sent_us = sender.sent_us                            # a burst shares its send time
+        fresh_time = False
+    else:
+        sent_us = (<uint64_t>loadgen_hex8(p + 16, &bad) << 32) | loadgen_hex8(p + 24, &bad)
+    if bad or not loadgen_is_pad(p + TEXT_HEADER_BYTES, stop - pos - TEXT_HEADER_BYTES):
         tally.malformed += 1
         return 0
-    h = st._hint
-    if h < st._n and st._ids[h] == sender:       # the usual case: senders take turns
-        slot = h
-        st._hint = h + 1 if h + 1 < st._n else 0
-    else:
-        slot = st._find(sender)
-    last = st._lasts[slot]
-    if <int64_t>seq > last:
-        tally.gaps += <uint64_t>(<int64_t>seq - last - 1)
-        st._lasts[slot] = seq
+    if sender == NULL:
+        h = st._add(id_raw)
+        sender = &st._senders[h]
+    st._hint = h + 1 if h + 1 < st._n else 0
+    if fresh_time:
+        sender.sent_raw_high, sender.sent_raw_low, sender.sent_us = high_raw, low_raw, sent_us
+    last = sender.last
+    if seq > last:
+        tally.gaps += <uint64_t>(seq - last - 1)
+        sender.last = seq
+        if seq < MAX_SEQ:
+            sender.next_raw = loadgen_hex8_next(seq_raw, <uint32_t>seq)
+            sender.next_seq = seq + 1
         tally.messages += 1
         tally.hist_[_bucket_of(now_us - <int64_t>sent_us)] += 1
-    elif <int64_t>seq == last:
+    elif seq == last:
         tally.duplicates += 1
     else:
         tally.reordered += 1
@@ -196,9 +280,8 @@ cdef class Stream:
     cdef public Py_ssize_t acks
     cdef unsigned char *_tail           # an incomplete frame (line) carried to the next feed
     cdef Py_ssize_t _tail_len, _tail_cap, _max_tail
-    cdef uint64_t *_ids
-    cdef int64_t *_lasts
-    cdef Py_ssize_t _n, _cap, _hint
+    cdef Sender *_senders
+    cdef Py_ssize_t _n, _cap, _hint     # senders known, room for, and the one expected next
 
     def __cinit__(self, Tally tally):
         self.tally = tally
@@ -206,14 +289,12 @@ cdef class Stream:
         self._tail = NULL
         self._tail_len = self._tail_cap = 0
         self._max_tail = 4 + MAX_FRAME_BYTES     # never reached: a longer length is refused
-        self._ids = NULL
-        self._lasts = NULL
+        self._senders = NULL
         self._n = self._cap = self._hint = 0
 
     def __dealloc__(self):
         free(self._tail)
-        free(self._ids)
-        free(self._lasts)
+        free(self._senders)
 
     @property
     def buffered_bytes(self):
@@ -302,31 +383,37 @@ cdef class Stream:
         return pos
 
     @cython.final
-    cdef Py_ssize_t _find(self, uint64_t sender) except -1:
-        """The slot of ``sender``, added with last = -1 when new."""
-        cdef Py_ssize_t k, n = self._n, h = self._hint, cap
-        cdef uint64_t *ids
-        cdef int64_t *lasts
+    cdef Py_ssize_t _find(self, uint64_t id_raw) noexcept:
+        """The index of the sender whose id's digits are ``id_raw``, or -1. The search starts
+        at the one expected next: senders take turns."""
+        cdef Py_ssize_t k, n = self._n, h = self._hint
         for k in range(n):
-            if self._ids[h] == sender:
-                self._hint = h + 1 if h + 1 < n else 0
+            if h >= n:
+                h = 0
+            if self._senders[h].id_raw == id_raw:
                 return h
             h += 1
-            if h == n:
-                h = 0
+        return -1
+
+    @cython.final
+    cdef Py_ssize_t _add(self, uint64_t id_raw) except -1:
+        """A new sender (``id_raw`` checked), nothing seen from it yet: its index."""
+        cdef Py_ssize_t n = self._n, cap
+        cdef Sender *grown
+        cdef Sender *sender
         if n == self._cap:
             cap = self._cap * 2 if self._cap else 8
-            ids = <uint64_t *>realloc(self._ids, cap * sizeof(uint64_t))
-            if ids == NULL:
+            grown = <Sender *>realloc(self._senders, cap * sizeof(Sender))
+            if grown == NULL:
                 raise MemoryError()
-            self._ids = ids
-            lasts = <int64_t *>realloc(self._lasts, cap * sizeof(int64_t))
-            if lasts == NULL:
-                raise MemoryError()
-            self._lasts = lasts
-            self._cap = cap
-        self._ids[n] = sender
-        self._lasts[n] = -1
+            self._senders, self._cap = grown, cap
+        sender = &self._senders[n]
+        sender.id_raw = id_raw
+        sender.last = -1
+        sender.next_seq = 0
+        sender.next_raw = loadgen_hex8_raw(0)
+        sender.sent_raw_high = sender.sent_raw_low = loadgen_hex8_raw(0)
+        sender.sent_us = 0
         self._n = n + 1
         return n
 

@@ -288,3 +288,56 @@ def test_encoded_sends_are_requests_whose_texts_verify(impl):
                                                       ("lobby", 44)]
     assert [e.text for e in sends] == [verify.stamp(7, q, 1_000_000, SIZE).decode()
                                        for q in (41, 42, 43)]
+
+
+# -- the compiled stream's per-sender caches ----------------------------------------------------
+# It keeps, per sender, the digits of the sequence number it expects next and of the last send
+# time, and parses only a field that differs: these texts walk the edges of those caches
+# (carries in the last digit, the last sequence number there is, repeated and changing times,
+# digits that are almost hex) and both loops must count them alike.
+
+_SEQS = [0, 1, 8, 9, 10, 14, 15, 16, 0x19, 0x1A, 0xFF, 0x100, 0xFFFFFFFE, 0xFFFFFFFF]
+_DAMAGE = [None, None, None, "upper", "g", "pad", "short"]
+
+
+def _text(sender: int, seq: int, sent_us: int, damage) -> bytes:
+    text = bytearray(verify.stamp(sender, seq, sent_us, SIZE))
+    if damage == "upper":                    # an uppercase digit is not ours
+        k = next((i for i, b in enumerate(text[:32]) if b in b"abcdef"), None)
+        if k is None:
+            text[7] = ord("A")
+        else:
+            text[k] = text[k] - 32
+    elif damage == "g":
+        text[15] = ord("g")
+    elif damage == "pad":
+        text[-1] = ord(",")
+    elif damage == "short":
+        del text[-1]
+    return bytes(text)
+
+
+@pytest.mark.skipif(verify.verify_c is None, reason="chatcore._loadgen is not built")
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 0xA, 0xFFFFFFFF]), st.sampled_from(_SEQS),
+                          st.sampled_from([1, 2, 0xF, 0xFFFFFFFFFFFF]),
+                          st.sampled_from(_DAMAGE)), max_size=40),
+       st.lists(st.integers(0, 8000), max_size=3))
+def test_the_loops_agree_on_texts_at_the_caches_edges(items, cuts):
+    data = b"".join(encode_room_message(b"r", b"u", 1, 0, _text(*item)) for item in items)
+    cuts = [c % (len(data) + 1) for c in cuts]
+    assert _run(verify_py, data, cuts, 4096) == _run(verify.verify_c, data, cuts, 4096)
+
+
+def test_a_sender_counts_on_through_carries_to_its_last_number(impl):
+    rig = Rig(impl)
+    try:
+        seqs = list(range(0, 0x120)) + list(range(0xFFFFFFF0, 0x100000000)) + [0xFFFFFFFF, 3]
+        rig.send(0, b"".join(encode_room_message(b"r", b"u", 1, 0, _text(5, q, q // 7, None))
+                             for q in seqs))
+        snap = rig.tally.snapshot()
+        assert snap["messages"] == 0x120 + 16
+        assert snap["gaps"] == 0xFFFFFFF0 - 0x120
+        assert (snap["duplicates"], snap["reordered"], snap["malformed"]) == (1, 1, 0)
+    finally:
+        rig.close()
