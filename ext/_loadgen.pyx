@@ -126,6 +126,7 @@ cdef extern from *:
     uint64_t loadgen_hex8_next(uint64_t raw, uint32_t value) nogil
     uint32_t loadgen_hex8(const unsigned char *p, uint64_t *bad) nogil
     int __builtin_clzll(unsigned long long) nogil
+    void __builtin_prefetch(const void *p) nogil
 
 cdef enum:
     TEXT_HEADER_BYTES = 32
@@ -145,6 +146,8 @@ cdef enum:
     MAX_EVENTS = 1024                  # epoll events taken per poll, as select.epoll's default
     READ_BITS = EPOLLIN | EPOLLHUP | EPOLLERR
     SMALL_TAIL_BYTES = 4096            # a kept tail buffer larger than this is given back
+    PREFETCH_BYTES = 1024              # how far ahead of the frame being checked the scan asks
+                                       # for the bytes: a large recv leaves them out of the cache
 
 RECV_BYTES = 256 * 1024
 
@@ -363,6 +366,8 @@ cdef class Stream:
             msg_type = buf[pos + 4]
             start = pos + 9
             stop = pos + 4 + length
+            if stop + PREFETCH_BYTES < end:
+                __builtin_prefetch(buf + stop + PREFETCH_BYTES)
             tally.counts_[msg_type] += 1
             if msg_type == ROOM_MESSAGE or msg_type == DIRECT_MESSAGE:
                 p = start
