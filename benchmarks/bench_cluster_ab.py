@@ -4,7 +4,8 @@
 
 Arms: ``1-node`` (this tree, one server), ``2-nodes-before`` (the ``--before`` tree, its
 extensions built in place or copied in: two nodes on a redis-server) and ``2-nodes`` (this
-tree, likewise); each run of each scenario starts fresh processes pinned to CPU 0 (nodes and
+tree, likewise; with ``--unix`` also ``2-nodes-unix``, on Redis's Unix socket); each run of
+each scenario starts fresh processes pinned to CPU 0 (nodes and
 redis-server together, as ``run_suite`` does) with the load generator on the other cores. The
 arms' order rotates each repetition. Printed: the medians of the server CPU per delivery
 (summed over every node and redis-server), deliveries/s, latency p50/p99 (for ``claim``: of
@@ -49,7 +50,8 @@ def run(arm: str, tree, scenario: str, duration: float, cpus, gen_cpus, workdir)
     if arm == "1-node":
         deployment = deploy.start_chatcore(arm, cpus, workdir)
     else:
-        deployment = deploy.start_cluster(arm, cpus, workdir, nodes=2, tree=tree)
+        deployment = deploy.start_cluster(arm, cpus, workdir, nodes=2, tree=tree,
+                                          redis_unix=arm.endswith("-unix"))
     out = workdir / "result.json"
     out.unlink(missing_ok=True)
     base, flags = SCENARIOS[scenario]
@@ -88,12 +90,17 @@ def main() -> None:
                         choices=sorted(SCENARIOS))
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--unix", action="store_true",
+                        help="a fourth arm, 2-nodes-unix: this tree's nodes on Redis's Unix "
+                             "socket (unix:// URL) instead of loopback TCP")
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0))
     cpus = {cores[0]} if len(cores) > 1 else None
     gen_cpus = set(cores[1:]) if len(cores) > 1 else None
     arms = [("1-node", deploy.ROOT), ("2-nodes-before", pathlib.Path(args.before)),
             ("2-nodes", deploy.ROOT)]
+    if args.unix:
+        arms.append(("2-nodes-unix", deploy.ROOT))
     results: dict = {}
     print(f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="chatcore-ab-") as tmp:

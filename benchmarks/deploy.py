@@ -130,24 +130,29 @@ def start_reference(name, cpus, workdir, flags=()) -> Deployment:
     return Deployment(name, [proc], [("127.0.0.1", int(port_file.read_text()))], [proc.pid])
 
 
-def start_redis(cpus, workdir: pathlib.Path) -> tuple:
-    """A redis-server on a free loopback port without persistence: (process, URL)."""
+def start_redis(cpus, workdir: pathlib.Path, unix: bool = False) -> tuple:
+    """A redis-server on a free loopback port without persistence: (process, URL); with
+    ``unix`` the URL is its Unix socket in ``workdir`` (a Redis on the nodes' machine)."""
     server = shutil.which("redis-server")
     if server is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     log = workdir / "redis.log"
+    socket_path = workdir / f"redis-{port}.sock"
     proc = _popen([server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                   "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
-                  cpus, log)
-    _started([proc], log, "redis-server", lambda: _accepts(port))
-    return proc, f"redis://127.0.0.1:{port}/0"
+                   "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
+                   *(("--unixsocket", str(socket_path), "--unixsocketperm", "700")
+                     if unix else ())], cpus, log)
+    _started([proc], log, "redis-server", lambda: _accepts(port)
+             and (not unix or socket_path.exists()))
+    return proc, f"unix://{socket_path}" if unix else f"redis://127.0.0.1:{port}/0"
 
 
-def start_cluster(name, cpus, workdir, nodes=2, flags=(), env=None, tree=ROOT) -> Deployment:
-    """redis-server and ``nodes`` chatcore nodes on it (from source ``tree``); clients are
-    spread over the nodes."""
-    redis, url = start_redis(cpus, workdir)
+def start_cluster(name, cpus, workdir, nodes=2, flags=(), env=None, tree=ROOT,
+                  redis_unix=False) -> Deployment:
+    """redis-server and ``nodes`` chatcore nodes on it (from source ``tree``; over its Unix
+    socket with ``redis_unix``); clients are spread over the nodes."""
+    redis, url = start_redis(cpus, workdir, unix=redis_unix)
     procs, addrs = [redis], []
     try:
         for k in range(nodes):

@@ -19,10 +19,10 @@ import logging
 import random
 import socket
 import time
-import urllib.parse
-from dataclasses import dataclass
 
 import hiredis
+
+from .redis_address import RedisAddress, check_reachable, run_blocking
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,10 @@ MAX_READS_PER_TURN = 64         # ... but at most 16 MiB a turn, so clients stil
 RECONNECT_MIN_SECONDS = 0.05    # first retry: a restarting Redis is often back at once
 RECONNECT_MAX_SECONDS = 2.0     # retries never further apart than this
 SUBSCRIBE_BATCH = 1000          # channels per SUBSCRIBE when renewing after a reconnect
-DEFAULT_PORT = 6379
+
+
+__all__ = ["Broker", "BrokerUnavailable", "RedisAddress", "ReplyError", "check_reachable",
+           "run_blocking"]
 
 
 class BrokerUnavailable(Exception):
@@ -39,84 +42,6 @@ class BrokerUnavailable(Exception):
 
 
 ReplyError = hiredis.ReplyError
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    """Where Redis is, parsed from ``redis://[[user]:password@]host[:port][/db]``."""
-    url: str
-    host: str
-    port: int
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> RedisAddress:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "redis":
-            raise ValueError(f"redis URL {url!r} must start with redis://")
-        if not parts.hostname:
-            raise ValueError(f"redis URL {url!r} names no host")
-        path = parts.path.strip("/")
-        if path and not path.isdigit():
-            raise ValueError(f"redis URL {url!r}: the path must be a database number")
-        try:
-            port = parts.port or DEFAULT_PORT
-        except ValueError:
-            raise ValueError(f"redis URL {url!r} has a bad port") from None
-        password = urllib.parse.unquote(parts.password) if parts.password else None
-        username = urllib.parse.unquote(parts.username) if parts.username else None
-        return cls(_redacted(parts), parts.hostname, port, int(path or 0), username, password)
-
-    def setup_commands(self, subscriber: bool) -> list[tuple]:
-        """What a fresh connection sends first: AUTH, and SELECT (commands only)."""
-        commands = []
-        if self.password is not None:
-            commands.append(("AUTH", self.username, self.password) if self.username
-                            else ("AUTH", self.password))
-        if self.db and not subscriber:
-            commands.append(("SELECT", self.db))
-        return commands
-
-
-def _redacted(parts: urllib.parse.SplitResult) -> str:
-    """The URL as logs may show it: without its password."""
-    if parts.password is None:
-        return parts.geturl()
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    user = parts.username or ""
-    return urllib.parse.urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, "", ""))
-
-
-def run_blocking(address: RedisAddress, commands: list[tuple],
-                 timeout_seconds: float) -> list:
-    """Send ``commands`` (after AUTH/SELECT) on a blocking connection and return their
-    replies: for start-up, before the loop runs. Raises OSError saying what failed."""
-    reader = hiredis.Reader()
-    setup = address.setup_commands(subscriber=False)
-    everything = setup + list(commands)
-    with socket.create_connection((address.host, address.port), timeout_seconds) as sock:
-        sock.sendall(b"".join(hiredis.pack_command(c) for c in everything))
-        replies = []
-        while len(replies) < len(everything):
-            data = sock.recv(65536)
-            if not data:
-                raise OSError("Redis closed the connection")
-            reader.feed(data)
-            while (reply := reader.gets()) is not False:
-                replies.append(reply)
-    for reply in replies[:len(setup)]:
-        if isinstance(reply, ReplyError):
-            raise OSError(f"Redis refused: {reply}")
-    return replies[len(setup):]
-
-
-def check_reachable(address: RedisAddress, timeout_seconds: float) -> None:
-    """Blocking PING for start-up: raises OSError saying what failed."""
-    reply = run_blocking(address, [("PING",)], timeout_seconds)[0]
-    if isinstance(reply, ReplyError):
-        raise OSError(f"Redis refused: {reply}")
 
 
 class _Link:
@@ -150,10 +75,14 @@ class _Link:
             self._failed(exc)
             return
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         err = sock.connect_ex(sockaddr)
-        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+        # A Unix socket connects at once or not at all (EAGAIN: its backlog is full).
+        in_progress = (0,) if family == socket.AF_UNIX else (0, errno.EINPROGRESS,
+                                                             errno.EWOULDBLOCK)
+        if err not in in_progress:
             self._failed(OSError(err, f"connect: {errno.errorcode.get(err, err)}"))
             return
         self.reactor.add_writer(sock.fileno(), self._on_connected)
@@ -456,10 +385,7 @@ class Broker:
 
     def start(self) -> None:
         """Resolve the address (once: the loop must not block on DNS later) and connect."""
-        address = self.address
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(
-            address.host, address.port, type=socket.SOCK_STREAM)[0]
-        self.resolved = (family, kind, proto, sockaddr)
+        self.resolved = self.address.resolve()
         self.reactor.add_before_sleep(self.flush)
         self.commands.connect()
         self.subscriber.connect()

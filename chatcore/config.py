@@ -95,8 +95,8 @@ class ServerConfig:
                                                "a second); the rest wait a tick")
     shutdown_grace_seconds: float = setting(2.0, "time to flush goodbyes on SIGINT/SIGTERM")
     # -- the cluster (docs/cluster.md); all unused without ``redis`` --
-    redis: str = setting("", "redis://HOST:PORT/DB: join the cluster on that Redis; "
-                             "empty: run alone")
+    redis: str = setting("", "redis://HOST:PORT/DB (or unix:///PATH?db=N): join the "
+                             "cluster on that Redis; empty: run alone")
     advertise: str = setting("", "HOST:PORT that server lists tell clients to use; "
                                  "empty: the bound address")
     cluster_name: str = setting("chatcore", "prefix of the cluster's Redis keys and channels")

@@ -9,6 +9,7 @@ import pytest
 
 from chatcore.broker import (Broker, BrokerUnavailable, RedisAddress, ReplyError,
                              check_reachable)
+from chatcore.errors import ChatError, ErrorCode
 from chatcore.reactor import Reactor
 
 
@@ -192,3 +193,50 @@ def test_check_reachable_names_what_failed(redis_server):
     check_reachable(RedisAddress.parse(redis_server.url), 2.0)
     with pytest.raises(OSError):
         check_reachable(RedisAddress.parse("redis://127.0.0.1:1/0"), 2.0)
+
+
+def test_unix_socket_url_parsing():
+    address = RedisAddress.parse("unix://:s3cret@/run/redis/redis.sock?db=3")
+    assert (address.unix_path, address.db, address.password) == ("/run/redis/redis.sock", 3,
+                                                                 "s3cret")
+    assert "s3cret" not in address.url and address.url.endswith("redis.sock?db=3")
+    assert RedisAddress.parse("unix:///tmp/r.sock").db == 0
+    for bad in ("unix://", "unix:///", "unix:///tmp/r.sock?db=x"):
+        with pytest.raises(ValueError, match="redis URL"):
+            RedisAddress.parse(bad)
+
+
+def test_a_unix_socket_link_pipelines_and_subscribes(reactor, start_redis, tmp_path):
+    path = tmp_path / "redis.sock"
+    start_redis("--unixsocket", str(path), "--unixsocketperm", "700")
+    url = f"unix://{path}"
+    check_reachable(RedisAddress.parse(url), 2.0)
+    broker = make_broker(reactor, url)
+    replies, got = [], []
+    broker.subscribe("broker-test:unix", lambda channel, data: got.append(data))
+    wait_subscribed(reactor, broker, "broker-test:unix")
+    writes_before = broker.commands.writes
+
+    def issue():
+        for i in range(50):
+            broker.call("SET", f"broker-test:unix:{i}", i)
+            broker.call("GET", f"broker-test:unix:{i}", callback=replies.append)
+        broker.publish("broker-test:unix", b"over the socket")
+
+    reactor.call_soon(issue)
+    run_until(reactor, lambda: len(replies) == 50 and got)
+    assert replies == [str(i).encode() for i in range(50)] and got == [b"over the socket"]
+    assert broker.commands.writes == writes_before + 1
+    broker.close()
+
+
+def test_a_cluster_node_on_a_unix_socket_claims_names(start_redis, start_node, clients,
+                                                      tmp_path):
+    path = tmp_path / "redis.sock"
+    start_redis("--unixsocket", str(path), "--unixsocketperm", "700")
+    alpha = start_node("alpha", redis_url=f"unix://{path}")
+    beta = start_node("beta", redis_url=f"unix://{path}")
+    clients(alpha, "uma")
+    with pytest.raises(ChatError) as refused:
+        clients(beta, "UMA")
+    assert refused.value.code == ErrorCode.NAME_TAKEN
