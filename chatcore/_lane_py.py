@@ -1,5 +1,5 @@
-"""The per-message lane, pure Python: room and direct messages from the decoded frame to the
-recipients' output buffers and the sender's Ack, without event objects.
+"""The per-message lane, pure Python: room and direct messages from the decoded frame (or
+the IRC line) to the recipients' output buffers and the sender's Ack, without event objects.
 
 The specification is the hub path it shortens (``Connection._handle_input`` ->
 ``Requests._on_send_room`` / ``_on_send_direct`` -> ``Hub.send_room`` / ``send_direct`` ->
@@ -7,10 +7,17 @@ The specification is the hub path it shortens (``Connection._handle_input`` ->
 for the common case only, reading the hub's live state (a session's rooms and
 conversations, a room's members, modes and ``shared`` flag, the flood buckets, the turn's
 work budget). Every other frame, and every frame the hub could refuse or would route
-elsewhere (not a member, a gated or shared room, IRC or detached members, a user not here
+elsewhere (not a member, a gated or shared room, detached members, a user not here
 or away, a conversation not yet open, any text the hub or the decoder would refuse), is
-handed back as its event, for the hub path to handle as it always did. docs/hotpath.md
-("The per-message lane") has the rules; ``chatcore._lane`` is the compiled twin, and
+handed back as its event, for the hub path to handle as it always did.
+
+``run`` takes a native connection's frames, ``run_irc`` an IRC connection's plain
+``PRIVMSG target :text`` lines (``codec.read_privmsg``'s; the rest is handed back as the
+IRC protocol's event): the hub path of those is ``IrcConnection._on_plain_privmsg`` ->
+``irc.messages.plain_privmsg`` -> the hub -> the outlets. A room's members may be native or
+IRC (either encoding: ``IrcOutlet``, with or without ``server-time``); each encoding present
+gets the message built once, as the outlets build it. docs/hotpath.md ("The per-message
+lane") has the rules; ``chatcore._lane`` is the compiled twin, and
 tests/test_lane_differential.py holds both to the hub path.
 """
 from __future__ import annotations
@@ -18,8 +25,8 @@ from __future__ import annotations
 import re
 import struct
 
-from .codec import fanout
-from .errors import FrameError, ProtocolError
+from .codec import fanout, read_privmsg
+from .errors import FrameError, LineTooLong, ProtocolError
 from .protocol import NEED_DATA
 
 _OPEN = None                    # State.OPEN, imported at the first run: chatcore.connection
@@ -31,6 +38,10 @@ _HEAD = struct.Struct(">IBIH")  # length, type, request_id, first str's length
 _U16 = struct.Struct(">H")
 _STAMP = struct.Struct(">QQ")
 _ACK = struct.Struct(">IBIQQ")
+# chatcore.irc: how the outlets write a relayed line (outlet.USER_HOST, message.MAX_LINE_BYTES)
+_IRC_USER_HOST = b"chatcore"
+_IRC_MAX_LINE_BYTES = 512
+_NATIVE, _IRC, _IRC_TIMED = 0, 1, 2     # a room's encodings: its outlets, in _targets
 # The text rule (docs/protocol.md, "Text") on valid UTF-8 bytes: C0 controls but TAB and
 # LF, DEL, and C1 controls (U+0080-U+009F, which UTF-8 writes as C2 80-C2 9F; 0xC2 is never
 # a continuation byte). Lone surrogates cannot occur: the strict decoder refuses them.
@@ -77,10 +88,7 @@ def run(conn, turn_ends_at: int, now: float):
     ``ProtocolError`` the protocol raised, or the event of a frame handed back; a non-zero
     ``wait_seconds`` means that event already drew from its flood bucket, which said wait.
     """
-    global _OPEN
-    if _OPEN is None:
-        from .connection.closing import State
-        _OPEN = State.OPEN
+    _first_run()
     protocol = conn.protocol
     hub = conn.hub
     outlet = conn.outlet
@@ -88,10 +96,14 @@ def run(conn, turn_ends_at: int, now: float):
     session = conn.session
     stats = conn.stats
     buckets = conn._buckets
+    front = conn.server.irc
     output_limit = conn.config.max_output_bytes
     max_text_bytes = hub.limits.max_text_bytes
     sender = session.name.encode()
-    last_type = last_name = found = native = room_name = names = fixed_bytes = None
+    source = _irc_source(sender)
+    skip_outlet, skip_buffer = _irc_skip(front, session)
+    last_type = last_name = found = targets = room_name = names = fixed_bytes = None
+    irc_head = None
     # The decoder itself, not protocol.next_frame: one call less a message. A broken stream
     # (or a frame error now) goes through next_frame for the protocol's sticky error.
     next_frame = protocol.next_frame if protocol._broken is not None \
@@ -126,33 +138,40 @@ def run(conn, turn_ends_at: int, now: float):
             if key is None:
                 return _handed_back(protocol, frame, turn_ends_at)
         if msg_type == _SEND_ROOM:
-            # Hub.send_room, for a member of a room of native members only, on this node only.
+            # Hub.send_room, for a member of a room of members of this node only.
             if same:
                 room = found
             else:
                 room = session.rooms.get(key)
-                if room is None or room.shared or room.modes.gated:
-                    return _handed_back(protocol, frame, turn_ends_at)
-                endpoints = room.endpoints
-                native = endpoints.get(outlet) if len(endpoints) == 1 else None
-                if native is None:
+                targets = _targets(room, outlet, front)
+                if targets is None:
                     return _handed_back(protocol, frame, turn_ends_at)
                 found, last_type, last_name = room, msg_type, name
                 room_name = room.name.encode()
                 # What the frame holds between its header and the stamps, and its size.
                 names = b"".join((room_name, _U16.pack(len(sender)), sender))
                 fixed_bytes = 5 + 2 + len(names) + 16
+                irc_head = _irc_head(source, b"#" + room_name, targets)
+            if irc_head is not None and not _irc_fits(irc_head, text, front):
+                return _handed_back(protocol, frame, turn_ends_at)
         else:
-            # Hub.send_direct, to a native user of this node already in a conversation with
-            # the sender and not away.
+            # Hub.send_direct, to a user of this node already in a conversation with the
+            # sender and not away.
             if same:
                 peer = found
             else:
                 peer = hub.sessions.get(key)
-                if (peer is None or peer is session or peer.outlet is not outlet or peer.away
+                if (peer is None or peer is session or peer.away
                         or peer.key not in session.conversations):
                     return _handed_back(protocol, frame, turn_ends_at)
+                peer_kind = _kind_of(peer.outlet, outlet, front)
+                if peer_kind is None:
+                    return _handed_back(protocol, frame, turn_ends_at)
                 found, last_type, last_name = peer, msg_type, name
+                irc_head = None if peer_kind == _NATIVE else _irc_head(
+                    source, peer.endpoint.owner.nick.encode(), ((peer_kind, None, None),))
+            if irc_head is not None and not _irc_fits(irc_head, text, front):
+                return _handed_back(protocol, frame, turn_ends_at)
         # Both: flood control, then the hub's stamp (as Hub.send_room/send_direct).
         if buckets is not None:
             wait_seconds = buckets[_FLOOD_CHAT].take(now)
@@ -165,16 +184,19 @@ def run(conn, turn_ends_at: int, now: float):
             data = b"".join((_HEAD.pack(fixed_bytes + len(text), _ROOM_MESSAGE, 0,
                                         len(room_name)),
                              names, _STAMP.pack(msg_id, timestamp_ms), text))
-            outlet.deliveries += len(native)
-            outlet.pending.extend(fanout(data, native))
+            _to_room(targets, outlet, data, irc_head, text, timestamp_ms, skip_outlet,
+                     skip_buffer)
             hub.work_done += len(room.members)
             stats.room_messages += 1
         else:
-            data = b"".join((
-                _HEAD.pack(5 + 2 + len(sender) + 16 + len(text), _DIRECT_MESSAGE, 0,
-                           len(sender)),
-                sender, _STAMP.pack(msg_id, timestamp_ms), text))
-            outlet.deliveries += 1
+            if irc_head is None:
+                data = b"".join((
+                    _HEAD.pack(5 + 2 + len(sender) + 16 + len(text), _DIRECT_MESSAGE, 0,
+                               len(sender)),
+                    sender, _STAMP.pack(msg_id, timestamp_ms), text))
+                outlet.deliveries += 1
+            else:
+                data = _irc_line(peer.outlet, irc_head, text, timestamp_ms)
             endpoint = peer.endpoint
             if endpoint.append(data):
                 outlet.pending.append(endpoint)
@@ -189,8 +211,204 @@ def run(conn, turn_ends_at: int, now: float):
         turn_ends_at -= 1
 
 
+def run_irc(conn, turn_ends_at: int, now: float):
+    """``run`` for a registered IRC connection (``IrcConnection``): its plain PRIVMSG lines
+    to a room or to a user, as ``irc.messages.plain_privmsg`` handles them; every other line
+    is handed back as the event ``IrcProtocol`` makes of it. Same arguments, same result."""
+    _first_run()
+    protocol = conn.protocol
+    lines = protocol.lines
+    hub = conn.hub
+    native_outlet = conn.server.outlet
+    outbuf = conn.outbuf
+    session = conn.session
+    buckets = conn._buckets
+    front = conn.irc
+    output_limit = conn.config.max_output_bytes
+    max_text_bytes = hub.limits.max_text_bytes
+    sender = session.name.encode()
+    source = _irc_source(sender)
+    skip_outlet, skip_buffer = _irc_skip(front, session)
+    last_target = found = targets = names = fixed_bytes = irc_head = None
+    while True:
+        try:
+            line = lines.next_line()
+        except LineTooLong:
+            try:
+                protocol.next_event()           # the protocol's own error for it
+            except ProtocolError as exc:
+                return turn_ends_at, exc, 0.0
+            raise
+        if line is None:
+            return turn_ends_at, NEED_DATA, 0.0
+        plain = read_privmsg(line)
+        if plain is None or conn._replies:
+            return _irc_handed_back(protocol, line, plain, turn_ends_at)
+        target = plain.target
+        text = plain.text.encode()
+        if not text_ok(text, max_text_bytes):
+            return turn_ends_at, plain, 0.0
+        same = target == last_target
+        if target[:1] == "#":
+            # Hub.send_room (plain_privmsg's), for a member of a room of this node's members.
+            if same:
+                room = found
+            else:
+                room = session.rooms.get(target[1:].casefold())
+                targets = _targets(room, native_outlet, front)
+                if targets is None:
+                    return turn_ends_at, plain, 0.0
+                found, last_target = room, target
+                room_name = room.name.encode()
+                names = b"".join((room_name, _U16.pack(len(sender)), sender))
+                fixed_bytes = 5 + 2 + len(names) + 16
+                irc_head = _irc_head(source, b"#" + room_name, targets)
+            if irc_head is not None and not _irc_fits(irc_head, text, front):
+                return turn_ends_at, plain, 0.0
+        else:
+            # Hub.send_direct (plain_privmsg's), to a user of this node already in a
+            # conversation with the sender, not away, the sender without echo-message
+            # (its echo is stamped with the time it is sent, not the message's).
+            if same:
+                peer = found
+            else:
+                peer = hub.sessions.get(target.casefold())
+                if (peer is None or peer is session or peer.away or conn.echo_message
+                        or peer.key not in session.conversations):
+                    return turn_ends_at, plain, 0.0
+                peer_kind = _kind_of(peer.outlet, native_outlet, front)
+                if peer_kind is None:
+                    return turn_ends_at, plain, 0.0
+                found, last_target = peer, target
+                irc_head = None if peer_kind == _NATIVE else _irc_head(
+                    source, peer.endpoint.owner.nick.encode(), ((peer_kind, None, None),))
+            if irc_head is not None and not _irc_fits(irc_head, text, front):
+                return turn_ends_at, plain, 0.0
+        if buckets is not None:
+            wait_seconds = buckets[_FLOOD_CHAT].take(now)
+            if wait_seconds:
+                return turn_ends_at, plain, wait_seconds
+        session.last_active = hub._clock()
+        msg_id = next(hub._msg_ids)
+        timestamp_ms = int(hub._wallclock() * 1000)
+        if target[:1] == "#":
+            data = b"".join((_HEAD.pack(fixed_bytes + len(text), _ROOM_MESSAGE, 0,
+                                        len(room_name)),
+                             names, _STAMP.pack(msg_id, timestamp_ms), text))
+            _to_room(targets, native_outlet, data, irc_head, text, timestamp_ms, skip_outlet,
+                     skip_buffer)
+            hub.work_done += len(room.members)
+        else:
+            if irc_head is None:
+                data = b"".join((
+                    _HEAD.pack(5 + 2 + len(sender) + 16 + len(text), _DIRECT_MESSAGE, 0,
+                               len(sender)),
+                    sender, _STAMP.pack(msg_id, timestamp_ms), text))
+                native_outlet.deliveries += 1
+            else:
+                data = _irc_line(peer.outlet, irc_head, text, timestamp_ms)
+            endpoint = peer.endpoint
+            if endpoint.append(data):
+                native_outlet.pending.append(endpoint)
+            hub.work_done += 1
+        if (conn.state is not _OPEN or conn._awaiting or outbuf.pending_bytes > output_limit
+                or hub.work_done >= turn_ends_at):
+            return turn_ends_at, None, 0.0
+        turn_ends_at -= 1
+
+
+def _first_run() -> None:
+    global _OPEN
+    if _OPEN is None:
+        from .connection.closing import State
+        _OPEN = State.OPEN
+
+
+def _kind_of(outlet, native_outlet, front):
+    """Which encoding ``outlet`` writes (_NATIVE, _IRC, _IRC_TIMED), or None for any other
+    (the detached outlet, a test's)."""
+    if outlet is native_outlet:
+        return _NATIVE
+    if front is not None:
+        if outlet is front.outlet:
+            return _IRC
+        if outlet is front.timed_outlet:
+            return _IRC_TIMED
+    return None
+
+
+def _targets(room, native_outlet, front):
+    """``room``'s (kind, outlet, endpoints) in the hub's order, when the lane may deliver to
+    it (a room of this node only, not gated, every member attached here); else None."""
+    if room is None or room.shared or room.modes.gated:
+        return None
+    targets = []
+    for room_outlet, endpoints in room.endpoints.items():
+        kind = _kind_of(room_outlet, native_outlet, front)
+        if kind is None:
+            return None
+        targets.append((kind, room_outlet, endpoints))
+    return targets or None
+
+
+def _irc_source(sender: bytes) -> bytes:
+    """``:nick!nick@host``, the source of a user's relayed lines (outlet.source_of)."""
+    return b"".join((b":", sender, b"!", sender, b"@", _IRC_USER_HOST))
+
+
+def _irc_skip(front, session):
+    """The outlet and buffer the IRC outlet leaves the sender out of (no echo-message), as
+    ``IrcOutlet.broadcast`` finds them: (None, None) for a native sender."""
+    if front is None:
+        return None, None
+    user = front.users.get(session.name.casefold())
+    if user is None or user.echo_message:
+        return None, None
+    return user.outlet, user.outbuf
+
+
+def _irc_head(source: bytes, target: bytes, targets):
+    """``:source PRIVMSG target :`` when ``targets`` hold IRC members, else None."""
+    for kind, _, _ in targets:
+        if kind != _NATIVE:
+            return b"".join((source, b" PRIVMSG ", target, b" :"))
+    return None
+
+
+def _irc_fits(irc_head: bytes, text: bytes, front) -> bool:
+    """Whether ``text`` is one IRC line after ``irc_head`` (the outlet's ``text_lines``
+    cuts the rest into several, which the hub path does) and no labeled command captures
+    output now (the outlet would put its copy in that command's answer)."""
+    return (len(irc_head) + len(text) + 2 <= _IRC_MAX_LINE_BYTES and b"\n" not in text
+            and not front.capturing)
+
+
+def _irc_line(irc_outlet, irc_head: bytes, text: bytes, timestamp_ms: int) -> bytes:
+    line = b"".join((irc_head, text, b"\r\n"))
+    return irc_outlet._tags(timestamp_ms) + line if irc_outlet.timed else line
+
+
+def _to_room(targets, native_outlet, data, irc_head, text, timestamp_ms, skip_outlet,
+             skip_buffer) -> None:
+    """The message to every encoding of the room, as the hub's outlets deliver it: ``data``
+    (the RoomMessage frame) to the native members, its line to each IRC encoding's."""
+    pending = native_outlet.pending
+    for kind, room_outlet, endpoints in targets:
+        if kind == _NATIVE:
+            native_outlet.deliveries += len(endpoints)
+            pending.extend(fanout(data, endpoints))
+        else:
+            pending.extend(fanout(_irc_line(room_outlet, irc_head, text, timestamp_ms),
+                                  endpoints, skip_buffer if room_outlet is skip_outlet
+                                  else None))
+
+
 def _handed_back(protocol, frame, turn_ends_at: int):
     try:
         return turn_ends_at, protocol.event_of(frame), 0.0
     except ProtocolError as exc:
         return turn_ends_at, exc, 0.0
+
+
+def _irc_handed_back(protocol, line: bytes, plain, turn_ends_at: int):
+    return turn_ends_at, plain if plain is not None else protocol.event_of(line), 0.0

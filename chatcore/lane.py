@@ -1,4 +1,5 @@
-"""Chooses the per-message lane (room and direct messages without event objects) once.
+"""Chooses the per-message lane (room and direct messages without event objects) once:
+``run`` for native connections, ``run_irc`` for IRC ones.
 
 The compiled ``chatcore._lane`` runs with the compiled codec (``chatcore.codec``:
 ``CHATCORE_NO_EXTENSIONS`` unset and the extensions built), ``chatcore._lane_py`` otherwise.
@@ -24,6 +25,7 @@ _impl = lane_c if IMPLEMENTATION == "cython" and lane_c is not None else lane_py
 
 LANE_IMPLEMENTATION = "off" if NO_LANE else ("cython" if _impl is lane_c else "python")
 run = None if NO_LANE else _impl.run
+run_irc = None if NO_LANE else _impl.run_irc
 text_ok = _impl.text_ok
 
-__all__ = ["LANE_IMPLEMENTATION", "NO_LANE", "lane_c", "lane_py", "run", "text_ok"]
+__all__ = ["LANE_IMPLEMENTATION", "NO_LANE", "lane_c", "lane_py", "run", "run_irc", "text_ok"]

@@ -1,14 +1,16 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The compiled twin of ``chatcore._lane_py``: the per-message lane, same names, same
-behaviour, less time.
+"""The compiled twin of ``chatcore._lane_py``: the per-message lane (``run`` for native
+frames, ``run_irc`` for IRC lines), same names, same behaviour, less time.
 
 ``chatcore._lane_py`` is the specification (and the hub path it shortens is that module's
 specification); tests/test_lane_differential.py holds the three to each other. What is
 compiled is what the profile of ``rooms`` showed to cost per message: splitting the payload,
 the UTF-8 and text-rule check on the received bytes, the room or user key, and building the
-outgoing frame and the Ack from the received bytes without decoding them. The hub's state
-is read live, through its attributes, exactly where the twin reads it. Names that are not
-ASCII are handed back (the twin casefolds them; the hub path gives the same outcome).
+outgoing frame, the IRC line (with its ``server-time`` tag) and the Ack from the received
+bytes without decoding them; for IRC, recognising the plain PRIVMSG line without making
+strings of it. The hub's state is read live, through its attributes, exactly where the twin
+reads it. Names that are not ASCII are handed back (the twin casefolds them; the hub path
+gives the same outcome).
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
@@ -16,7 +18,7 @@ from cpython.long cimport PyLong_AsUnsignedLongLong
 from libc.string cimport memcmp, memcpy
 
 from .codec import fanout
-from .errors import FrameError, ProtocolError
+from .errors import FrameError, LineTooLong, ProtocolError
 from .protocol import NEED_DATA
 
 cdef extern from "Python.h":
@@ -33,9 +35,16 @@ cdef enum:
     _ACK_BYTES = 25                 # length u32 | type | request_id u32 | msg_id | ts
     _HEADER_BYTES = 9
     _FLOOD_CHAT = 0                 # chatcore.connection.pacing: the chat messages' bucket
+    _IRC_MAX_LINE_BYTES = 512       # chatcore.irc.message.MAX_LINE_BYTES
+    _MAX_PLAIN_PRIVMSG_BYTES = 510  # chatcore._ircframe_py: IRC's 512 bytes with CRLF
+    _TIME_TAG_BYTES = 31            # "@time=YYYY-MM-DDTHH:MM:SS.mmmZ "
+    _NATIVE = 0                     # a room's encodings (its outlets), as in the twin
+    _IRC = 1
+    _IRC_TIMED = 2
 
 _OPEN = None                    # State.OPEN, imported at the first run: chatcore.connection
                                 # imports this module
+_IRC_USER_HOST = b"chatcore"    # chatcore.irc.outlet.USER_HOST
 
 
 cdef inline void _put32(unsigned char *p, unsigned long long v) noexcept nogil:
@@ -155,6 +164,190 @@ cdef inline tuple _handed_back(object protocol, object frame, long long turn_end
         return turn_ends_at, exc, 0.0
 
 
+cdef inline void _put2(unsigned char *p, unsigned int v) noexcept nogil:
+    p[0] = 48 + (v // 10) % 10
+    p[1] = 48 + v % 10
+
+
+cdef void _put_time_tag(unsigned char *p, long long timestamp_ms) noexcept nogil:
+    """``@time=YYYY-MM-DDTHH:MM:SS.mmmZ `` (outlet.time_tag: UTC, milliseconds), the date
+    from the day number by the civil-from-days rule of the proleptic Gregorian calendar."""
+    cdef long long seconds = timestamp_ms // 1000
+    cdef long long millis = timestamp_ms - seconds * 1000
+    cdef long long days = seconds // 86400
+    cdef long long rest = seconds - days * 86400
+    cdef long long z = days + 719468
+    cdef long long era = (z if z >= 0 else z - 146096) // 146097
+    cdef long long doe = z - era * 146097
+    cdef long long yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    cdef long long doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    cdef long long mp = (5 * doy + 2) // 153
+    cdef long long day = doy - (153 * mp + 2) // 5 + 1
+    cdef long long month = mp + 3 if mp < 10 else mp - 9
+    cdef long long year = yoe + era * 400 + (1 if month <= 2 else 0)
+    memcpy(p, b"@time=", 6)
+    _put2(p + 6, <unsigned int>(year // 100))
+    _put2(p + 8, <unsigned int>(year % 100))
+    p[10] = 45
+    _put2(p + 11, <unsigned int>month)
+    p[13] = 45
+    _put2(p + 14, <unsigned int>day)
+    p[16] = 84
+    _put2(p + 17, <unsigned int>(rest // 3600))
+    p[19] = 58
+    _put2(p + 20, <unsigned int>((rest // 60) % 60))
+    p[22] = 58
+    _put2(p + 23, <unsigned int>(rest % 60))
+    p[25] = 46
+    p[26] = 48 + <unsigned char>(millis // 100)
+    _put2(p + 27, <unsigned int>(millis % 100))
+    p[29] = 90
+    p[30] = 32
+
+
+def time_tag(timestamp_ms):
+    """The ``server-time`` tag of ``timestamp_ms`` as the lane writes it (for the tests:
+    it must equal ``chatcore.irc.outlet.time_tag``)."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, _TIME_TAG_BYTES)
+    _put_time_tag(<unsigned char *>PyBytes_AS_STRING(out), timestamp_ms)
+    return out
+
+
+cdef bytes _irc_line(bint timed, bytes irc_head, const unsigned char *text,
+                     Py_ssize_t text_size, long long timestamp_ms):
+    """``[@time=... ]:source PRIVMSG target :text\r\n``: what the IRC outlet's text_lines
+    makes of one line that fits."""
+    cdef Py_ssize_t head_size = PyBytes_GET_SIZE(irc_head)
+    cdef Py_ssize_t tag_size = _TIME_TAG_BYTES if timed else 0
+    cdef bytes line = PyBytes_FromStringAndSize(NULL, tag_size + head_size + text_size + 2)
+    cdef unsigned char *q = <unsigned char *>PyBytes_AS_STRING(line)
+    if timed:
+        _put_time_tag(q, timestamp_ms)
+    memcpy(q + tag_size, PyBytes_AS_STRING(irc_head), head_size)
+    q += tag_size + head_size
+    memcpy(q, text, text_size)
+    q[text_size] = 13
+    q[text_size + 1] = 10
+    return line
+
+
+cdef bytes _message_frame(int msg_type, const char *room_name, Py_ssize_t room_size,
+                          const char *sender, Py_ssize_t sender_size,
+                          unsigned long long msg_id, unsigned long long timestamp_ms,
+                          const unsigned char *text, Py_ssize_t text_size):
+    """A RoomMessage (``room_name`` given) or DirectMessage frame (``room_name`` NULL)."""
+    cdef Py_ssize_t total = _HEADER_BYTES + 2 + sender_size + 16 + text_size
+    if room_name != NULL:
+        total += 2 + room_size
+    cdef bytes data = PyBytes_FromStringAndSize(NULL, total)
+    cdef unsigned char *q = <unsigned char *>PyBytes_AS_STRING(data)
+    _put32(q, total - 4)
+    q[4] = msg_type
+    _put32(q + 5, 0)
+    q += 9
+    if room_name != NULL:
+        q[0] = (room_size >> 8) & 0xFF
+        q[1] = room_size & 0xFF
+        memcpy(q + 2, room_name, room_size)
+        q += 2 + room_size
+    q[0] = (sender_size >> 8) & 0xFF
+    q[1] = sender_size & 0xFF
+    memcpy(q + 2, sender, sender_size)
+    q += 2 + sender_size
+    _put64(q, msg_id)
+    _put64(q + 8, timestamp_ms)
+    memcpy(q + 16, text, text_size)
+    return data
+
+
+cdef int _kind_of(object outlet, object native_outlet, object front):
+    """Which encoding ``outlet`` writes (_NATIVE, _IRC, _IRC_TIMED), or -1 for another."""
+    if outlet is native_outlet:
+        return _NATIVE
+    if front is not None:
+        if outlet is front.outlet:
+            return _IRC
+        if outlet is front.timed_outlet:
+            return _IRC_TIMED
+    return -1
+
+
+cdef list _targets(object room, object native_outlet, object front):
+    """``room``'s (kind, outlet, endpoints) in the hub's order, when the lane may deliver to
+    it (a room of this node only, not gated, every member attached here); else None."""
+    cdef int kind
+    if room is None or room.shared or room.modes.gated:
+        return None
+    targets = []
+    for room_outlet, endpoints in (<dict>room.endpoints).items():
+        kind = _kind_of(room_outlet, native_outlet, front)
+        if kind < 0:
+            return None
+        targets.append((kind, room_outlet, endpoints))
+    return targets or None
+
+
+cdef bint _has_irc(list targets):
+    for target in targets:
+        if (<int>(<tuple>target)[0]) != _NATIVE:
+            return True
+    return False
+
+
+cdef tuple _irc_skip(object front, object session):
+    """The outlet and buffer the IRC outlet leaves the sender out of (no echo-message)."""
+    if front is None:
+        return None, None
+    user = (<dict>front.users).get(session.name.casefold())
+    if user is None or user.echo_message:
+        return None, None
+    return user.outlet, user.outbuf
+
+
+cdef inline bint _irc_fits(object irc_head, Py_ssize_t text_size,
+                           const unsigned char *text, object front):
+    """Whether the text is one IRC line after ``irc_head`` and nothing captures output now
+    (a labeled command's answer): as the twin's ``_irc_fits``."""
+    cdef Py_ssize_t i
+    if PyBytes_GET_SIZE(irc_head) + text_size + 2 > _IRC_MAX_LINE_BYTES or front.capturing:
+        return False
+    for i in range(text_size):
+        if text[i] == 10:
+            return False
+    return True
+
+
+cdef void _to_room(list targets, object native_outlet, bytes data, object irc_head,
+                   const unsigned char *text, Py_ssize_t text_size, long long timestamp_ms,
+                   object skip_outlet, object skip_buffer) except *:
+    """The message to every encoding of the room, as the hub's outlets deliver it."""
+    cdef list pending = native_outlet.pending
+    cdef int kind
+    cdef bytes untimed = None, timed = None
+    for target in targets:
+        kind = (<tuple>target)[0]
+        endpoints = (<tuple>target)[2]
+        if kind == _NATIVE:
+            native_outlet.deliveries += len(endpoints)
+            pending.extend(fanout(data, endpoints))
+            continue
+        if kind == _IRC:
+            if untimed is None:
+                untimed = _irc_line(False, irc_head, text, text_size, timestamp_ms)
+            line = untimed
+        else:
+            if timed is None:
+                timed = _irc_line(True, irc_head, text, text_size, timestamp_ms)
+            line = timed
+        pending.extend(fanout(line, endpoints,
+                              skip_buffer if (<tuple>target)[1] is skip_outlet else None))
+
+
+cdef bytes _irc_source(const char *sender, Py_ssize_t sender_size):
+    return b"".join((b":", sender[:sender_size], b"!", sender[:sender_size], b"@",
+                     _IRC_USER_HOST))
+
+
 def run(conn, long long turn_ends_at, now):
     """Handle ``conn``'s buffered frames from the point of ``Connection._handle_input`` where
     it takes the next event (see ``chatcore._lane_py.run``: same arguments, same result)."""
@@ -169,6 +362,7 @@ def run(conn, long long turn_ends_at, now):
     session = conn.session
     stats = conn.stats
     buckets = conn._buckets
+    front = conn.server.irc
     # The decoder itself, not protocol.next_frame: one call less a message. A broken stream
     # (or a frame error now) goes through next_frame for the protocol's sticky error.
     next_frame = protocol.next_frame if protocol._broken is not None \
@@ -180,7 +374,7 @@ def run(conn, long long turn_ends_at, now):
     cdef dict sessions = hub.sessions
     cdef Py_ssize_t output_limit = conn.config.max_output_bytes
     cdef Py_ssize_t max_text_bytes = hub.limits.max_text_bytes
-    cdef Py_ssize_t size, name_end, text_size, room_size, sender_size, total
+    cdef Py_ssize_t size, name_end, text_size, room_size, sender_size
     cdef unsigned long long msg_id, timestamp_ms, request_id
     cdef const unsigned char *p
     cdef const char *room_name
@@ -188,10 +382,12 @@ def run(conn, long long turn_ends_at, now):
     cdef unsigned char *q
     cdef bytes payload, data, ack
     cdef dict endpoints
-    cdef int msg_type, last_type = 0
+    cdef list targets = None
+    cdef int msg_type, last_type = 0, peer_kind = _NATIVE
     cdef Py_ssize_t name_size
     cdef bint same
-    cdef object last_name = None, found = None, native = None
+    cdef object last_name = None, found = None, native = None, irc_head = None
+    cdef object skip_outlet = None, skip_buffer = None, source = None
     sender_name = session.name          # kept referenced: ``sender`` points into it
     sender = PyUnicode_AsUTF8AndSize(sender_name, &sender_size)
     while True:
@@ -231,7 +427,8 @@ def run(conn, long long turn_ends_at, now):
             if key is None:
                 return _handed_back(protocol, frame, turn_ends_at)
         if msg_type == _SEND_ROOM:
-            # Hub.send_room, for a member of a room of native members only, on this node only.
+            # Hub.send_room, for a member of a room of members of this node only; a room of
+            # native members only (the commonest) without the list of encodings.
             if same:
                 room = found
             else:
@@ -239,25 +436,48 @@ def run(conn, long long turn_ends_at, now):
                 if room is None or room.shared or room.modes.gated:
                     return _handed_back(protocol, frame, turn_ends_at)
                 endpoints = room.endpoints
-                if len(endpoints) != 1:
-                    return _handed_back(protocol, frame, turn_ends_at)
-                native = endpoints.get(outlet)
+                native = endpoints.get(outlet) if len(endpoints) == 1 else None
+                targets = None
+                irc_head = None
                 if native is None:
-                    return _handed_back(protocol, frame, turn_ends_at)
+                    targets = _targets(room, outlet, front)
+                    if targets is None:
+                        return _handed_back(protocol, frame, turn_ends_at)
+                    if _has_irc(targets):
+                        if source is None:      # IRC members, first in this run
+                            source = _irc_source(sender, sender_size)
+                            skip_outlet, skip_buffer = _irc_skip(front, session)
+                        irc_head = b"".join((source, b" PRIVMSG #", room.name.encode(),
+                                             b" :"))
                 found, last_type = room, msg_type
                 last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
+            if irc_head is not None and not _irc_fits(irc_head, text_size, p + name_end,
+                                                      front):
+                return _handed_back(protocol, frame, turn_ends_at)
         else:
-            # Hub.send_direct, to a native user of this node already in a conversation with
-            # the sender and not away.
+            # Hub.send_direct, to a user of this node already in a conversation with the
+            # sender and not away.
             if same:
                 peer = found
             else:
                 peer = sessions.get(key)
-                if (peer is None or peer is session or peer.outlet is not outlet or peer.away
+                if (peer is None or peer is session or peer.away
                         or peer.key not in session.conversations):
                     return _handed_back(protocol, frame, turn_ends_at)
+                peer_kind = _kind_of(peer.outlet, outlet, front)
+                if peer_kind < 0:
+                    return _handed_back(protocol, frame, turn_ends_at)
+                irc_head = None
+                if peer_kind != _NATIVE:
+                    if source is None:
+                        source = _irc_source(sender, sender_size)
+                    irc_head = b"".join((source, b" PRIVMSG ",
+                                         peer.endpoint.owner.nick.encode(), b" :"))
                 found, last_type = peer, msg_type
                 last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
+            if irc_head is not None and not _irc_fits(irc_head, text_size, p + name_end,
+                                                      front):
+                return _handed_back(protocol, frame, turn_ends_at)
         # Both: flood control, then the hub's stamp (as Hub.send_room/send_direct).
         if buckets is not None:
             wait_seconds = buckets[_FLOOD_CHAT].take(now)
@@ -268,42 +488,24 @@ def run(conn, long long turn_ends_at, now):
         timestamp_ms = _timestamp_ms(wallclock)
         if msg_type == _SEND_ROOM:
             room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
-            total = _HEADER_BYTES + 2 + room_size + 2 + sender_size + 16 + text_size
-            data = PyBytes_FromStringAndSize(NULL, total)
-            q = <unsigned char *>PyBytes_AS_STRING(data)
-            _put32(q, total - 4)
-            q[4] = _ROOM_MESSAGE
-            _put32(q + 5, 0)
-            q[9] = (room_size >> 8) & 0xFF
-            q[10] = room_size & 0xFF
-            memcpy(q + 11, room_name, room_size)
-            q += 11 + room_size
-            q[0] = (sender_size >> 8) & 0xFF
-            q[1] = sender_size & 0xFF
-            memcpy(q + 2, sender, sender_size)
-            q += 2 + sender_size
-            _put64(q, msg_id)
-            _put64(q + 8, timestamp_ms)
-            memcpy(q + 16, p + name_end, text_size)
-            outlet.deliveries += len(native)
-            (<list>outlet.pending).extend(fanout(data, native))
+            data = _message_frame(_ROOM_MESSAGE, room_name, room_size, sender, sender_size,
+                                  msg_id, timestamp_ms, p + name_end, text_size)
+            if targets is None:
+                outlet.deliveries += len(native)
+                (<list>outlet.pending).extend(fanout(data, native))
+            else:
+                _to_room(targets, outlet, data, irc_head, p + name_end, text_size,
+                         timestamp_ms, skip_outlet, skip_buffer)
             hub.work_done += len(room.members)
             stats.room_messages += 1
         else:
-            total = _HEADER_BYTES + 2 + sender_size + 16 + text_size
-            data = PyBytes_FromStringAndSize(NULL, total)
-            q = <unsigned char *>PyBytes_AS_STRING(data)
-            _put32(q, total - 4)
-            q[4] = _DIRECT_MESSAGE
-            _put32(q + 5, 0)
-            q[9] = (sender_size >> 8) & 0xFF
-            q[10] = sender_size & 0xFF
-            memcpy(q + 11, sender, sender_size)
-            q += 11 + sender_size
-            _put64(q, msg_id)
-            _put64(q + 8, timestamp_ms)
-            memcpy(q + 16, p + name_end, text_size)
-            outlet.deliveries += 1
+            if irc_head is None:
+                data = _message_frame(_DIRECT_MESSAGE, NULL, 0, sender, sender_size,
+                                      msg_id, timestamp_ms, p + name_end, text_size)
+                outlet.deliveries += 1
+            else:
+                data = _irc_line(peer_kind == _IRC_TIMED, irc_head, p + name_end, text_size,
+                                 timestamp_ms)
             endpoint = peer.endpoint
             if endpoint.append(data):
                 (<list>outlet.pending).append(endpoint)
@@ -320,6 +522,168 @@ def run(conn, long long turn_ends_at, now):
         if append_reply(ack):
             (<list>outlet.pending).append(outbuf)
         # The head of Connection._handle_input's loop, for the next request.
+        if (conn.state is not _OPEN or conn._awaiting or outbuf.pending_bytes > output_limit
+                or hub.work_done >= turn_ends_at):
+            return turn_ends_at, None, 0.0
+        turn_ends_at -= 1
+
+
+cdef Py_ssize_t _plain_privmsg(const unsigned char *buf, Py_ssize_t n) noexcept nogil:
+    """Where the space before the text of a ``PRIVMSG target :text`` line is, when
+    ``read_privmsg`` could take the line (its byte rules; UTF-8 is checked after); else -1."""
+    cdef Py_ssize_t i, space = -1
+    cdef unsigned char c
+    if n < 8 or n > _MAX_PLAIN_PRIVMSG_BYTES or memcmp(buf, b"PRIVMSG ", 8) != 0:
+        return -1
+    if n == 8 or buf[8] == 58:                  # ':'
+        return -1
+    for i in range(8, n):
+        c = buf[i]
+        if c < 32 or c == 127 or (c == 0xC2 and i + 1 < n and 0x80 <= buf[i + 1] <= 0x9F):
+            return -1
+        if space < 0:
+            if c == 32:
+                space = i
+            elif c == 44:                       # ','
+                return -1
+    if space <= 8 or space + 2 >= n or buf[space + 1] != 58:
+        return -1
+    return space
+
+
+def run_irc(conn, long long turn_ends_at, now):
+    """``run`` for a registered IRC connection: its plain PRIVMSG lines to a room or a user
+    (see ``chatcore._lane_py.run_irc``: same arguments, same result)."""
+    global _OPEN
+    if _OPEN is None:
+        from .connection.closing import State
+        _OPEN = State.OPEN
+    protocol = conn.protocol
+    next_line = protocol.lines.next_line
+    hub = conn.hub
+    native_outlet = conn.server.outlet
+    outbuf = conn.outbuf
+    session = conn.session
+    buckets = conn._buckets
+    front = conn.irc
+    clock = hub._clock
+    wallclock = hub._wallclock
+    msg_ids = hub._msg_ids
+    cdef dict sessions = hub.sessions
+    cdef dict rooms = session.rooms
+    cdef Py_ssize_t output_limit = conn.config.max_output_bytes
+    cdef Py_ssize_t max_text_bytes = hub.limits.max_text_bytes
+    cdef Py_ssize_t n, space, text_size, room_size, sender_size, target_size
+    cdef unsigned long long msg_id, timestamp_ms
+    cdef const unsigned char *p
+    cdef const unsigned char *text
+    cdef const char *room_name
+    cdef const char *sender
+    cdef bytes line, data
+    cdef list targets = None
+    cdef int peer_kind = _NATIVE
+    cdef bint same, to_room
+    cdef object last_target = None, found = None, irc_head = None
+    sender_name = session.name          # kept referenced: ``sender`` points into it
+    sender = PyUnicode_AsUTF8AndSize(sender_name, &sender_size)
+    source = _irc_source(sender, sender_size)
+    skip_outlet, skip_buffer = _irc_skip(front, session)
+    echo_message = conn.echo_message
+    while True:
+        try:
+            line = next_line()
+        except LineTooLong:
+            try:
+                protocol.next_event()           # the protocol's own error for it
+            except ProtocolError as exc:
+                return turn_ends_at, exc, 0.0
+            raise
+        if line is None:
+            return turn_ends_at, NEED_DATA, 0.0
+        p = <const unsigned char *>PyBytes_AS_STRING(line)
+        n = PyBytes_GET_SIZE(line)
+        space = _plain_privmsg(p, n)
+        if space < 0 or conn._replies:
+            return turn_ends_at, protocol.event_of(line), 0.0
+        text = p + space + 2
+        text_size = n - space - 2
+        if text_size > max_text_bytes or not _valid_text(text, text_size):
+            return turn_ends_at, protocol.event_of(line), 0.0
+        target_size = space - 8
+        same = (last_target is not None and PyBytes_GET_SIZE(last_target) == target_size
+                and memcmp(PyBytes_AS_STRING(last_target), p + 8, target_size) == 0)
+        to_room = p[8] == 35                    # '#'
+        if to_room:
+            # Hub.send_room (plain_privmsg's), for a member of a room of this node's members.
+            if same:
+                room = found
+            else:
+                key = _ascii_key(p + 9, target_size - 1)
+                if key is None:
+                    return turn_ends_at, protocol.event_of(line), 0.0
+                room = rooms.get(key)
+                targets = _targets(room, native_outlet, front)
+                if targets is None:
+                    return turn_ends_at, protocol.event_of(line), 0.0
+                irc_head = None
+                if _has_irc(targets):
+                    irc_head = b"".join((source, b" PRIVMSG #", room.name.encode(), b" :"))
+                found = room
+                last_target = PyBytes_FromStringAndSize(<const char *>p + 8, target_size)
+        else:
+            # Hub.send_direct (plain_privmsg's), to a user of this node already in a
+            # conversation with the sender, not away, the sender without echo-message.
+            if same:
+                peer = found
+            else:
+                key = _ascii_key(p + 8, target_size)
+                if key is None:
+                    return turn_ends_at, protocol.event_of(line), 0.0
+                peer = sessions.get(key)
+                if (peer is None or peer is session or peer.away or echo_message
+                        or peer.key not in session.conversations):
+                    return turn_ends_at, protocol.event_of(line), 0.0
+                peer_kind = _kind_of(peer.outlet, native_outlet, front)
+                if peer_kind < 0:
+                    return turn_ends_at, protocol.event_of(line), 0.0
+                irc_head = None
+                if peer_kind != _NATIVE:
+                    irc_head = b"".join((source, b" PRIVMSG ",
+                                         peer.endpoint.owner.nick.encode(), b" :"))
+                found = peer
+                last_target = PyBytes_FromStringAndSize(<const char *>p + 8, target_size)
+        if irc_head is not None and not _irc_fits(irc_head, text_size, text, front):
+            return turn_ends_at, protocol.event_of(line), 0.0
+        if buckets is not None:
+            wait_seconds = buckets[_FLOOD_CHAT].take(now)
+            if wait_seconds:
+                return turn_ends_at, protocol.event_of(line), wait_seconds
+        session.last_active = clock()
+        msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
+        timestamp_ms = _timestamp_ms(wallclock)
+        if to_room:
+            data = None
+            if targets is not None and (len(targets) > 1
+                                        or (<int>(<tuple>targets[0])[0]) == _NATIVE):
+                room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
+                data = _message_frame(_ROOM_MESSAGE, room_name, room_size, sender,
+                                      sender_size, msg_id, timestamp_ms, text, text_size)
+            _to_room(targets, native_outlet, data, irc_head, text, text_size, timestamp_ms,
+                     skip_outlet, skip_buffer)
+            hub.work_done += len(room.members)
+        else:
+            if irc_head is None:
+                data = _message_frame(_DIRECT_MESSAGE, NULL, 0, sender, sender_size, msg_id,
+                                      timestamp_ms, text, text_size)
+                native_outlet.deliveries += 1
+            else:
+                data = _irc_line(peer_kind == _IRC_TIMED, irc_head, text, text_size,
+                                 timestamp_ms)
+            endpoint = peer.endpoint
+            if endpoint.append(data):
+                (<list>native_outlet.pending).append(endpoint)
+            hub.work_done += 1
+        # The head of Connection._handle_input's loop, for the next line.
         if (conn.state is not _OPEN or conn._awaiting or outbuf.pending_bytes > output_limit
                 or hub.work_done >= turn_ends_at):
             return turn_ends_at, None, 0.0

@@ -106,8 +106,10 @@ class IrcPeer:
         self.received = bytearray()
         self._lines = bytearray()
 
-    def send(self, *lines: str) -> None:
-        self.sock.sendall(b"".join(line.encode() + b"\r\n" for line in lines))
+    def send(self, *lines) -> None:
+        """Each line (str, or bytes sent as they are: bad UTF-8) with a CRLF."""
+        self.sock.sendall(b"".join((line if isinstance(line, bytes) else line.encode())
+                                   + b"\r\n" for line in lines))
 
     def wait_for_line(self, needle: bytes, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -129,12 +131,15 @@ class IrcPeer:
 
 
 @contextlib.contextmanager
-def world(lane_run, **config):
-    """A started server whose native connections use ``lane_run`` (None: the hub path for
-    every request), its hub stamped by a deterministic wall clock; yields the Server.
-    Fails if the server logged an error (a reactor callback that raised)."""
-    saved = lane.run
-    lane.run = lane_run
+def world(lane_impl, **config):
+    """A started server whose connections use the lane of ``lane_impl`` (``chatcore._lane_py``
+    or ``chatcore._lane``: its ``run`` for native connections, ``run_irc`` for IRC ones;
+    None: the hub path for every request), its hub stamped by a deterministic wall clock;
+    yields the Server. Fails if the server logged an error (a reactor callback that
+    raised)."""
+    saved = lane.run, lane.run_irc
+    lane.run, lane.run_irc = (None, None) if lane_impl is None else (lane_impl.run,
+                                                                     lane_impl.run_irc)
     errors = _Errors()
     logging.getLogger("chatcore").addHandler(errors)
     reactor = Reactor()
@@ -164,7 +169,7 @@ def world(lane_run, **config):
         thread.join(10)
         for peer in server.test_peers:
             peer.close()
-        lane.run = saved
+        lane.run, lane.run_irc = saved
         logging.getLogger("chatcore").removeHandler(errors)
         for connection in list(server.connections):
             connection.abort(ev.Reason.DISCONNECTED)
@@ -184,10 +189,14 @@ def native(server: Server, name: str) -> NativePeer:
     return peer
 
 
-def irc(server: Server, nick: str) -> IrcPeer:
+def irc(server: Server, nick: str, caps: tuple = ()) -> IrcPeer:
+    """A registered IRC client, with the IRCv3 ``caps`` it asked for."""
     peer = IrcPeer(server.irc.address, nick)
     server.test_peers.append(peer)
-    peer.send(f"NICK {nick}", "USER u 0 * :Real Name")
+    if caps:
+        peer.send("CAP LS 302", f"CAP REQ :{' '.join(caps)}")
+        peer.wait_for_line(b" ACK ")
+    peer.send(f"NICK {nick}", "USER u 0 * :Real Name", *(["CAP END"] if caps else []))
     peer.wait_for_line(b" 001 ")
     peer.sync("registered")
     return peer

@@ -4,6 +4,7 @@ PRIVMSG can take through a real server giving the same result."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from hypothesis import example, given
@@ -157,3 +158,76 @@ def test_plain_privmsg_refusals(irc, native):
     alice.expect("403", "#")
     alice.sync()
     assert not [m for m in alice.drain() if m.command.isdigit()]
+
+
+# -- the lane (chatcore.lane.run_irc) ----------------------------------------------------
+
+
+def _lane_impls():
+    from chatcore import _lane_py, lane
+    return [pytest.param(None, id="hub-path"), pytest.param(_lane_py, id="lane-python"),
+            pytest.param(lane.lane_c, id="lane-cython", marks=pytest.mark.skipif(
+                lane.lane_c is None and not _REQUIRED, reason="chatcore._lane is not built"))]
+
+
+def _mixed_room_run(lane_impl):
+    """IRC and native senders into a room of native members and IRC members of both
+    encodings, and into open chats across front ends: what each one received, and which
+    of them reached the hub's send_room/send_direct (the hub path) rather than the lane."""
+    from chatcore import events as ev
+    from chatcore.protocol import encode_event
+    from tests.lane_world import frame, irc, name_and_text, native, world
+
+    with world(lane_impl, limit_exempt="", irc_port=0) as server:
+        hub = server.hub
+        calls = []
+        for name in ("send_room", "send_direct"):
+            def counted(*args, _name=name, _method=getattr(hub, name), **kwargs):
+                calls.append(_name)
+                return _method(*args, **kwargs)
+            setattr(hub, name, counted)
+        alice = native(server, "alice")
+        alice.send(encode_event(ev.JoinRoom("kitchen", 2)))
+        alice.sync()
+        ivan, kim = irc(server, "ivan"), irc(server, "kim", ("server-time",))
+        jane = irc(server, "jane", ("echo-message", "server-time"))
+        for client in (ivan, kim, jane):
+            client.send("JOIN #kitchen", "PRIVMSG alice :open chat")
+            client.sync()
+        ivan.send("PRIVMSG kim :open chat")
+        ivan.sync()
+        alice.send(encode_event(ev.OpenChat("ivan", 3)) + encode_event(ev.OpenChat("kim", 4)))
+        peers = (alice, ivan, kim, jane)
+        for client in peers:
+            client.sync()
+            client.received.clear()
+        calls.clear()
+        ivan.send(*[f"PRIVMSG #Kitchen :hello {i} \u00e9" for i in range(5)],
+                  "PRIVMSG alice :to native", "PRIVMSG kim :to irc", "PRIVMSG #kitchen :" +
+                  "x" * 480)                                # two lines: the hub path
+        ivan.sync()
+        jane.send("PRIVMSG #kitchen :echoed", "PRIVMSG alice :echoed, so the hub path")
+        jane.sync()
+        alice.send(frame(0x22, 10, name_and_text(b"kitchen", b"from native"))
+                   + frame(0x12, 11, name_and_text(b"ivan", b"dm to irc"))
+                   + frame(0x12, 12, name_and_text(b"kim", b"dm to timed irc")))
+        for client in peers:
+            client.sync()
+        # jane's echo of a DM is stamped with the real clock (not the hub's test clock, 2023)
+        return {c.name: re.sub(rb"@time=(?!2023-)[^ ]* ", b"@time=now ", bytes(c.received))
+                for c in peers}, calls
+
+
+@pytest.mark.parametrize("lane_impl", _lane_impls())
+def test_the_lane_takes_plain_privmsgs_to_mixed_rooms_and_open_chats(lane_impl):
+    expected, hub_calls = _mixed_room_run(None)
+    assert sorted(hub_calls) == ["send_direct"] * 5 + ["send_room"] * 8
+    assert expected["kim"].count(b" PRIVMSG #kitchen :hello ") == 5
+    assert b"@time=2023-11-14T22:13:20.1" in expected["kim"]     # the hub's (test) clock
+    assert b"echoed\r\n" in expected["jane"]
+    got, calls = _mixed_room_run(lane_impl)
+    assert got == expected
+    if lane_impl is not None:
+        # Handed back: the line too long for one IRC line, jane's echoed DM (its echo is
+        # stamped with the time it is sent); the rest went from the line to the buffers.
+        assert calls == ["send_room", "send_direct"]

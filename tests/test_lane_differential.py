@@ -7,6 +7,7 @@ users and rooms, membership changing in the middle of a pipeline, fair turns, fl
 control)."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -23,17 +24,21 @@ from tests.lane_world import frame, irc, name_and_text, native, world
 # The cython runs skip when chatcore._lane is not built, unless CHATCORE_REQUIRE_EXTENSIONS
 # is set (CI): then they fail (calling None), as the codec's do.
 _SKIP_C = lane.lane_c is None and not REQUIRE_EXTENSIONS
-IMPLEMENTATIONS = [pytest.param(_lane_py.run, id="lane-python"),
-                   pytest.param(getattr(lane.lane_c, "run", None), id="lane-cython",
+IMPLEMENTATIONS = [pytest.param(_lane_py, id="lane-python"),
+                   pytest.param(lane.lane_c, id="lane-cython",
                                 marks=pytest.mark.skipif(_SKIP_C,
                                                          reason="chatcore._lane not built"))]
-LANES = [_lane_py.run] + ([] if _SKIP_C else [getattr(lane.lane_c, "run", None)])
+LANES = [_lane_py] + ([] if _SKIP_C else [lane.lane_c])
 MAX_TEXT_BYTES = 64
 
 NATIVES = ("alice", "bob", "carol", "dave")
-ROOM_TARGETS = [b"kitchen", b"KITCHEN", b"hall", b"ircroom", b"nowhere", "\u212aitchen".encode(),
-                b"\xff", b""]
-USER_TARGETS = [b"bob", b"BOB", b"alice", b"carol", b"dave", b"zed", b"ivan", b"\xc3", b""]
+# IRC users: ivan asks for no capability, jane for echo-message, kim for server-time.
+IRC_USERS = {"ivan": (), "jane": ("echo-message",), "kim": ("server-time",)}
+SENDERS = NATIVES[:3] + tuple(IRC_USERS)
+ROOM_TARGETS = [b"kitchen", b"KITCHEN", b"hall", b"ircroom", b"irconly", b"nowhere",
+                "\u212aitchen".encode(), b"\xff", b""]
+USER_TARGETS = [b"bob", b"BOB", b"alice", b"carol", b"dave", b"zed", b"ivan", b"kim",
+                b"\xc3", b""]
 
 texts = st.one_of(
     st.text(st.characters(codec="utf-8"), max_size=20).map(lambda t: t.encode()),
@@ -53,6 +58,27 @@ requests = st.one_of(
         ("join", "hall"), ("join", "kitchen"), ("join", "newroom"), ("leave", "kitchen"),
         ("leave", "hall"), ("ping",), ("unknown",), ("truncated",), ("action", "kitchen"),
         ("away", "back soon"), ("away", ""), ("open", "carol")]))
+
+
+irc_texts = st.one_of(
+    st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=20)
+    .map(lambda t: t.encode()),
+    st.text(st.sampled_from("ab \t\x01\x02\x7f\x80\x9f\xa0\u00e9\u20ac\U0001f600"),
+            max_size=12).map(lambda t: t.encode()),
+    st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.sampled_from([b"", b"x" * MAX_TEXT_BYTES, b"x" * (MAX_TEXT_BYTES + 1),
+                     "\u00e9".encode() * 32, "\u00e9".encode() * 33, b"\xed\xa0\x80",
+                     b"\xff", b"\x01ACTION waves\x01", b":colon", b" lead"]))
+irc_targets = st.sampled_from([b"#kitchen"] * 4 + [b"#irconly", b"bob"] * 2 + [
+    b"#KITCHEN", b"#hall", b"#ircroom", b"#nowhere", b"#", b"#\xc3", b"#kitchen,#hall",
+    b"BOB", b"alice", b"dave", b"ivan", b"kim", b"jane", b"zed", b"\xc3", b":bob"])
+irc_lines = st.one_of(
+    st.tuples(irc_targets, irc_texts).map(lambda t: b"PRIVMSG " + t[0] + b" :" + t[1]),
+    st.sampled_from([b"JOIN #hall", b"JOIN #kitchen", b"PART #kitchen", b"PART #irconly",
+                     b"AWAY :gone", b"AWAY", b"PING :tok", b"NOTICE #kitchen :notice",
+                     b"@label=1 PRIVMSG #kitchen :tagged", b"privmsg #kitchen :lower",
+                     b"PRIVMSG #kitchen :two  spaces", b"PRIVMSG  #kitchen :x",
+                     b"PRIVMSG #kitchen :" + b"x" * 500, b"WHATEVER"]))
 
 
 def encode_request(request, request_id: int) -> bytes:
@@ -76,16 +102,17 @@ def encode_request(request, request_id: int) -> bytes:
     return encode_event(ev.OpenChat(request[1], request_id))
 
 
-def run_script(lane_run, script, with_irc: bool, **config) -> dict:
-    """Set up a few users and rooms, then let each sender pipeline its requests; returns
-    what every client received after the setup."""
+def run_script(lane_impl, script, with_irc: bool, **config) -> dict:
+    """Set up a few users and rooms, then let each sender pipeline its requests (native
+    senders frames, IRC senders lines; IRC senders only ``with_irc``); returns what every
+    client received after the setup."""
     settings_ = dict(max_text_bytes=MAX_TEXT_BYTES, limit_exempt="",
                      flood_chat_burst_messages=100_000, flood_chat_messages_per_second=1e6,
                      flood_burst_requests=100_000, flood_requests_per_second=1e6)
     if with_irc:
         settings_["irc_port"] = 0
     settings_.update(config)
-    with world(lane_run, **settings_) as server:
+    with world(lane_impl, **settings_) as server:
         peers = {name: native(server, name) for name in NATIVES}
         alice, bob, carol, dave = (peers[n] for n in NATIVES)
         for peer in (alice, bob, carol):
@@ -105,18 +132,36 @@ def run_script(lane_run, script, with_irc: bool, **config) -> dict:
             peer.send(encode_event(ev.JoinRoom("ircroom", 9)))
             peer.sync()
         if with_irc:
-            ivan = irc(server, "ivan")
-            ivan.send("JOIN #ircroom")
+            # kitchen: natives and all three IRC encodings' members; ircroom: natives and
+            # IRC; irconly: IRC users with and without server-time. Chats open: ivan-bob,
+            # ivan-kim, jane-bob, alice-ivan, alice-kim.
+            for nick, caps in IRC_USERS.items():
+                peers[nick] = irc(server, nick, caps)
+            ivan, jane, kim = (peers[n] for n in IRC_USERS)
+            ivan.send("JOIN #ircroom,#kitchen,#irconly", "PRIVMSG bob :open",
+                      "PRIVMSG kim :open")
             ivan.sync()
-            peers["ivan"] = ivan
+            jane.send("JOIN #kitchen,#ircroom", "PRIVMSG bob :open")
+            jane.sync()
+            kim.send("JOIN #kitchen,#irconly")
+            kim.sync()
+            alice.send(encode_event(ev.OpenChat("ivan", 10)))
+            alice.send(encode_event(ev.OpenChat("kim", 11)))
         for peer in peers.values():
             peer.sync()
             peer.received.clear()
         active_before = {s.key: s.last_active for s in server.hub.sessions.values()}
         for sender, sent in script:
-            peer = peers[NATIVES[sender]]
-            peer.send(b"".join(encode_request(request, 100 + i)
-                               for i, request in enumerate(sent)))
+            if sender >= len(NATIVES[:3]) and not with_irc:
+                continue
+            peer = peers[SENDERS[sender]]
+            if sender < len(NATIVES[:3]):
+                peer.send(b"".join(encode_request(request, 100 + i)
+                                   for i, request in enumerate(sent)
+                                   if not isinstance(request, bytes)))
+            else:
+                peer.send(*[request for request in sent if isinstance(request, bytes)]
+                          or [b"PING :nothing"])
             peer.sync()
             for other in peers.values():
                 other.sync()
@@ -134,9 +179,10 @@ def run_script(lane_run, script, with_irc: bool, **config) -> dict:
 def _comparable(name: str, received: bytes):
     """The frames a native client received, byte for byte, except that the members of a
     RoomModes are sorted: the hub lists them from sets of sessions, in an order that differs
-    from one process to the next (IRC: the raw bytes)."""
+    from one process to the next. IRC: the raw bytes, but for the server-time tags of lines
+    stamped with the real clock (JOIN, PART, echoes; not from the hub's test clock, 2023)."""
     if name not in NATIVES:
-        return received
+        return _REAL_TIME_TAG.sub(b"@time=now ", received)
     decoder = codec_py.FrameDecoder(1 << 20)
     decoder.receive_data(received)
     frames = []
@@ -148,8 +194,12 @@ def _comparable(name: str, received: bytes):
     return frames
 
 
-scripts = st.lists(st.tuples(st.integers(0, 2), st.lists(requests, min_size=1, max_size=25)),
-                   min_size=1, max_size=3)
+_REAL_TIME_TAG = re.compile(rb"@time=(?!2023-)[^ ]* ")
+
+scripts = st.lists(st.one_of(
+    st.tuples(st.integers(0, 2), st.lists(requests, min_size=1, max_size=25)),
+    st.tuples(st.integers(3, 5), st.lists(irc_lines, min_size=1, max_size=25))),
+    min_size=1, max_size=3)
 
 
 @pytest.mark.timeout(600)
@@ -158,13 +208,13 @@ scripts = st.lists(st.tuples(st.integers(0, 2), st.lists(requests, min_size=1, m
 def test_every_client_receives_the_same_bytes_from_the_lanes_and_the_hub_path(
         script, with_irc, turn_units):
     expected = run_script(None, script, with_irc, max_turn_work_units=turn_units)
-    for lane_run in LANES:
-        assert run_script(lane_run, script, with_irc, max_turn_work_units=turn_units) \
-            == expected, lane_run.__module__
+    for lane_impl in LANES:
+        assert run_script(lane_impl, script, with_irc, max_turn_work_units=turn_units) \
+            == expected, lane_impl.__name__
 
 
-@pytest.mark.parametrize("lane_run", IMPLEMENTATIONS)
-def test_a_long_pipeline_of_room_and_direct_messages_matches_the_hub_path(lane_run):
+@pytest.mark.parametrize("lane_impl", IMPLEMENTATIONS)
+def test_a_long_pipeline_of_room_and_direct_messages_matches_the_hub_path(lane_impl):
     # Enough to take several fair turns and cross the output-queue check at the loop's head.
     sent = [(0x22, b"kitchen", b"m%d" % i) if i % 3 else (0x12, b"bob", b"d%d" % i)
             for i in range(600)]
@@ -172,11 +222,11 @@ def test_a_long_pipeline_of_room_and_direct_messages_matches_the_hub_path(lane_r
     flags = dict(max_turn_work_units=50, max_output_bytes=4096)
     expected = run_script(None, script, True, **flags)
     assert [f[2].endswith(b"m599") for f in expected[0]["bob"]].count(True) == 1   # arrived
-    assert run_script(lane_run, script, True, **flags) == expected
+    assert run_script(lane_impl, script, True, **flags) == expected
 
 
-@pytest.mark.parametrize("lane_run", IMPLEMENTATIONS)
-def test_flood_control_holds_the_same_message_with_the_lane(lane_run):
+@pytest.mark.parametrize("lane_impl", IMPLEMENTATIONS)
+def test_flood_control_holds_the_same_message_with_the_lane(lane_impl):
     # A burst of 5 and a refill that takes minutes: the 6th message waits, held, in both.
     def held(run):
         with world(run, limit_exempt="", flood_chat_burst_messages=5,
@@ -200,11 +250,11 @@ def test_flood_control_holds_the_same_message_with_the_lane(lane_run):
 
     expected = held(None)
     assert expected[0] == ev.SendRoom("kitchen", "t5", 15)
-    assert held(lane_run) == expected
+    assert held(lane_impl) == expected
 
 
-@pytest.mark.parametrize("lane_run", IMPLEMENTATIONS)
-def test_a_broken_stream_after_pipelined_messages_ends_as_on_the_hub_path(lane_run):
+@pytest.mark.parametrize("lane_impl", IMPLEMENTATIONS)
+def test_a_broken_stream_after_pipelined_messages_ends_as_on_the_hub_path(lane_impl):
     def until_broken(run):
         with world(run, limit_exempt="127.0.0.1/8") as server:
             alice, bob = native(server, "alice"), native(server, "bob")
@@ -221,4 +271,4 @@ def test_a_broken_stream_after_pipelined_messages_ends_as_on_the_hub_path(lane_r
 
     expected = until_broken(None)
     assert b"below the minimum of 5" in expected[0]         # the fatal Error
-    assert until_broken(lane_run) == expected
+    assert until_broken(lane_impl) == expected

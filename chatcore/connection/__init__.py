@@ -197,8 +197,7 @@ class Connection(Requests, Pacing, Closing):
         held, self._held_event = self._held_event, None
         # Room and direct messages of a named session take the lane (chatcore.lane), which
         # hands back, as events, the requests it leaves to the handlers below.
-        lane = _lane.run if self.session is not None and type(protocol) is NativeProtocol \
-            else None
+        lane = self._lane_run() if self.session is not None else None
         while self.state is State.OPEN and not self._awaiting:
             if self.outbuf.pending_bytes > limit:
                 # Requests (or bad frames) pipelined without reading the replies: write what
@@ -271,6 +270,10 @@ class Connection(Requests, Pacing, Closing):
                 self.send_error(exc.code, exc.message, False, event.request_id)
         if self._awaiting and self.state is State.OPEN:
             self._pause_reading()       # what follows waits for the backplane's answer
+
+    def _lane_run(self):
+        """The lane for this connection's requests (chatcore.lane), or None: the hub path."""
+        return _lane.run if type(self.protocol) is NativeProtocol else None
 
     # -- output ----------------------------------------------------------------------------
 

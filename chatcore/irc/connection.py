@@ -11,6 +11,7 @@ import random
 import time
 
 from .. import __version__
+from .. import lane as _lane
 from ..connection import FLOOD_CHAT, FLOOD_REQUEST, Connection, State
 from ..errors import ChatError, ErrorCode
 from ..events import Reason
@@ -168,6 +169,11 @@ class IrcConnection(Connection):
             self._on_message(Message("PRIVMSG", [event.target, event.text]))
         else:
             messages.plain_privmsg(self, event.target, event.text)
+
+    def _lane_run(self):
+        # Plain PRIVMSGs of a registered client take the lane (chatcore.lane.run_irc), which
+        # hands back the other lines as the events this connection's handlers take.
+        return _lane.run_irc if self.registered else None
 
     def _dispatch(self, message: Message) -> None:
         try:

@@ -47,6 +47,11 @@ class IrcProtocol:
                                 fatal=True) from None
         if line is None:
             return NEED_DATA
+        return self.event_of(line)
+
+    def event_of(self, line: bytes):
+        """The event of one line ``lines`` gave (``next_event`` is next_line + this; the
+        lane, chatcore.lane, hands lines back through it)."""
         plain = read_privmsg(line)
         if plain is not None:
             return plain
