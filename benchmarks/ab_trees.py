@@ -2,6 +2,7 @@
 
     python benchmarks/ab_trees.py A=/tmp/main B=. "C=.:--metrics-port 0:scrape" --rounds 4
     python benchmarks/ab_trees.py A=/tmp/main B=. --scenario latency --rate 10000
+    python benchmarks/ab_trees.py A=/tmp/main B=. --scenario rooms --proto irc
 
 Each ARM is ``NAME=TREE[:SERVER FLAGS[:scrape]]``: the server is ``python server.py`` started
 in TREE (its own chatcore, extensions built in place), pinned to CPU 0; the load generator of
@@ -10,6 +11,8 @@ on CPU 1. ``scrape`` fetches the server's metrics page every second during the r
 order rotates each round; the medians of deliveries/s, of the server's CPU nanoseconds per
 delivery and of the p50/p99 latency are printed with their ratio to the first arm, and the
 1-minute load average after each run (the machine is shared: quote it with the figures).
+``--proto irc`` starts each server with an IRC port and drives that with the generator's IRC
+worker.
 """
 from __future__ import annotations
 
@@ -24,13 +27,16 @@ import tempfile
 import threading
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import deploy  # noqa: E402
+
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTENING = re.compile(r"listening on \S+:(\d+)")
 METRICS = re.compile(r"metrics on (http://\S+)")
 
 
 def run_arm(tree: str, flags: list[str], scrape: bool, duration: float, out: str,
-            generator: list[str], nice: list[str]) -> dict:
+            generator: list[str], nice: list[str], proto: str = "native") -> dict:
     # The generator's clients all come from loopback: exempt it from the per-address limit
     # and flood control, as benchmarks/run_suite does.
     env = dict(os.environ)
@@ -38,6 +44,10 @@ def run_arm(tree: str, flags: list[str], scrape: bool, duration: float, out: str
     while flags and re.fullmatch(r"[A-Z_]+=.*", flags[0]):      # VAR=value: environment
         key, _, value = flags.pop(0).partition("=")
         env[key] = value
+    irc_port = None
+    if proto == "irc":
+        irc_port = deploy.free_port()
+        flags += ["--irc-port", str(irc_port)]
     server = subprocess.Popen([*nice, "taskset", "-c", "0", sys.executable, "server.py", "--port", "0",
                                "--log-level", "INFO", "--limit-exempt", "127.0.0.0/8,::1",
                                *flags], cwd=tree, text=True, env=env,
@@ -50,6 +60,9 @@ def run_arm(tree: str, flags: list[str], scrape: bool, duration: float, out: str
             port = int(match.group(1))
             break
     threading.Thread(target=server.stderr.read, daemon=True).start()
+    if irc_port is not None:
+        port = irc_port
+        generator = [*generator, "--proto", "irc"]
     stop = threading.Event()
 
     def scraper() -> None:
@@ -85,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run server and generator as SCHED_FIFO priority 1 (chrt): on a "
                              "shared machine the only way to see the latency a quiet one "
                              "gives; keep runs short, they run ahead of everything else")
+    parser.add_argument("--proto", choices=("native", "irc"), default="native",
+                        help="drive the servers over their native protocol or over IRC")
     parser.add_argument("--rate", type=float, help="aggregate messages/s (latency: 1000 is "
                                                    "100 k deliveries/s, 10000 is 1 M)")
     args = parser.parse_args(argv)
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             shift = round_number % len(names)
             for name in names[shift:] + names[:shift]:
                 result = run_arm(*arms[name], args.duration, os.path.join(work, "out.json"),
-                                 generator, nice)
+                                 generator, nice, args.proto)
                 latency = result.get("latency_ms") or {}
                 row = (result["delivered_per_second"], result["server"]["ns_per_delivery"],
                        latency.get("p50", 0.0), latency.get("p99", 0.0),
