@@ -25,6 +25,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import ssl
+import subprocess
 import sys
 import time
 
@@ -145,12 +146,16 @@ def _conduct(args, plan, procs, workers, pipes, rss_idle, progress) -> dict:
                       f"{time.monotonic() - t_setup:.1f}s")
 
     _collect(pipes, ("ready",), state, show_connect, args.setup_timeout)
+    probe = start_probe(args, plan) if args.probe else None
     rss_connected = rss_bytes_of(args.server_pids)
     cpu0 = cpu_seconds_of(args.server_pids)
     go_us = _now_us() + 50_000
     stop_us = go_us + int(plan.duration * 1e6)
     for pipe in pipes:
         pipe.send(("go", go_us, stop_us))
+    if probe is not None:
+        probe.stdin.write(f"{go_us}\n")
+        probe.stdin.flush()
     rss_peak = rss_connected or 0
     rss_samples = []
     last = [(0, 0, 0)] * procs
@@ -186,8 +191,55 @@ def _conduct(args, plan, procs, workers, pipes, rss_idle, progress) -> dict:
     cpu1 = cpu_seconds_of(args.server_pids)
     for k, msg in enumerate(state):
         results[k] = msg[1]
-    return summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle,
-                     rss_connected, rss_peak, rss_samples)
+    result = summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle,
+                       rss_connected, rss_peak, rss_samples)
+    if probe is not None:
+        result["probe"] = finish_probe(probe)
+    return result
+
+
+def start_probe(args, plan):
+    """``--probe``: the independent latency probe (benchmarks.latency_probe) on the first
+    server, listening in the first sender's room and echoing at ``--probe`` messages a
+    second, SCHED_FIFO on the generator's cores; returns once it has joined."""
+    host, port = args.servers[0]
+    room = next((s.room for s in plan.clients if s.sender and s.room and s.server == 0), None)
+    cmd = [sys.executable, "-m", "benchmarks.latency_probe", "--host", host, "-p", str(port),
+           "--echo-rate", str(args.probe), "--duration", str(plan.duration), "--wait-go",
+           "--fifo"]
+    if room:
+        cmd += ["--room", room]
+    if args.cpus:
+        cmd += ["--cpus", *map(str, args.cpus)]
+    probe = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    line = probe.stdout.readline().strip()
+    if line != "ready":
+        probe.kill()
+        probe.wait()
+        raise RuntimeError(f"the latency probe did not start ({line or 'no answer'})")
+    return probe
+
+
+def probe_line(probe) -> str:
+    """The probe's figures for the one-line summary ('' without a probe)."""
+    if not probe:
+        return ""
+    if "error" in probe:
+        return f"; probe: {probe['error']}"
+    parts = [f"{what} p50 {probe[what]['p50']:.2f} p99 {probe[what]['p99']:.2f} ms"
+             for what in ("listen", "echo") if probe[what].get("count")]
+    return "; probe " + ", ".join(parts)
+
+
+def finish_probe(probe) -> dict:
+    try:
+        out, _ = probe.communicate(timeout=30)
+        return json.loads(out)
+    except (subprocess.TimeoutExpired, ValueError) as exc:
+        probe.kill()
+        probe.wait()
+        return {"error": f"the latency probe gave no result: {exc}"}
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -232,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="handshakes in progress per generator process (default "
                              "%(default)s, the listen backlog; 1: one after another, for the "
                              "name-claim latency alone)")
+    parser.add_argument("--probe", type=float, default=0.0, metavar="RATE",
+                        help="also run the independent latency probe (benchmarks."
+                             "latency_probe): it listens in the first room and sends RATE "
+                             "messages a second in a room of its own; its latencies go in the "
+                             "JSON as 'probe' (default: off)")
     parser.add_argument("--setup-timeout", type=float, default=120.0,
                         help="seconds allowed to connect and join everyone")
     parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
@@ -295,7 +352,8 @@ def main(argv=None) -> int:
             print(f"{result['scenario']}: {result['delivered_per_second']:,.0f} delivered/s"
                   + ("" if ns is None else f" at {ns:.0f} ns server CPU/delivery")
                   + f", p99 {_ms(lat['p99'])} ms, {'OK' if result['ok'] else 'FAILED'}"
-                  + (" (generator SATURATED)" if result["generator"]["saturated"] else ""))
+                  + (" (generator SATURATED)" if result["generator"]["saturated"] else "")
+                  + probe_line(result.get("probe")))
     elif args.json != "-" and args.csv != "-":
         print(human_table(result))
     if not result["ok"]:

@@ -34,6 +34,9 @@ def key_numbers(r: dict) -> dict:
         "generator_saturated": r["generator"]["saturated"],
         "generator_cpu": r["generator"]["busiest_process_utilization"],
         "generator_ns_per_delivery": r["generator"].get("ns_per_delivery"),
+        # the independent latency probe (loadgen --probe), when it ran
+        "probe_echo_p99_ms": (r.get("probe") or {}).get("echo", {}).get("p99"),
+        "probe_listen_p99_ms": (r.get("probe") or {}).get("listen", {}).get("p99"),
         "ok": r["ok"],
     }
 
@@ -59,7 +62,7 @@ def summarize(runs) -> dict:
         for key in ("delivered_per_second", "sent_per_second", "p50_ms", "p99_ms", "p999_ms",
                     "ns_per_delivery", "server_cpu", "connect_seconds", "kib_per_connection",
                     "claim_p50_ms", "claim_p99_ms", "redis_cpu", "generator_cpu",
-                    "generator_ns_per_delivery"):
+                    "generator_ns_per_delivery", "probe_echo_p99_ms", "probe_listen_p99_ms"):
             entry[key] = med([i[key] for i in items])
         entry["loadavg"] = loads[(scenario, impl)]
         summary.setdefault(scenario, {})[impl] = entry
@@ -135,7 +138,28 @@ def markdown(meta: dict, summary: dict, impls, scenarios, group: str = "native",
     if rows:
         lines += ["", "| comparison (ratio of medians) | scenario | ratio | target |",
                   "|---|---|---:|---|", *rows]
+    lines += _probe_lines(summary, impls, scenarios)
     return "\n".join(lines) + "\n"
+
+
+def _probe_lines(summary: dict, impls, scenarios) -> list:
+    """The independent probe's p99 beside the generator's (docs/benchmarks.md, latency)."""
+    rows = []
+    for scenario in scenarios:
+        for impl in impls:
+            e = summary.get(scenario, {}).get(impl)
+            if e is None or e["probe_echo_p99_ms"][0] is None:
+                continue
+            rows.append(f"| {scenario} | {impl} | {_fmt(e['p99_ms'], '{:.2f}')} | "
+                        f"{_fmt(e['probe_listen_p99_ms'], '{:.2f}')} | "
+                        f"{_fmt(e['probe_echo_p99_ms'], '{:.2f}')} |")
+    if not rows:
+        return []
+    return ["", "Latency probe (benchmarks.latency_probe, SCHED_FIFO): p99 ms of the generator's "
+            "receivers, of the probe as the room's last member, and of the probe's own message "
+            "in a room of its own:", "",
+            "| scenario | implementation | generator p99 | probe, last member | probe, echo |",
+            "|---|---|---:|---:|---:|", *rows]
 
 
 def _load_line(summary: dict) -> list:

@@ -204,6 +204,26 @@ def test_each_scenario_runs_and_verifies(server, scenario, tmp_path):
         assert all(v == 0 for v in result["check"].values())
 
 
+def test_the_latency_probe_measures_beside_a_verified_load(server, tmp_path):
+    """--probe: the independent probe listens in the loaded room and echoes in its own; the
+    load is still verified exactly (the probe is one more member, not one of the counted)."""
+    pid, port = server
+    proc, result = run_bench(["latency", "-p", str(port), "--server-pid", str(pid),
+                              "--duration", "1", "-c", "10", "--senders", "2", "--rate", "100",
+                              "--probe", "100"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert result["ok"] and result["delivered"] == result["expected"] > 0
+    probe = result["probe"]
+    assert probe["echo_lost"] == 0 and probe["room"]
+    # one room: the probe hears (almost) every message the generator sent in its second
+    assert 0.8 * result["sent"] <= probe["listen"]["count"] <= result["sent"]
+    assert probe["echo"]["count"] >= 30                 # ~100 at 100 a second, Poisson
+    for what in ("listen", "echo"):
+        p = probe[what]
+        assert 0 < p["p50"] <= p["p90"] <= p["p99"] <= p["p999"] <= p["max"] < 1000
+    assert "probe listen p50" in proc.stdout
+
+
 def test_the_fallback_verifier_runs_end_to_end(server, tmp_path):
     pid, port = server
     env = dict(os.environ, CHATCORE_NO_EXTENSIONS="1")
