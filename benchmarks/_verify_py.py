@@ -278,7 +278,8 @@ _READ_BITS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 class Receiver:
     """Reads the ready sockets of one ``select.epoll`` set into their streams.
 
-    ``poll(timeout)`` waits like ``select.epoll.poll`` and returns ``(fd, mask, frames,
+    ``poll(timeout)`` waits like ``select.epoll.poll`` (whole milliseconds; the compiled one
+    waits to the microsecond, for the paced sender) and returns ``(fd, mask, frames,
     problem, now_us)`` tuples for the caller to act on:
 
     * a socket not registered here (or ready without input): ``(fd, mask, None, None, 0)``,

@@ -160,6 +160,9 @@ def summarize(args, plan, procs, results, go_us, stop_us, cpu0, cpu1, rss_idle, 
                       "ns_per_delivery": (sum(gen_cpu) * 1e9 / delivered if delivered
                                           else None),
                       "receive_loop": verify.IMPLEMENTATION,
+                      # --rate: how late each paced send went out (its stamp is the real time)
+                      "send_late_ms": hist_summary(merge_hist(r.get("pace_late_hist", {})
+                                                              for r in results)),
                       "saturated": max(gen_busiest, gen_runnable or 0.0) >= SATURATED_CPU},
         "server": server,
         "ok": not problems, "problems": problems,

@@ -31,6 +31,7 @@ from .verify import bucket_of, encode_sends
 RECV_BYTES = 256 * 1024               # one recv per readiness event; large enough for a burst
 WINDOW_MESSAGES = 64                  # in-flight messages per sender when --rate is 0
 PROGRESS_SECONDS = 0.5
+IDLE_POLL_US = 50_000                 # without --rate, Acks drive the sends: wake for progress
 DRAIN_IDLE_SECONDS = 0.3              # after the last Ack, quiet this long = nothing in flight
 ERROR_SAMPLES = 5
 
@@ -130,6 +131,7 @@ class Worker:
         self.cpu_at_go = 0.0
         self.runnable_at_go = None
         self.pace_turn = 0
+        self.pace_late_hist: dict = {}               # --rate: send time - due time, us
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -350,22 +352,31 @@ class Worker:
         c.inflight += count
         self.write(c, data)
 
-    def pace(self, now_us: int) -> None:
-        """--rate: send what is due since go, round-robin over this process's senders."""
+    def pace(self, now_us: int) -> int:
+        """--rate: send what is due since go, round-robin over this process's senders; returns
+        when the next message is due. Message ``k`` of this process is due at ``go + k /
+        rate``, so sends are evenly spaced when the loop wakes on time; how late each went
+        out is kept in ``pace_late_hist`` (its stamp is the time it really went)."""
         rate = self.plan.rate * len(self.senders) / max(1, len(self.plan.recipients))
-        due = int((now_us - self.go_us) * rate / 1e6) - sum(c.sent for c in self.senders)
-        if due <= 0:
-            return
+        if not rate:                     # no senders in this process
+            return now_us + IDLE_POLL_US
+        paced = sum(c.sent for c in self.senders)
+        due = int((now_us - self.go_us) * rate / 1e6) + 1 - paced
         live = [c for c in self.senders if c.sock is not None]
-        if not live:
-            return
-        each, extra = divmod(due, len(live))
-        # rotate who gets the extra so no sender runs ahead
-        start = self.pace_turn % len(live)
-        for k in range(len(live)):
-            c = live[(start + k) % len(live)]
-            self.send_messages(c, each + (1 if k < extra else 0), now_us)
-        self.pace_turn += extra
+        if due > 0 and live:
+            hist = self.pace_late_hist
+            for k in range(paced, paced + due):
+                b = bucket_of(now_us - self.go_us - int(k * 1e6 / rate))
+                hist[b] = hist.get(b, 0) + 1
+            each, extra = divmod(due, len(live))
+            # rotate who gets the extra so no sender runs ahead
+            start = self.pace_turn % len(live)
+            for k in range(len(live)):
+                c = live[(start + k) % len(live)]
+                self.send_messages(c, each + (1 if k < extra else 0), now_us)
+            self.pace_turn += extra
+            paced += due
+        return self.go_us + int(paced * 1e6 / rate)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -440,12 +451,16 @@ class Worker:
             for c in self.senders:
                 self.send_messages(c, self.plan.window, now_us)
         progress_us = now_us + int(PROGRESS_SECONDS * 1e6)
-        timeout = 0.001 if rate else 0.05
+        next_us = self.pace(now_us) if rate else now_us + IDLE_POLL_US
         while now_us < self.stop_us:
-            self.poll(min(timeout, (self.stop_us - now_us) / 1e6))
+            # Wake for the next paced send (the compiled receiver's wait is to the
+            # microsecond; a wait in whole milliseconds would send in bursts).
+            self.poll(max(0, min(next_us, self.stop_us, progress_us) - now_us) / 1e6)
             now_us = _now_us()
             if rate and now_us < self.stop_us:
-                self.pace(now_us)
+                next_us = self.pace(now_us)
+            elif not rate:
+                next_us = now_us + IDLE_POLL_US
             if now_us >= progress_us:
                 progress_us += int(PROGRESS_SECONDS * 1e6)
                 self.report_progress()
@@ -488,6 +503,7 @@ class Worker:
             "sent_at_stop": getattr(self, "at_stop", (0, 0))[0],
             "delivered_at_stop": getattr(self, "at_stop", (0, 0))[1],
             "tally": tally, "chat_opened": self.chat_opened,
+            "pace_late_hist": self.pace_late_hist,
             "cpu_seconds": usage.ru_utime + usage.ru_stime - self.cpu_at_go,
             "runnable_seconds": (None if runnable is None or self.runnable_at_go is None
                                  else runnable - self.runnable_at_go),
@@ -499,7 +515,21 @@ class Worker:
             self.close(c)
 
 
+def _tight_timer_slack() -> None:
+    """Let this process's timed waits end on time: Linux lets them run up to 50 us late by
+    default (the timer slack) to merge wake-ups; a paced sender wants its own. Best effort."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+_PR_SET_TIMERSLACK = 29
+
+
 def _worker_main(worker_class, addrs, plan, specs, conn, cpus, tls) -> None:
+    _tight_timer_slack()
     if cpus:
         try:
             os.sched_setaffinity(0, cpus)

@@ -39,6 +39,34 @@ cdef extern from "<sys/socket.h>" nogil:
 
 cdef extern from *:
     """
+    #include <errno.h>
+    #include <sys/epoll.h>
+    #include <sys/syscall.h>
+    #include <time.h>
+    #include <unistd.h>
+    /* epoll_wait with a timeout in microseconds (epoll_pwait2, Linux 5.11), else in whole
+       milliseconds rounded up: a paced sender must wake on time, not up to 1 ms late. */
+    static int loadgen_epoll_wait_us(int epfd, struct epoll_event *events, int maxevents,
+                                     long long timeout_us) {
+    #ifdef SYS_epoll_pwait2
+        static int missing = 0;
+        if (timeout_us >= 0 && !missing) {
+            struct timespec ts = {timeout_us / 1000000, (timeout_us % 1000000) * 1000};
+            int n = (int)syscall(SYS_epoll_pwait2, epfd, events, maxevents, &ts, NULL, 0);
+            if (n >= 0 || errno != ENOSYS)
+                return n;
+            missing = 1;
+        }
+    #endif
+        return epoll_wait(epfd, events, maxevents,
+                          timeout_us < 0 ? -1 : (int)((timeout_us + 999) / 1000));
+    }
+    """
+    int loadgen_epoll_wait_us(int epfd, epoll_event *events, int maxevents,
+                              long long timeout_us) nogil
+
+cdef extern from *:
+    """
     #include <stdint.h>
     #include <string.h>
     /* The value of the eight lowercase hex digits at p; ORs nonzero bits into *bad if any of
@@ -541,20 +569,21 @@ cdef class Receiver:
             self._by_fd[fd] = None
 
     def poll(self, timeout=None):
-        cdef int ms, n, i, fd
-        cdef double wait_ms
+        cdef int n, i, fd
+        cdef long long us
+        cdef double wait_us
         cdef uint32_t mask
         cdef list out = []
         cdef object stream
         if timeout is None or timeout < 0:
-            ms = -1
-        else:
-            wait_ms = min(<double>timeout * 1000.0, 2e9)
-            ms = <int>wait_ms
-            if ms < wait_ms:                 # round up, as select.epoll.poll does
-                ms += 1
+            us = -1
+        else:                                # to the microsecond (see loadgen_epoll_wait_us)
+            wait_us = min(<double>timeout * 1e6, 2e12)
+            us = <long long>wait_us
+            if us < wait_us:
+                us += 1
         with nogil:
-            n = epoll_wait(self._epfd, self._events, MAX_EVENTS, ms)
+            n = loadgen_epoll_wait_us(self._epfd, self._events, MAX_EVENTS, us)
         if n < 0:
             if errno == EINTR:
                 PyErr_CheckSignals()

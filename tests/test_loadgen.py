@@ -224,6 +224,34 @@ def test_the_latency_probe_measures_beside_a_verified_load(server, tmp_path):
     assert "probe listen p50" in proc.stdout
 
 
+def test_paced_sends_go_out_on_schedule_and_say_how_late(server, tmp_path):
+    """--rate: message k is due at go + k / rate; the result says how late each one went."""
+    pid, port = server
+    proc, result = run_bench(["latency", "-p", str(port), "--duration", "1", "-c", "6",
+                              "--senders", "2", "--rate", "300"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    late = result["generator"]["send_late_ms"]
+    assert late["count"] == result["sent"] >= 290          # 300 a second for 1 s, one at go
+    assert late["p50"] < 5.0                                # on time, bar a loaded machine
+
+
+@pytest.mark.skipif(verify.verify_c is None, reason="chatcore._loadgen is not built")
+def test_the_compiled_receiver_waits_less_than_a_millisecond():
+    """A paced sender's wait ends on time: epoll_wait's whole milliseconds would wake it up to
+    1 ms late (the best of 20 waits of 0.3 ms, so a busy machine cannot fail it)."""
+    import select
+    import time
+    receiver = verify.verify_c.Receiver(select.epoll(), 4096)
+    best = min(_timed(receiver.poll, 0.0003, time.monotonic) for _ in range(20))
+    assert 0.0003 <= best < 0.0009
+
+
+def _timed(call, arg, clock) -> float:
+    started = clock()
+    call(arg)
+    return clock() - started
+
+
 def test_the_fallback_verifier_runs_end_to_end(server, tmp_path):
     pid, port = server
     env = dict(os.environ, CHATCORE_NO_EXTENSIONS="1")
