@@ -394,8 +394,10 @@ cdef class Stream:
             msg_type = buf[pos + 4]
             start = pos + 9
             stop = pos + 4 + length
-            if stop + PREFETCH_BYTES < end:
+            if stop + PREFETCH_BYTES + 128 < end:     # every line of the frame that far on
                 __builtin_prefetch(buf + stop + PREFETCH_BYTES)
+                __builtin_prefetch(buf + stop + PREFETCH_BYTES + 64)
+                __builtin_prefetch(buf + stop + PREFETCH_BYTES + 128)
             tally.counts_[msg_type] += 1
             if msg_type == ROOM_MESSAGE or msg_type == DIRECT_MESSAGE:
                 p = start
