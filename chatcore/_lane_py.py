@@ -177,29 +177,15 @@ def run(conn, turn_ends_at: int, now: float):
             wait_seconds = buckets[_FLOOD_CHAT].take(now)
             if wait_seconds:
                 return turn_ends_at, protocol.event_of(frame), wait_seconds
-        session.last_active = hub._clock()
-        msg_id = next(hub._msg_ids)
-        timestamp_ms = int(hub._wallclock() * 1000)
+        msg_id, timestamp_ms = _stamp(hub, session)
         if msg_type == _SEND_ROOM:
-            data = b"".join((_HEAD.pack(fixed_bytes + len(text), _ROOM_MESSAGE, 0,
-                                        len(room_name)),
-                             names, _STAMP.pack(msg_id, timestamp_ms), text))
-            _to_room(targets, outlet, data, irc_head, text, timestamp_ms, skip_outlet,
-                     skip_buffer)
+            _to_room(targets, outlet, _room_frame(fixed_bytes, room_name, names, msg_id,
+                                                  timestamp_ms, text),
+                     irc_head, text, timestamp_ms, skip_outlet, skip_buffer)
             hub.work_done += len(room.members)
             stats.room_messages += 1
         else:
-            if irc_head is None:
-                data = b"".join((
-                    _HEAD.pack(5 + 2 + len(sender) + 16 + len(text), _DIRECT_MESSAGE, 0,
-                               len(sender)),
-                    sender, _STAMP.pack(msg_id, timestamp_ms), text))
-                outlet.deliveries += 1
-            else:
-                data = _irc_line(peer.outlet, irc_head, text, timestamp_ms)
-            endpoint = peer.endpoint
-            if endpoint.append(data):
-                outlet.pending.append(endpoint)
+            _to_peer(peer, outlet, irc_head, sender, text, msg_id, timestamp_ms)
             hub.work_done += 1
             stats.direct_messages += 1
         if outbuf.append(_ACK.pack(21, _ACK_TYPE, request_id, msg_id, timestamp_ms)):
@@ -288,28 +274,14 @@ def run_irc(conn, turn_ends_at: int, now: float):
             wait_seconds = buckets[_FLOOD_CHAT].take(now)
             if wait_seconds:
                 return turn_ends_at, plain, wait_seconds
-        session.last_active = hub._clock()
-        msg_id = next(hub._msg_ids)
-        timestamp_ms = int(hub._wallclock() * 1000)
+        msg_id, timestamp_ms = _stamp(hub, session)
         if target[:1] == "#":
-            data = b"".join((_HEAD.pack(fixed_bytes + len(text), _ROOM_MESSAGE, 0,
-                                        len(room_name)),
-                             names, _STAMP.pack(msg_id, timestamp_ms), text))
-            _to_room(targets, native_outlet, data, irc_head, text, timestamp_ms, skip_outlet,
-                     skip_buffer)
+            _to_room(targets, native_outlet, _room_frame(fixed_bytes, room_name, names, msg_id,
+                                                         timestamp_ms, text),
+                     irc_head, text, timestamp_ms, skip_outlet, skip_buffer)
             hub.work_done += len(room.members)
         else:
-            if irc_head is None:
-                data = b"".join((
-                    _HEAD.pack(5 + 2 + len(sender) + 16 + len(text), _DIRECT_MESSAGE, 0,
-                               len(sender)),
-                    sender, _STAMP.pack(msg_id, timestamp_ms), text))
-                native_outlet.deliveries += 1
-            else:
-                data = _irc_line(peer.outlet, irc_head, text, timestamp_ms)
-            endpoint = peer.endpoint
-            if endpoint.append(data):
-                native_outlet.pending.append(endpoint)
+            _to_peer(peer, native_outlet, irc_head, sender, text, msg_id, timestamp_ms)
             hub.work_done += 1
         if (conn.state is not _OPEN or conn._awaiting or outbuf.pending_bytes > output_limit
                 or hub.work_done >= turn_ends_at):
@@ -386,6 +358,35 @@ def _irc_fits(irc_head: bytes, text: bytes, front) -> bool:
 def _irc_line(irc_outlet, irc_head: bytes, text: bytes, timestamp_ms: int) -> bytes:
     line = b"".join((irc_head, text, b"\r\n"))
     return irc_outlet._tags(timestamp_ms) + line if irc_outlet.timed else line
+
+
+def _stamp(hub, session):
+    """The hub's stamp of a message it accepts: (msg_id, timestamp_ms); the sender active."""
+    session.last_active = hub._clock()
+    return next(hub._msg_ids), int(hub._wallclock() * 1000)
+
+
+def _room_frame(fixed_bytes: int, room_name: bytes, names: bytes, msg_id: int,
+                timestamp_ms: int, text: bytes) -> bytes:
+    """The RoomMessage frame: ``names`` (room, sender) between its header and its stamps."""
+    return b"".join((_HEAD.pack(fixed_bytes + len(text), _ROOM_MESSAGE, 0, len(room_name)),
+                     names, _STAMP.pack(msg_id, timestamp_ms), text))
+
+
+def _to_peer(peer, native_outlet, irc_head, sender: bytes, text: bytes, msg_id: int,
+             timestamp_ms: int) -> None:
+    """A direct message to ``peer``, as its outlet writes it: the DirectMessage frame to a
+    native peer (``irc_head`` None), the relayed line to an IRC one."""
+    if irc_head is None:
+        data = b"".join((
+            _HEAD.pack(5 + 2 + len(sender) + 16 + len(text), _DIRECT_MESSAGE, 0, len(sender)),
+            sender, _STAMP.pack(msg_id, timestamp_ms), text))
+        native_outlet.deliveries += 1
+    else:
+        data = _irc_line(peer.outlet, irc_head, text, timestamp_ms)
+    endpoint = peer.endpoint
+    if endpoint.append(data):
+        native_outlet.pending.append(endpoint)
 
 
 def _to_room(targets, native_outlet, data, irc_head, text, timestamp_ms, skip_outlet,
