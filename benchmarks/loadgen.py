@@ -308,7 +308,10 @@ def parse_address(text: str) -> tuple:
 
 
 def parse_args(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.probe and args.proto != "native":
+        parser.error("--probe speaks chatcore's native protocol: not with --proto irc")
     for key, value in SCENARIOS[args.scenario].items():
         if getattr(args, key) is None:
             setattr(args, key, value)

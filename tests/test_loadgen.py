@@ -305,6 +305,15 @@ def test_scenarios_run_over_tls(start_server, tls_files, scenario, tmp_path):
         seen = server.lines.index(line, seen) + 1
 
 
+def test_the_probe_is_refused_over_irc_with_a_reason(capsys):
+    # The probe speaks the native protocol; an IRC server would read its frames as junk.
+    from benchmarks.loadgen import parse_args
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["latency", "--proto", "irc", "--probe", "200"])
+    assert exit_info.value.code == 2
+    assert "--probe speaks chatcore's native protocol" in capsys.readouterr().err
+
+
 # -- several servers: a cluster on Redis ------------------------------------------------------
 
 def test_the_plan_splits_rooms_senders_and_pairs_over_the_servers():
