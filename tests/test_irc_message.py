@@ -28,8 +28,9 @@ def test_parse(line, expected):
 
 @pytest.mark.parametrize("line, numeric, command", [
     (b"PRIVMSG a :\x00", "400", "PRIVMSG"),
-    (b"PRIVMSG a :\xff", "400", "PRIVMSG"),
-    (b":src NICK \xc3", "400", "NICK"),
+    (b"PRIVMSG a :\xff", "INVALID_UTF8", "PRIVMSG"),
+    (b":src NICK \xc3", "INVALID_UTF8", "NICK"),
+    (b"@t=\xff PING x", "INVALID_UTF8", "PING"),
     (b"X " + b"y" * 509, "417", ""),
     (b"@" + b"t" * 8190 + b" PING x", "417", ""),
     (b":onlysource", "", ""),

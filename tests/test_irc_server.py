@@ -455,7 +455,9 @@ def test_nul_invalid_utf8_and_garbage(irc):
     alice.send(b"PRIVMSG alice :a\x00b\r\n", b"PRIVMSG alice :\xff\xfe\r\n",
                b"\x01\x02\x03 \x7f\r\n", b":onlysource\r\n", b"@tagsonly\r\n")
     assert "NUL" in alice.expect("400", "PRIVMSG").params[-1]
-    assert "UTF-8" in alice.expect("400", "PRIVMSG").params[-1]
+    # IRCv3 UTF8ONLY: a standard reply, FAIL <command> INVALID_UTF8, not 400.
+    fail = alice.expect("FAIL")
+    assert fail.params[:2] == ["PRIVMSG", "INVALID_UTF8"] and "UTF-8" in fail.params[-1]
     alice.expect("421")
     alice.send("PING alive")
     assert alice.expect("PONG").params[-1] == "alive"

@@ -19,7 +19,7 @@ from . import dispatch, messages
 from . import numerics as rpl
 from .caps import MAX_LABEL_BYTES, SUPPORTED_CAPS, labeled  # noqa: F401 - re-exported
 from .channels import fit_bytes
-from .message import Message, encode
+from .message import INVALID_UTF8, Message, encode
 from .outlet import USER_HOST, source_of, text_lines, time_tag
 from .protocol import BadLine, IrcProtocol, PlainPrivmsg
 from .text import strip_formatting
@@ -184,6 +184,8 @@ class IrcConnection(Connection):
     def _on_bad_line(self, bad: BadLine) -> None:
         if bad.numeric == rpl.ERR_INPUTTOOLONG:
             self.reply(bad.numeric, bad.text)
+        elif bad.numeric == INVALID_UTF8:        # IRCv3 UTF8ONLY: a standard reply
+            self.send_line("FAIL", bad.command or "*", INVALID_UTF8, bad.text)
         elif bad.numeric:
             self.reply(bad.numeric, bad.command, bad.text)
 

@@ -16,6 +16,10 @@ _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 _TAG_ESCAPES = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"})
 
 
+# The IRCv3 UTF8ONLY standard reply's code: ``FAIL <command> INVALID_UTF8 :text``.
+INVALID_UTF8 = "INVALID_UTF8"
+
+
 class MessageError(ValueError):
     """A line that is no IRC message; ``numeric`` and ``text`` say what to answer."""
 
@@ -37,7 +41,8 @@ class Message:
 def parse(line: bytes) -> Message:
     """One line (line end removed) as a Message; raises MessageError for what cannot be one.
 
-    417 for a part too long, 400 for a NUL byte or invalid UTF-8 (the command is named when
+    417 for a part too long, 400 for a NUL byte, ``INVALID_UTF8`` (answered with IRCv3's
+    ``FAIL <command> INVALID_UTF8``, UTF8ONLY) for invalid UTF-8 (the command is named when
     it can be read), and an empty command gives MessageError with numeric "".
     """
     tags: dict[str, str] = {}
@@ -61,7 +66,8 @@ def parse(line: bytes) -> Message:
         if raw_tags:
             tags = _parse_tags(raw_tags.decode("utf-8"))
     except UnicodeDecodeError:
-        raise MessageError("400", "Line is not valid UTF-8", command_guess) from None
+        raise MessageError(INVALID_UTF8, "Line is not valid UTF-8: this server takes UTF-8 "
+                           "only (UTF8ONLY)", command_guess) from None
     source = ""
     if text.startswith(":"):
         source, _, text = text[1:].partition(" ")
@@ -86,7 +92,8 @@ def _command_guess(body: bytes) -> str:
     """The command word of a line that cannot be decoded, for the error reply."""
     words = body.split(b" ")
     word = words[1] if body[:1] == b":" and len(words) > 1 else words[0]
-    return word.decode("ascii", "replace").upper()[:32] or "*"
+    guess = word.decode("ascii", "replace").upper()[:32]
+    return guess if guess.isascii() and guess.isalnum() else "*"
 
 
 def _parse_tags(raw: str) -> dict[str, str]:
