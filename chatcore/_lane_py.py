@@ -210,6 +210,7 @@ def run_irc(conn, turn_ends_at: int, now: float):
     session = conn.session
     buckets = conn._buckets
     front = conn.irc
+    stats = conn.stats                          # counted as native messages are (metrics)
     output_limit = conn.config.max_output_bytes
     max_text_bytes = hub.limits.max_text_bytes
     sender = session.name.encode()
@@ -280,9 +281,11 @@ def run_irc(conn, turn_ends_at: int, now: float):
                                                          timestamp_ms, text),
                      irc_head, text, timestamp_ms, skip_outlet, skip_buffer)
             hub.work_done += len(room.members)
+            stats.room_messages += 1
         else:
             _to_peer(peer, native_outlet, irc_head, sender, text, msg_id, timestamp_ms)
             hub.work_done += 1
+            stats.direct_messages += 1
         if (conn.state is not _OPEN or conn._awaiting or outbuf.pending_bytes > output_limit
                 or hub.work_done >= turn_ends_at):
             return turn_ends_at, None, 0.0

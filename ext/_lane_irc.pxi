@@ -196,6 +196,7 @@ def run_irc(conn, long long turn_ends_at, now):
     session = conn.session
     buckets = conn._buckets
     front = conn.irc
+    stats = conn.stats                          # counted as native messages are (metrics)
     clock = hub._clock
     wallclock = hub._wallclock
     msg_ids = hub._msg_ids
@@ -301,6 +302,7 @@ def run_irc(conn, long long turn_ends_at, now):
             _to_room(targets, native_outlet, data, irc_head, text, text_size, timestamp_ms,
                      skip_outlet, skip_buffer)
             hub.work_done += len(room.members)
+            stats.room_messages += 1
         else:
             if irc_head is None:
                 data = _message_frame(_DIRECT_MESSAGE, NULL, 0, sender, sender_size, msg_id,
@@ -313,6 +315,7 @@ def run_irc(conn, long long turn_ends_at, now):
             if endpoint.append(data):
                 (<list>native_outlet.pending).append(endpoint)
             hub.work_done += 1
+            stats.direct_messages += 1
         # The head of Connection._handle_input's loop, for the next line.
         if (conn.state is not _OPEN or conn._awaiting or outbuf.pending_bytes > output_limit
                 or hub.work_done >= turn_ends_at):

@@ -48,6 +48,8 @@ def plain_privmsg(conn, target: str, text: str) -> None:
             conn.hub.send_room(conn.session, target[1:], text)
         except ChatError as exc:
             _message_refused(conn, target, exc)
+        else:
+            conn.stats.room_messages += 1
         return
     hub = conn.hub
     peer = hub.sessions.get(target.casefold())
@@ -58,6 +60,7 @@ def plain_privmsg(conn, target: str, text: str) -> None:
         except ChatError as exc:
             _message_refused(conn, target, exc)
             return
+        conn.stats.direct_messages += 1
         if conn.echo_message:
             conn.send(conn.relayed_text("PRIVMSG", conn.nick, target, text))
         return
@@ -116,6 +119,7 @@ def _send_one(conn, command: str, target: str, text: str, then,
             hub.send_room_action(session, room, text)
         else:
             hub.send_room(session, room, text)
+        conn.stats.room_messages += 1           # as the native SendRoom's Ack counts it
         then()
         return
     if target.casefold() == conn.nick.casefold():
@@ -136,6 +140,7 @@ def _send_one(conn, command: str, target: str, text: str, then,
         if conn.session is not session:
             return                      # gone while a node of the cluster answered
         if not isinstance(outcome, ChatError):
+            conn.stats.direct_messages += 1     # as the native SendDirect's Ack counts it
             found = details and details[0]
             if isinstance(found, UserDetails) and found.away and hub.remote_away_due(
                     session, found.name, found.away):
