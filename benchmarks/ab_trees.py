@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="drive the servers over their native protocol or over IRC")
     parser.add_argument("--rate", type=float, help="aggregate messages/s (latency: 1000 is "
                                                    "100 k deliveries/s, 10000 is 1 M)")
+    parser.add_argument("--probe", type=float, default=0.0, metavar="RATE",
+                        help="latency: also run the independent latency probe (echo RATE "
+                             "messages/s) and print its listen/echo p99")
     args = parser.parse_args(argv)
     arms = {}
     for spec in args.arms:
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.fifo:
         nice = ["chrt", "-f", "1"]
     generator = [args.scenario] + (["--rate", str(args.rate)] if args.rate else [])
+    if args.probe:
+        generator += ["--probe", str(args.probe)]
     names = list(arms)
     rows: dict = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as work:
@@ -125,20 +130,27 @@ def main(argv: list[str] | None = None) -> int:
                 row = (result["delivered_per_second"], result["server"]["ns_per_delivery"],
                        latency.get("p50", 0.0), latency.get("p99", 0.0),
                        latency.get("p90", 0.0))
+                probe = result.get("probe") or {}
+                row += tuple(probe.get(what, {}).get("p99", 0.0) for what in ("listen", "echo"))
                 rows[name].append(row)
+                probed = (f", probe p99 listen {row[5]:.2f} echo {row[6]:.2f} ms"
+                          if probe else "")
                 print(f"round {round_number} {name}: {row[0]:,.0f} deliveries/s, "
                       f"{row[1]:.1f} server ns/delivery, p50 {row[2]:.2f} ms, "
-                      f"p90 {row[4]:.2f} ms, p99 {row[3]:.2f} ms, load {os.getloadavg()[0]:.2f}", flush=True)
+                      f"p90 {row[4]:.2f} ms, p99 {row[3]:.2f} ms{probed}, "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)
     base = [statistics.median(column) for column in zip(*rows[names[0]])]
     for name in names:
-        rate, ns, p50, p99, p90 = (statistics.median(column) for column in zip(*rows[name]))
+        rate, ns, p50, p99, p90, listen, echo = (statistics.median(column)
+                                                 for column in zip(*rows[name]))
         low, high = min(r[0] for r in rows[name]), max(r[0] for r in rows[name])
         print(f"{name}: median {rate:,.0f} deliveries/s ({rate / base[0]:.3f} of "
               f"{names[0]}; {low:,.0f}-{high:,.0f}), median {ns:.1f} server ns/delivery "
               f"({ns / base[1]:.3f} of {names[0]}; {min(r[1] for r in rows[name]):.0f}-"
               f"{max(r[1] for r in rows[name]):.0f}), p50 {p50:.2f} ms, p90 {p90:.2f} ms, "
               f"p99 {p99:.2f} ms "
-              f"({min(r[3] for r in rows[name]):.2f}-{max(r[3] for r in rows[name]):.2f})")
+              f"({min(r[3] for r in rows[name]):.2f}-{max(r[3] for r in rows[name]):.2f})"
+              + (f", probe p99 listen {listen:.2f} echo {echo:.2f} ms" if args.probe else ""))
     return 0
 
 

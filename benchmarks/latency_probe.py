@@ -116,9 +116,12 @@ def _stamp_of(payload: bytes) -> int | None:
         return None
 
 
-def run(addr, room: str | None, echo_rate: float, duration: float, wait_go: bool = False) -> dict:
+def run(addr, room: str | None, echo_rate: float, duration: float, wait_go: bool = False,
+        samples: str | None = None) -> dict:
     """Probe the server at ``addr`` for ``duration`` seconds; with ``wait_go``, say ``ready``
-    on stdout once joined and start at the CLOCK_MONOTONIC us read from stdin then."""
+    on stdout once joined and start at the CLOCK_MONOTONIC us read from stdin then; with
+    ``samples``, write every sample to that file (``listen|echo SENT_US LATENCY_US`` a line:
+    to line slow ones up with a server's turn trace, CHATCORE_TRACE_TURNS)."""
     tag = os.urandom(3).hex()
     listen = ProbeClient(addr, f"probe{tag}l", room) if room else None
     echo = ProbeClient(addr, f"probe{tag}e", f"probe{tag}") if echo_rate > 0 else None
@@ -127,6 +130,7 @@ def run(addr, room: str | None, echo_rate: float, duration: float, wait_go: bool
         print("ready", flush=True)
         start_us = int(sys.stdin.readline())
     listened, echoed, late = [], [], []
+    listened_at, echoed_at = [], []
     now = _now_us()
     start_us = max(start_us, now)
     stop_us = start_us + int(duration * 1e6)
@@ -160,12 +164,19 @@ def run(addr, room: str | None, echo_rate: float, duration: float, wait_go: bool
                 if client is listen:
                     if start_us <= sent < stop_us:
                         listened.append(got_us - sent)
+                        listened_at.append(sent)
                 else:
                     k = int(bytes(payload[-TEXT_HEADER_BYTES:][8:16]), 16)
                     if in_flight.pop(k, None) is not None:
                         echoed.append(got_us - sent)
+                        echoed_at.append(sent)
     for c in clients.values():
         c.sock.close()
+    if samples:
+        with open(samples, "w") as f:
+            for kind, sent_at, latencies in (("listen", listened_at, listened),
+                                              ("echo", echoed_at, echoed)):
+                f.writelines(f"{kind} {s} {us}\n" for s, us in zip(sent_at, latencies))
     return {"listen": percentiles(listened), "echo": percentiles(echoed),
             "echo_lost": len(in_flight), "late_wakeup_ms": percentiles(late),
             "echo_rate": echo_rate, "room": room,
@@ -186,6 +197,8 @@ def main(argv=None) -> int:
                         help="print ready once joined, then start at the CLOCK_MONOTONIC "
                              "microseconds read from stdin (how loadgen --probe runs it)")
     parser.add_argument("--cpus", type=int, nargs="+", help="pin the probe to these cores")
+    parser.add_argument("--samples", metavar="PATH",
+                        help="write every sample to PATH (kind, send time us, latency us)")
     parser.add_argument("--fifo", action="store_true",
                         help="run as SCHED_FIFO priority 2, above a generator under chrt -f 1 (needs the privilege; else says so)")
     args = parser.parse_args(argv)
@@ -198,7 +211,7 @@ def main(argv=None) -> int:
             print(f"latency probe: not SCHED_FIFO ({exc})", file=sys.stderr)
     try:
         result = run((args.host, args.port), args.room, args.echo_rate, args.duration,
-                     args.wait_go)
+                     args.wait_go, args.samples)
     except (OSError, RuntimeError) as exc:
         print(f"latency probe: {exc}", file=sys.stderr)
         return 2

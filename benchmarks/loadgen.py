@@ -211,6 +211,8 @@ def start_probe(args, plan):
         cmd += ["--room", room]
     if args.cpus:
         cmd += ["--cpus", *map(str, args.cpus)]
+    if args.probe_samples:
+        cmd += ["--samples", args.probe_samples]
     probe = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     line = probe.stdout.readline().strip()
@@ -289,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "latency_probe): it listens in the first room and sends RATE "
                              "messages a second in a room of its own; its latencies go in the "
                              "JSON as 'probe' (default: off)")
+    parser.add_argument("--probe-samples", metavar="PATH",
+                        help="the probe writes every sample to PATH (benchmarks.latency_probe "
+                             "--samples)")
     parser.add_argument("--setup-timeout", type=float, default=120.0,
                         help="seconds allowed to connect and join everyone")
     parser.add_argument("--json", nargs="?", const="-", metavar="PATH",

@@ -10,6 +10,7 @@ import collections
 import heapq
 import itertools
 import logging
+import os
 import selectors
 import signal
 import socket
@@ -18,6 +19,13 @@ import time
 from .stats import TURN_BUCKETS_SECONDS, Histogram
 
 log = logging.getLogger(__name__)
+
+# CHATCORE_TRACE_TURNS=PATH: record every loop turn and write the records to PATH when
+# ``run`` returns (see TurnTrace). A diagnostic for where a message's latency goes; off, the
+# loop pays one ``is not None`` a turn. At most TRACE_MAX_TURNS turns are kept (the first
+# ones: 8 floats each, ~64 MB at the cap), so a forgotten trace cannot grow without bound.
+TRACE_ENV = "CHATCORE_TRACE_TURNS"
+TRACE_MAX_TURNS = 1_000_000
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -64,6 +72,8 @@ class Reactor:
         self._running = False
         self._priority_fds: set[int] = set()
         self._sleep_until: float | None = None      # see sleep_until
+        path = os.environ.get(TRACE_ENV)
+        self.trace: TurnTrace | None = TurnTrace(path) if path else None
 
     # -- file descriptors ------------------------------------------------------------------
 
@@ -186,11 +196,21 @@ class Reactor:
         turn_seconds = self.turn_seconds
         monotonic = time.monotonic
         sleep = time.sleep
-        woke_at = None
+        trace = self.trace
+        try:
+            self._loop(select, timers, priority, turn_seconds, monotonic, sleep, trace)
+        finally:
+            if trace is not None:
+                trace.write()
+
+    def _loop(self, select, timers, priority, turn_seconds, monotonic, sleep, trace) -> None:
+        woke_at = worked_at = None
         while self._running:
             self._run_hooks()
             if woke_at is not None:
-                turn_seconds.observe(monotonic() - woke_at)
+                hooked_at = monotonic()
+                turn_seconds.observe(hooked_at - woke_at)
+            held = 0.0
             if self._soon or not self._running:
                 timeout = 0
             elif self._sleep_until is not None:
@@ -199,6 +219,7 @@ class Reactor:
                     until = timers[0][0]
                 delay = until - monotonic()
                 if delay > 0:
+                    held = delay
                     sleep(delay)
                 timeout = 0
             elif timers:
@@ -207,6 +228,9 @@ class Reactor:
                 timeout = None
             self._sleep_until = None
             ready = select(timeout)
+            if trace is not None and woke_at is not None:
+                trace.turn(woke_at, worked_at, hooked_at, held,
+                           -1.0 if timeout is None else timeout, len(ready))
             woke_at = monotonic()
             if priority and len(ready) > 1:
                 first = [item for item in ready if item[0].fd in priority]
@@ -225,6 +249,8 @@ class Reactor:
                 self._run_due_timers()
             if self._soon:
                 self._run_soon()
+            if trace is not None:
+                worked_at = monotonic()
         self._run_hooks()
 
     def _run_hooks(self) -> None:
@@ -263,6 +289,45 @@ class Reactor:
             self._wakeup_w.close()
             self._wakeup_r = self._wakeup_w = None
         self._selector.close()
+
+
+class TurnTrace:
+    """Per-turn timings of a ``Reactor.run``, written as text when it returns.
+
+    One line a turn: ``woke worked hooked held timeout ready waited cpu``: CLOCK_MONOTONIC
+    seconds when the turn woke, when its callbacks and timers were done, when its
+    before-sleep hooks (the flush) were done; the hold it then slept (``sleep_until``, 0
+    if none), the ``select`` timeout it asked (-1: none), how many descriptors that
+    select returned ready, how long the wait took, and the thread's CPU seconds from the
+    wake-up to the end of the hooks (less than ``hooked - woke``: the turn was kept off its
+    core). A turn that woke late, worked long or flushed long is what a slow delivery
+    waited for.
+    """
+
+    __slots__ = ("path", "rows", "_cpu_at")
+
+    def __init__(self, path: str):
+        self.path = path
+        self.rows: list = []
+        self._cpu_at = time.thread_time()
+
+    def turn(self, woke: float, worked: float, hooked: float, held: float, timeout: float,
+             ready: int) -> None:
+        waited = time.monotonic() - hooked
+        cpu = time.thread_time()
+        if len(self.rows) < TRACE_MAX_TURNS:
+            self.rows.append((woke, worked, hooked, held, timeout, ready, waited,
+                              cpu - self._cpu_at))
+        self._cpu_at = cpu
+
+    def write(self) -> None:
+        try:
+            with open(self.path, "w") as f:
+                f.write("# woke worked hooked held timeout ready waited cpu\n")
+                for row in self.rows:
+                    f.write("%.6f %.6f %.6f %.6f %.6f %d %.6f %.6f\n" % row)
+        except OSError as exc:
+            log.warning("turn trace not written to %s: %s", self.path, exc)
 
 
 def _ignore_signal(signum, frame) -> None:

@@ -210,10 +210,17 @@ def test_the_latency_probe_measures_beside_a_verified_load(server, tmp_path):
     pid, port = server
     proc, result = run_bench(["latency", "-p", str(port), "--server-pid", str(pid),
                               "--duration", "1", "-c", "10", "--senders", "2", "--rate", "100",
-                              "--probe", "100"], tmp_path)
+                              "--probe", "100", "--probe-samples",
+                              str(tmp_path / "samples")], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert result["ok"] and result["delivered"] == result["expected"] > 0
     probe = result["probe"]
+    # --probe-samples: every sample, to line up with a server's turn trace
+    rows = [line.split() for line in (tmp_path / "samples").read_text().splitlines()]
+    for what in ("listen", "echo"):
+        mine = [(int(sent), int(us)) for kind, sent, us in rows if kind == what]
+        assert len(mine) == probe[what]["count"]
+        assert max(us for _, us in mine) == round(probe[what]["max"] * 1000)
     assert probe["echo_lost"] == 0 and probe["room"]
     # one room: the probe hears (almost) every message the generator sent in its second
     assert 0.8 * result["sent"] <= probe["listen"]["count"] <= result["sent"]

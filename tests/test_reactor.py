@@ -140,3 +140,42 @@ def test_sleep_until_holds_readiness_until_then_and_timers_end_it_early(reactor)
         reactor.remove_fd(a.fileno())
         a.close()
         b.close()
+
+
+def test_turn_trace_records_each_turn_when_asked(tmp_path, monkeypatch):
+    # CHATCORE_TRACE_TURNS: one line a turn, written when run() returns (a diagnostic for
+    # where a slow delivery waited: docs/benchmarks.md, latency).
+    path = tmp_path / "turns.txt"
+    monkeypatch.setenv("CHATCORE_TRACE_TURNS", str(path))
+    loop = Reactor()
+    a, b = socket.socketpair()
+    try:
+        got = []
+        loop.add_reader(a.fileno(), lambda: got.append(a.recv(10)))
+        loop.call_later(0.01, b.send, b"x")
+        loop.call_later(0.03, loop.stop)
+        loop.run()
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+    assert got == [b"x"]
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# woke worked hooked held timeout ready waited cpu")
+    rows = [tuple(map(float, line.split())) for line in lines[1:]]
+    assert len(rows) >= 2
+    for woke, worked, hooked, held, timeout, ready, waited, cpu in rows:
+        assert woke <= worked <= hooked and waited >= 0 and cpu >= 0 and held == 0
+    assert any(ready == 1 for *_, ready, _waited, _cpu in rows)
+    # Turns follow each other: each wakes after the one before had finished waiting.
+    for before, after in zip(rows, rows[1:]):
+        assert after[0] >= before[2] + before[6] - 1e-6
+
+
+def test_no_turn_trace_without_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("CHATCORE_TRACE_TURNS", raising=False)
+    loop = Reactor()
+    loop.call_later(0.005, loop.stop)
+    loop.run()
+    loop.close()
+    assert loop.trace is None
