@@ -131,14 +131,15 @@ def wait_for_no_foreign_fifo(limit: float) -> float:
     return time.monotonic() - start
 
 
-def steal_ticks(cpu: int = 0) -> int:
-    """The host's steal time of ``cpu`` so far, in clock ticks (/proc/stat): time the
-    hypervisor ran something else while this virtual CPU had work."""
+def cpu_ticks(cpu: int = 0) -> tuple:
+    """(idle, steal, total) clock ticks of ``cpu`` so far (/proc/stat). Steal: the host ran
+    something else while this virtual CPU had work; idle: it had none (and halted)."""
     with open("/proc/stat") as f:
         for row in f:
             if row.startswith(f"cpu{cpu} "):
-                return int(row.split()[8])
-    return 0
+                ticks = [int(x) for x in row.split()[1:]]
+                return ticks[3], ticks[7], sum(ticks[:8])
+    return 0, 0, 0
 
 
 def run_once(tree: str, flags: list, args, work: str, tag: str) -> dict:
@@ -162,7 +163,7 @@ def run_once(tree: str, flags: list, args, work: str, tag: str) -> dict:
             port = int(match.group(1))
             break
     threading.Thread(target=server.stderr.read, daemon=True).start()
-    ticks_before, steal_before = _foreign_fifo(), steal_ticks()
+    ticks_before, cpu_before = _foreign_fifo(), cpu_ticks()
     try:
         subprocess.run([*fifo, "taskset", "-c", "1", sys.executable, "-m",
                         "benchmarks.loadgen", "latency", "--rate", str(args.rate), "--probe",
@@ -172,13 +173,14 @@ def run_once(tree: str, flags: list, args, work: str, tag: str) -> dict:
                        timeout=args.duration * 4 + 120)
     finally:
         foreign = foreign_fifo_seconds(ticks_before, _foreign_fifo())
-        steal = (steal_ticks() - steal_before) / CLOCK_TICKS
+        idle, steal, total = (b - a for a, b in zip(cpu_before, cpu_ticks()))
         server.terminate()
         server.wait(10)
     with open(out) as f:
         result = json.load(f)
     result["foreign_fifo_seconds"] = foreign
-    result["steal_seconds"] = steal
+    result["steal_seconds"] = steal / CLOCK_TICKS
+    result["cpu0_idle"] = idle / max(1, total)
     result["turns"] = read_turns(turns_path)
     result["samples"] = read_samples(samples_path)
     return result
@@ -206,6 +208,7 @@ def summarize(result: dict, slow_ms: float) -> dict:
         "ns": result["server"]["ns_per_delivery"],
         "foreign": result["foreign_fifo_seconds"],
         "steal": result["steal_seconds"],
+        "idle": result["cpu0_idle"],
         "off_core_ms": 1e3 * sum(max(0.0, row[2] - row[0] - row[7]) for row in turns),
         "slow": len(slow), "echoes": len(result["samples"]["echo"]),
         "slow_ms": {key: value * 1e3 for key, value in total.items()},
@@ -220,7 +223,7 @@ def line(name: str, s: dict) -> str:
     parts = " ".join(f"{k} {v:.1f}" for k, v in s["slow_ms"].items())
     return (f"{name}: p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, probe listen {s['listen_p99']:.2f}"
             f" echo {s['echo_p99']:.2f} ms, {s['ns']:.0f} ns/delivery, foreign FIFO "
-            f"{s['foreign']:.2f} s, CPU 0 steal {s['steal']:.2f} s, turns off-core "
+            f"{s['foreign']:.2f} s, CPU 0 steal {s['steal']:.2f} s idle {s['idle']:.0%}, turns off-core "
             f"{s['off_core_ms']:.0f} ms, load {os.getloadavg()[0]:.2f}; {s['slow']}/{s['echoes']} slow "
             f"echoes: {parts} ms (longest turn {s['slow_longest_turn_ms']:.2f}, wait "
             f"{s['slow_longest_wait_ms']:.2f}); {s['turns']} turns, p99 "
