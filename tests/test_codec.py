@@ -504,6 +504,41 @@ def test_offset_into_a_chunk_shared_with_other_buffers(codec, pair):
     assert second.pending_bytes == len(shared)     # untouched by first's partial writes
 
 
+def test_write_to_a_tcp_socket_and_a_pipe(codec):
+    """The compiled build sends to a socket with sendmsg and falls back to writev for
+    anything else: both carry the same bytes, and a pipe with no reader is EPIPE."""
+    frames = [bytes([i]) * (50 + i) for i in range(40)] + [b"x" * 9000]
+    expected = b"".join(frames)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+    read_end, write_end = os.pipe()
+    try:
+        for fd, reader in ((peer.fileno(), client), (write_end, None)):
+            out = codec.OutputBuffer()
+            for frame in frames:
+                out.append(frame)
+            written = out.write_to(fd)
+            assert written == len(expected) and out.pending_bytes == 0
+            got = bytearray()
+            while len(got) < len(expected):
+                got += reader.recv(65536) if reader else os.read(read_end, 65536)
+            assert bytes(got) == expected
+        os.close(read_end)
+        read_end = -1
+        out = codec.OutputBuffer()
+        out.append(b"lost")
+        with pytest.raises(BrokenPipeError):
+            out.write_to(write_end)
+        assert out.pending_bytes == 4
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+        client.close()
+        peer.close()
+
+
 def test_write_to_closed_peer_raises(codec, pair):
     a, b = pair
     out = codec.OutputBuffer()
