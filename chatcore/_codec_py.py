@@ -185,13 +185,16 @@ class OutputBuffer:
     ``owner`` is free for the caller (the connection this buffer belongs to). ``limit``
     (0: none) is the queue size past which the owner must act even if the buffer was not
     empty: ``append`` and ``fanout`` report the buffer again when an append crosses it.
+    ``direct_fd`` is the socket ``write_all`` writes the buffer to by itself (-1, the
+    default: it hands the buffer to ``owner.flush()``); ``close`` resets it.
     """
 
-    __slots__ = ("owner", "limit", "_chunks", "_offset", "_pending", "_closed")
+    __slots__ = ("owner", "limit", "direct_fd", "_chunks", "_offset", "_pending", "_closed")
 
     def __init__(self, owner=None, limit: int = 0):
         self.owner = owner
         self.limit = limit
+        self.direct_fd = -1
         self._chunks: list = []
         self._offset = 0          # bytes of _chunks[0] already written
         self._pending = 0
@@ -325,6 +328,7 @@ class OutputBuffer:
     def close(self) -> None:
         """Drop everything queued; later appends are ignored."""
         self._closed = True
+        self.direct_fd = -1
         self._chunks.clear()
         self._offset = 0
         self._pending = 0
@@ -334,6 +338,34 @@ def _snapshot(data) -> bytes:
     """An immutable copy of a bytes-like object (TypeError for anything else, e.g. str)."""
     with memoryview(data) as view:
         return view.tobytes()
+
+
+def write_all(buffers: list) -> tuple:
+    """Write every buffer of the list ``buffers`` that has a ``direct_fd``, as its owner's
+    ``flush()`` would; returns ``(bytes written, the buffers left to owner.flush())``.
+
+    A buffer is left to its owner when it has no ``direct_fd`` or when its write did not
+    take everything (a full socket, or an error: nothing is consumed then, and the owner's
+    own write meets the error again).
+    """
+    if type(buffers) is not list:
+        raise TypeError(f"write_all takes a list, not {type(buffers).__name__}")
+    total = 0
+    left = []
+    for out in buffers:
+        if not isinstance(out, OutputBuffer):
+            raise TypeError(f"write_all takes OutputBuffers, not {type(out).__name__}")
+        fd = out.direct_fd
+        if fd < 0:
+            left.append(out)
+            continue
+        try:
+            total += out.write_to(fd)
+        except OSError:
+            pass
+        if out._pending:
+            left.append(out)
+    return total, left
 
 
 def fanout(data: bytes, buffers, skip=None) -> list:

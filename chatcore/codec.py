@@ -31,6 +31,7 @@ FrameDecoder = _impl.FrameDecoder
 OutputBuffer = _impl.OutputBuffer
 encode_frame = _impl.encode_frame
 fanout = _impl.fanout
+write_all = _impl.write_all
 find_forbidden = _impl.find_forbidden
 _ircframe = ircframe_py if NO_EXTENSIONS or ircframe_c is None else ircframe_c
 LineDecoder = _ircframe.LineDecoder
@@ -41,7 +42,7 @@ HEADER = codec_py.HEADER
 HEADER_BYTES = codec_py.HEADER_BYTES
 MIN_FRAME_LENGTH = codec_py.MIN_FRAME_LENGTH
 
-__all__ = ["IMPLEMENTATION", "FrameDecoder", "OutputBuffer", "encode_frame", "fanout",
+__all__ = ["IMPLEMENTATION", "FrameDecoder", "OutputBuffer", "encode_frame", "fanout", "write_all",
            "find_forbidden", "HEADER", "HEADER_BYTES", "MIN_FRAME_LENGTH", "LineDecoder",
            "PlainPrivmsg", "read_privmsg", "MAX_IRC_LINE_BYTES", "codec_py", "codec_c",
            "ircframe_py", "ircframe_c"]

@@ -38,10 +38,10 @@ class Server:
         self.config = config
         self.reactor = reactor
         self.outlet = NativeOutlet()
+        self.stats = ServerStats()
         self.flusher = Flusher(self.outlet, reactor, config.max_turn_writes,
                                config.coalesce_writes_seconds,
-                               config.coalesce_writes_min_frames)
-        self.stats = ServerStats()
+                               config.coalesce_writes_min_frames, stats=self.stats)
         self.connections: set[Connection] = set()
         self.shutting_down = False
         self.listener: socket.socket | None = None       # plain; None with tls_only

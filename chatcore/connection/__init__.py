@@ -128,6 +128,11 @@ class Connection(Requests, Pacing, Closing):
         if tls is not None:
             tls.outbuf = self.outbuf
             self._writer = tls
+        else:
+            # The per-turn flush writes a plain connection's buffer in one compiled loop
+            # (codec.write_all) while a completed write needs nothing more of flush():
+            # open, and not waiting for write readiness (see flush, close).
+            self.outbuf.direct_fd = self.fd
         # (chat messages, other requests); None when exempt from flood control.
         self._buckets = None if address_key is None else (
             TokenBucket(self.config.flood_chat_burst_messages,
@@ -307,11 +312,14 @@ class Connection(Requests, Pacing, Closing):
                 self._overflow()
             elif not self._writing:
                 self._writing = True
+                self.outbuf.direct_fd = -1      # its writes are flush()'s until it drains
                 self.stats.backlogged.add(self)
                 self.reactor.add_writer(self.fd, self.flush)
             return
         if self._writing:
             self._writing = False
+            if self.state is State.OPEN and self.tls is None:
+                self.outbuf.direct_fd = self.fd
             self.stats.backlogged.discard(self)
             self.reactor.remove_writer(self.fd)
         if self.state is _CLOSING:

@@ -36,6 +36,7 @@ class Closing:
             return
         log.debug("%s: closing (%s)", self.peer, why or reason.name)
         self.state = State.CLOSING
+        self.outbuf.direct_fd = -1      # flush() lingers once the output is written
         self._leave_hub(reason, why)
         self._stop_input()
         self._linger_timer = self.reactor.call_later(LINGER_SECONDS, self.abort,

@@ -26,18 +26,24 @@ from __future__ import annotations
 import collections
 import time
 
+from ..codec import write_all
+
 
 class Flusher:
     """Writes the output buffers the outlets marked pending, ``writes_per_turn`` at most."""
 
     __slots__ = ("outlet", "reactor", "writes_per_turn", "waiting", "_after", "work",
                  "coalesce_seconds", "coalesce_min_frames", "held_flushes", "_coalescing",
-                 "_flushed_at", "_work_at", "_held_after")
+                 "_flushed_at", "_work_at", "_held_after", "stats")
 
     def __init__(self, outlet, reactor, writes_per_turn: int, coalesce_seconds: float = 0.0,
-                 coalesce_min_frames: int = 4, work=None):
+                 coalesce_min_frames: int = 4, work=None, stats=None):
         self.outlet = outlet            # whose ``pending`` list the outlets append to
         self.reactor = reactor
+        # Counts ``bytes_sent`` of the writes ``write_all`` makes itself (those of buffers
+        # with a ``direct_fd``: every plain connection's, while a full write is all it needs);
+        # None: such buffers are flushed by their owners as the others are.
+        self.stats = stats
         self.writes_per_turn = writes_per_turn
         # Buffers whose write was left for a later turn, in order; a list in it holds the
         # callbacks of ``after_output`` that wait for the buffers before it.
@@ -111,23 +117,33 @@ class Flusher:
                 self.waiting.extend(pending[left:])
                 del pending[left:]
             left -= len(pending)
-            for outbuf in pending:
-                outbuf.owner.flush()
+            self._write(pending)
         return left
 
     def _write_waiting(self, count: int) -> int:
         waiting = self.waiting
         call_soon = self.reactor.call_soon
-        done = 0
-        while waiting and (done < count or type(waiting[0]) is list):
+        batch = []
+        while waiting and (len(batch) < count or type(waiting[0]) is list):
             item = waiting.popleft()
             if type(item) is list:
+                # call_soon: they run on the next turn, after the batch below is written.
                 for callback in item:
                     call_soon(callback)
             else:
-                item.owner.flush()
-                done += 1
-        return done
+                batch.append(item)
+        if batch:
+            self._write(batch)
+        return len(batch)
+
+    def _write(self, buffers: list) -> None:
+        """Write ``buffers``: those with a ``direct_fd`` in one compiled loop, the rest (and
+        any that loop could not finish) through their owner's ``flush()``."""
+        if self.stats is not None:
+            sent, buffers = write_all(buffers)
+            self.stats.bytes_sent += sent
+        for outbuf in buffers:
+            outbuf.owner.flush()
 
 
 def _write_more() -> None:
