@@ -11,8 +11,11 @@ import socket
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chatcore import events as ev
+from chatcore.codec import codec_c, codec_py
 from chatcore.config import ServerConfig
 from chatcore.connection import State
 from chatcore.protocol import NEED_DATA, NativeProtocol, Role, encode_event
@@ -216,3 +219,77 @@ def test_a_lagging_reader_leaves_the_fast_path_and_returns_to_it(running):
     assert slow.outbuf.direct_fd == -1
     sender.sock.close()
     lagging.sock.close()
+
+
+# ------------------------------------------------------------------- both builds alike ----
+
+BUFFERS = 4
+# (which buffers get a fan-out of a frame of this size, or get a direct_fd, or a write_all)
+STEP = st.one_of(
+    st.tuples(st.just("fanout"), st.sets(st.integers(0, BUFFERS - 1), min_size=1),
+              st.integers(1, 6000)),
+    st.tuples(st.just("direct"), st.integers(0, BUFFERS - 1), st.booleans()),
+    st.tuples(st.just("write_all"), st.lists(st.integers(0, BUFFERS - 1), max_size=6,
+                                             unique=True)),
+)
+
+
+def run_steps(codec, steps) -> tuple:
+    """Run ``steps`` on fresh buffers over small-buffered TCP pairs, checking each
+    write_all's result; returns the bytes each wrote and every byte each reader got."""
+    pairs = [tcp_pair(sndbuf=4096) for _ in range(BUFFERS)]
+    try:
+        buffers = [codec.OutputBuffer(index) for index in range(BUFFERS)]
+        results = []
+        counter = 0
+        for step in steps:
+            if step[0] == "fanout":
+                counter += 1
+                codec.fanout(bytes([counter % 256]) * step[2],
+                             [buffers[i] for i in sorted(step[1])])
+            elif step[0] == "direct":
+                buffers[step[1]].direct_fd = pairs[step[1]][0].fileno() if step[2] else -1
+            else:
+                batch = [buffers[i] for i in step[1]]
+                before = {out.owner: out.pending_bytes for out in batch}
+                sent, left = codec.write_all(batch)
+                # Left: exactly those without a direct_fd or with bytes still queued, in
+                # order; sent: what the direct ones' queues lost.
+                assert left == [out for out in batch
+                                if out.direct_fd < 0 or out.pending_bytes]
+                assert sent == sum(before[out.owner] - out.pending_bytes for out in batch)
+                assert all(out.pending_bytes == before[out.owner] for out in batch
+                           if out.direct_fd < 0)
+                results.append(sent)
+        received = []
+        for out, (writer, reader) in zip(buffers, pairs):
+            data = bytearray()
+            reader.setblocking(False)
+            while out.pending_bytes:        # the owner's flush(), until everything is out
+                out.write_to(writer.fileno())
+                try:
+                    data += reader.recv(1 << 20)
+                except BlockingIOError:
+                    pass
+            writer.close()
+            reader.settimeout(10)
+            while chunk := reader.recv(1 << 20):
+                data += chunk
+            received.append(bytes(data))
+        return results, received
+    finally:
+        for writer, reader in pairs:
+            writer.close()
+            reader.close()
+
+
+@pytest.mark.skipif(codec_c is None, reason="chatcore._speedups is not built")
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(STEP, max_size=30))
+def test_write_all_is_the_same_in_both_builds(steps):
+    """In both builds write_all leaves exactly the buffers its owners must flush, counts
+    what it wrote, and every receiver gets every byte queued for it, in order."""
+    py_results, py_received = run_steps(codec_py, steps)
+    c_results, c_received = run_steps(codec_c, steps)
+    assert py_received == c_received
+    assert len(py_results) == len(c_results)
