@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import re
 import struct
+from collections import deque
 
+from . import events as ev
 from .codec import fanout, read_privmsg
 from .errors import FrameError, LineTooLong, ProtocolError
 from .protocol import NEED_DATA
@@ -103,7 +105,11 @@ def run(conn, turn_ends_at: int, now: float):
     source = _irc_source(sender)
     skip_outlet, skip_buffer = _irc_skip(front, session)
     last_type = last_name = found = targets = room_name = names = fixed_bytes = None
-    irc_head = None
+    irc_head = link = None
+    # A room shared with other cluster nodes: its messages go into the turn's room batch
+    # (the backplane's batch_link / batch_frame), their Acks queued as _pipeline queues them.
+    batch_link = getattr(hub.backplane, "batch_link", None)
+    window = conn.config.max_room_sends_in_flight
     # The decoder itself, not protocol.next_frame: one call less a message. A broken stream
     # (or a frame error now) goes through next_frame for the protocol's sticky error.
     next_frame = protocol.next_frame if protocol._broken is not None \
@@ -122,7 +128,11 @@ def run(conn, turn_ends_at: int, now: float):
         if frame is None:
             return turn_ends_at, NEED_DATA, 0.0
         msg_type, request_id, payload = frame
-        if conn._replies or (msg_type != _SEND_ROOM and msg_type != _SEND_DIRECT):
+        # Replies still owed to messages to shared rooms: only another such message goes on
+        # now (Connection._handle_input holds any other request behind them).
+        owed = bool(conn._replies)
+        if (msg_type != _SEND_ROOM and msg_type != _SEND_DIRECT) or (
+                owed and msg_type != _SEND_ROOM):
             return _handed_back(protocol, frame, turn_ends_at)
         parts = _split(payload)
         if parts is None:
@@ -138,20 +148,35 @@ def run(conn, turn_ends_at: int, now: float):
             if key is None:
                 return _handed_back(protocol, frame, turn_ends_at)
         if msg_type == _SEND_ROOM:
-            # Hub.send_room, for a member of a room of members of this node only.
+            # Hub.send_room, for a member of a room of members of this node only, or of a
+            # room shared with other nodes (not gated) whose messages the backplane batches.
             if same:
                 room = found
+                if link is not None:
+                    # Batching it may have published the batch (its limit): asked again.
+                    link = batch_link(room)
+                    if link is None:
+                        return _handed_back(protocol, frame, turn_ends_at)
             else:
                 room = session.rooms.get(key)
-                targets = _targets(room, outlet, front)
-                if targets is None:
-                    return _handed_back(protocol, frame, turn_ends_at)
+                link = targets = irc_head = None
+                if room is not None and room.shared and not room.modes.gated:
+                    link = batch_link(room) if batch_link is not None else None
+                    if link is None:
+                        return _handed_back(protocol, frame, turn_ends_at)
+                else:
+                    targets = _targets(room, outlet, front)
+                    if targets is None:
+                        return _handed_back(protocol, frame, turn_ends_at)
                 found, last_type, last_name = room, msg_type, name
                 room_name = room.name.encode()
                 # What the frame holds between its header and the stamps, and its size.
                 names = b"".join((room_name, _U16.pack(len(sender)), sender))
                 fixed_bytes = 5 + 2 + len(names) + 16
-                irc_head = _irc_head(source, b"#" + room_name, targets)
+                if targets is not None:
+                    irc_head = _irc_head(source, b"#" + room_name, targets)
+            if owed and link is None:
+                return _handed_back(protocol, frame, turn_ends_at)
             if irc_head is not None and not _irc_fits(irc_head, text, front):
                 return _handed_back(protocol, frame, turn_ends_at)
         else:
@@ -177,6 +202,26 @@ def run(conn, turn_ends_at: int, now: float):
             wait_seconds = buckets[_FLOOD_CHAT].take(now)
             if wait_seconds:
                 return turn_ends_at, protocol.event_of(frame), wait_seconds
+        if link is not None and msg_type == _SEND_ROOM:
+            # Requests._pipeline and Hub.send_room of a shared room: the reply's slot first,
+            # then the message into the batch; delivered here, and answered, once it is back.
+            replies = conn._replies
+            if replies is None:
+                replies = conn._replies = deque()
+            slot = [False, None, request_id]
+            replies.append(slot)
+            msg_id, timestamp_ms = _stamp(hub, session)
+            hub.backplane.batch_frame(link, _room_frame(fixed_bytes, room_name, names, msg_id,
+                                                        timestamp_ms, text),
+                                      SharedSend(conn, slot, room, session.name, msg_id,
+                                                 timestamp_ms, text))
+            if len(replies) >= window and not conn._awaiting:
+                conn._awaiting = "pipeline"
+            if (conn.state is not _OPEN or conn._awaiting
+                    or outbuf.pending_bytes > output_limit or hub.work_done >= turn_ends_at):
+                return turn_ends_at, None, 0.0
+            turn_ends_at -= 1
+            continue
         msg_id, timestamp_ms = _stamp(hub, session)
         if msg_type == _SEND_ROOM:
             _to_room(targets, outlet, _room_frame(fixed_bytes, room_name, names, msg_id,
@@ -290,6 +335,34 @@ def run_irc(conn, turn_ends_at: int, now: float):
                 or hub.work_done >= turn_ends_at):
             return turn_ends_at, None, 0.0
         turn_ends_at -= 1
+
+
+class SharedSend:
+    """What follows a message the lane put in a shared room's batch, once the backplane
+    hands it back: ``Hub._to_room``'s ``deliver(told)`` (the members told here, unless the
+    backplane told them already) and ``Requests._pipeline``'s ``done`` (the Ack released in
+    request order) in one. ``slot`` None: an IRC sender's, answered by nothing."""
+
+    __slots__ = ("conn", "slot", "room", "sender", "msg_id", "timestamp_ms", "text",
+                 "room_name")
+
+    def __init__(self, conn, slot, room, sender: str, msg_id: int, timestamp_ms: int,
+                 text: bytes):
+        self.conn, self.slot, self.room, self.sender = conn, slot, room, sender
+        self.msg_id, self.timestamp_ms, self.text = msg_id, timestamp_ms, text
+        self.room_name = room.name              # as the hub's event holds it, when stamped
+
+    def __call__(self, told: bool = False) -> None:
+        if not told:
+            hub = self.conn.hub
+            event = ev.RoomMessage(self.room_name, self.sender, self.msg_id,
+                                   self.timestamp_ms, self.text.decode())
+            hub.apply_room_event(self.room, event)
+            hub._broadcast(self.room, event)
+        slot = self.slot
+        if slot is not None:
+            slot[0], slot[1] = True, (self.msg_id, self.timestamp_ms)
+            self.conn._release_replies()
 
 
 def _first_run() -> None:

@@ -18,7 +18,10 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_AsUnsignedLongLong
 from libc.string cimport memcmp, memcpy
 
+from collections import deque
+
 from .codec import fanout
+from .events import RoomMessage
 from .errors import FrameError, LineTooLong, ProtocolError
 from .protocol import NEED_DATA
 
@@ -233,7 +236,13 @@ def run(conn, long long turn_ends_at, now):
     cdef Py_ssize_t name_size
     cdef bint same
     cdef object last_name = None, found = None, native = None, irc_head = None
-    cdef object skip_outlet = None, skip_buffer = None, source = None
+    cdef object skip_outlet = None, skip_buffer = None, source = None, link = None
+    cdef bint owed
+    cdef list slot
+    # A room shared with other cluster nodes: its messages go into the turn's room batch
+    # (the backplane's batch_link / batch_frame), their Acks queued as _pipeline queues them.
+    batch_link = getattr(hub.backplane, "batch_link", None)
+    cdef Py_ssize_t window = conn.config.max_room_sends_in_flight
     sender_name = session.name          # kept referenced: ``sender`` points into it
     sender = PyUnicode_AsUTF8AndSize(sender_name, &sender_size)
     while True:
@@ -250,7 +259,11 @@ def run(conn, long long turn_ends_at, now):
         if frame is None:
             return turn_ends_at, NEED_DATA, 0.0
         msg_type = (<tuple>frame)[0]
-        if conn._replies or (msg_type != _SEND_ROOM and msg_type != _SEND_DIRECT):
+        # Replies still owed to messages to shared rooms: only another such message goes on
+        # now (Connection._handle_input holds any other request behind them).
+        owed = bool(conn._replies)
+        if (msg_type != _SEND_ROOM and msg_type != _SEND_DIRECT) or (
+                owed and msg_type != _SEND_ROOM):
             return _handed_back(protocol, frame, turn_ends_at)
         payload = (<tuple>frame)[2]
         p = <const unsigned char *>PyBytes_AS_STRING(payload)
@@ -273,14 +286,31 @@ def run(conn, long long turn_ends_at, now):
             if key is None:
                 return _handed_back(protocol, frame, turn_ends_at)
         if msg_type == _SEND_ROOM:
-            # Hub.send_room, for a member of a room of members of this node only; a room of
-            # native members only (the commonest) without the list of encodings.
+            # Hub.send_room, for a member of a room of members of this node only (a room
+            # of native members only, the commonest, without the list of encodings), or of
+            # a room shared with other nodes (not gated) whose messages the backplane batches.
             if same:
                 room = found
+                if link is not None:
+                    # Batching it may have published the batch (its limit): asked again.
+                    link = batch_link(room)
+                    if link is None:
+                        return _handed_back(protocol, frame, turn_ends_at)
             else:
                 room = (<dict>session.rooms).get(key)
-                if room is None or room.shared or room.modes.gated:
+                if room is None or room.modes.gated:
                     return _handed_back(protocol, frame, turn_ends_at)
+                link = None
+            if same:
+                pass
+            elif room.shared:
+                link = batch_link(room) if batch_link is not None else None
+                if link is None:
+                    return _handed_back(protocol, frame, turn_ends_at)
+                native = targets = irc_head = None
+                found, last_type = room, msg_type
+                last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
+            else:
                 endpoints = room.endpoints
                 native = endpoints.get(outlet) if len(endpoints) == 1 else None
                 targets = None
@@ -297,6 +327,8 @@ def run(conn, long long turn_ends_at, now):
                                              b" :"))
                 found, last_type = room, msg_type
                 last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
+            if owed and link is None:
+                return _handed_back(protocol, frame, turn_ends_at)
             if irc_head is not None and not _irc_fits(irc_head, text_size, p + name_end,
                                                       front):
                 return _handed_back(protocol, frame, turn_ends_at)
@@ -329,6 +361,30 @@ def run(conn, long long turn_ends_at, now):
             wait_seconds = buckets[_FLOOD_CHAT].take(now)
             if wait_seconds:
                 return turn_ends_at, protocol.event_of(frame), wait_seconds
+        if link is not None and msg_type == _SEND_ROOM:
+            # Requests._pipeline and Hub.send_room of a shared room: the reply's slot first,
+            # then the message into the batch; delivered here, and answered, once it is back.
+            replies = conn._replies
+            if replies is None:
+                replies = conn._replies = deque()
+            slot = [False, None, (<tuple>frame)[1]]
+            replies.append(slot)
+            session.last_active = clock()
+            msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
+            timestamp_ms = _timestamp_ms(wallclock)
+            room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
+            data = _message_frame(_ROOM_MESSAGE, room_name, room_size, sender, sender_size,
+                                  msg_id, timestamp_ms, p + name_end, text_size)
+            hub.backplane.batch_frame(link, data, _shared_send(
+                conn, slot, room, sender_name, msg_id, timestamp_ms,
+                PyBytes_FromStringAndSize(<const char *>p + name_end, text_size)))
+            if len(replies) >= window and not conn._awaiting:
+                conn._awaiting = "pipeline"
+            if (conn.state is not _OPEN or conn._awaiting
+                    or outbuf.pending_bytes > output_limit or hub.work_done >= turn_ends_at):
+                return turn_ends_at, None, 0.0
+            turn_ends_at -= 1
+            continue
         session.last_active = clock()
         msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
         timestamp_ms = _timestamp_ms(wallclock)
@@ -372,6 +428,71 @@ def run(conn, long long turn_ends_at, now):
                 or hub.work_done >= turn_ends_at):
             return turn_ends_at, None, 0.0
         turn_ends_at -= 1
+
+
+cdef class SharedSend:
+    """What follows a message the lane put in a shared room's batch, once the backplane
+    hands it back (``chatcore._lane_py.SharedSend``): ``Hub._to_room``'s ``deliver(told)``
+    and ``Requests._pipeline``'s ``done`` in one. ``slot`` None: an IRC sender's."""
+
+    cdef object conn, slot, room, room_name, sender, text
+    cdef unsigned long long msg_id, timestamp_ms
+
+    def __call__(self, told=False):
+        if not told:
+            hub = self.conn.hub
+            event = RoomMessage(self.room_name, self.sender, self.msg_id, self.timestamp_ms,
+                                self.text.decode())
+            hub.apply_room_event(self.room, event)
+            hub._broadcast(self.room, event)
+        slot = self.slot
+        if slot is not None:
+            (<list>slot)[0] = True
+            (<list>slot)[1] = (self.msg_id, self.timestamp_ms)
+            _release_replies(self.conn)
+
+
+cdef _release_replies(object conn):
+    """``Requests._release_replies`` with the Acks of the room sends at the head of the
+    queue built here; whatever else is ready next (an Error, another request's reply) and
+    the window reopening are left to it."""
+    replies = conn._replies
+    cdef bint is_open = conn.state is _OPEN
+    cdef list head
+    cdef bytes ack
+    cdef unsigned char *q
+    outbuf = conn.outbuf
+    while replies:
+        head = replies[0]
+        if not head[0]:
+            break
+        outcome, request_id = head[1], head[2]
+        if type(request_id) is not int or type(outcome) is not tuple:
+            break
+        replies.popleft()
+        if is_open:
+            conn.stats.room_messages += 1
+            ack = PyBytes_FromStringAndSize(NULL, _ACK_BYTES)
+            q = <unsigned char *>PyBytes_AS_STRING(ack)
+            _put32(q, _ACK_BYTES - 4)
+            q[4] = _ACK_TYPE
+            _put32(q + 5, request_id)
+            _put64(q + 9, (<tuple>outcome)[0])
+            _put64(q + 17, (<tuple>outcome)[1])
+            if outbuf.append(ack):
+                (<list>conn.outlet.pending).append(outbuf)
+    if (replies and (<list>replies[0])[0]) or conn._awaiting == "pipeline":
+        conn._release_replies()
+
+
+cdef SharedSend _shared_send(object conn, object slot, object room, object sender,
+                             unsigned long long msg_id, unsigned long long timestamp_ms,
+                             bytes text):
+    cdef SharedSend send = SharedSend.__new__(SharedSend)
+    send.conn, send.slot, send.room, send.sender = conn, slot, room, sender
+    send.msg_id, send.timestamp_ms, send.text = msg_id, timestamp_ms, text
+    send.room_name = room.name
+    return send
 
 
 include "_lane_irc.pxi"

@@ -273,6 +273,23 @@ class ClusterRooms(RoomState):
                              link.channel, message, *pairs, callback=callback)
         return room.shared
 
+    def batch_link(self, room: Room):
+        """The link of ``room`` when ``relay_room`` would put a message to it in this turn's
+        room batch (the room shared, Redis up, batches read by every peer): asked by the
+        lane (chatcore.lane) before it stamps a message to a shared room, which it then
+        hands over as its native frame (``batch_frame``); None when ``relay_room`` would do
+        anything else (the lane then leaves the request to the hub path)."""
+        link = self.room_links.get(room.key)
+        if (link is None or not room.shared or not self.broker.up
+                or (link.batch is None and not self._peers_read_batches())):
+            return None
+        return link
+
+    def batch_frame(self, link: RoomLink, frame: bytes, deliver) -> None:
+        """``relay_room``'s batching of a message, given its native frame (the lane's:
+        ``encode_event`` of the event); ``deliver(told)`` as there."""
+        self._batch(link, frame, deliver)
+
     def _peers_read_batches(self) -> bool:
         """Whether every live peer announced that it reads room batches (a rolling upgrade
         from a node that does not: this one publishes v1 JSON meanwhile)."""
