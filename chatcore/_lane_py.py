@@ -261,7 +261,8 @@ def run_irc(conn, turn_ends_at: int, now: float):
     sender = session.name.encode()
     source = _irc_source(sender)
     skip_outlet, skip_buffer = _irc_skip(front, session)
-    last_target = found = targets = names = fixed_bytes = irc_head = None
+    last_target = found = targets = names = fixed_bytes = irc_head = link = None
+    batch_link = getattr(hub.backplane, "batch_link", None)     # shared rooms: see run
     while True:
         try:
             line = lines.next_line()
@@ -282,19 +283,31 @@ def run_irc(conn, turn_ends_at: int, now: float):
             return turn_ends_at, plain, 0.0
         same = target == last_target
         if target[:1] == "#":
-            # Hub.send_room (plain_privmsg's), for a member of a room of this node's members.
+            # Hub.send_room (plain_privmsg's), for a member of a room of this node's members,
+            # or of a room shared with other nodes (not gated): into its batch, as in run.
             if same:
                 room = found
+                if link is not None:
+                    link = batch_link(room)
+                    if link is None:
+                        return turn_ends_at, plain, 0.0
             else:
                 room = session.rooms.get(target[1:].casefold())
-                targets = _targets(room, native_outlet, front)
-                if targets is None:
-                    return turn_ends_at, plain, 0.0
+                link = targets = irc_head = None
+                if room is not None and room.shared and not room.modes.gated:
+                    link = batch_link(room) if batch_link is not None else None
+                    if link is None:
+                        return turn_ends_at, plain, 0.0
+                else:
+                    targets = _targets(room, native_outlet, front)
+                    if targets is None:
+                        return turn_ends_at, plain, 0.0
                 found, last_target = room, target
                 room_name = room.name.encode()
                 names = b"".join((room_name, _U16.pack(len(sender)), sender))
                 fixed_bytes = 5 + 2 + len(names) + 16
-                irc_head = _irc_head(source, b"#" + room_name, targets)
+                if targets is not None:
+                    irc_head = _irc_head(source, b"#" + room_name, targets)
             if irc_head is not None and not _irc_fits(irc_head, text, front):
                 return turn_ends_at, plain, 0.0
         else:
@@ -322,10 +335,14 @@ def run_irc(conn, turn_ends_at: int, now: float):
                 return turn_ends_at, plain, wait_seconds
         msg_id, timestamp_ms = _stamp(hub, session)
         if target[:1] == "#":
-            _to_room(targets, native_outlet, _room_frame(fixed_bytes, room_name, names, msg_id,
-                                                         timestamp_ms, text),
-                     irc_head, text, timestamp_ms, skip_outlet, skip_buffer)
-            hub.work_done += len(room.members)
+            data = _room_frame(fixed_bytes, room_name, names, msg_id, timestamp_ms, text)
+            if link is not None:        # delivered once back; an IRC line has no Ack
+                hub.backplane.batch_frame(link, data, SharedSend(
+                    conn, None, room, session.name, msg_id, timestamp_ms, text))
+            else:
+                _to_room(targets, native_outlet, data, irc_head, text, timestamp_ms,
+                         skip_outlet, skip_buffer)
+                hub.work_done += len(room.members)
             stats.room_messages += 1
         else:
             _to_peer(peer, native_outlet, irc_head, sender, text, msg_id, timestamp_ms)

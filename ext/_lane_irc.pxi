@@ -214,7 +214,8 @@ def run_irc(conn, long long turn_ends_at, now):
     cdef list targets = None
     cdef int peer_kind = _NATIVE
     cdef bint same, to_room
-    cdef object last_target = None, found = None, irc_head = None
+    cdef object last_target = None, found = None, irc_head = None, link = None
+    batch_link = getattr(hub.backplane, "batch_link", None)     # shared rooms: see run
     sender_name = session.name          # kept referenced: ``sender`` points into it
     sender = PyUnicode_AsUTF8AndSize(sender_name, &sender_size)
     source = _irc_source(sender, sender_size)
@@ -245,20 +246,31 @@ def run_irc(conn, long long turn_ends_at, now):
                 and memcmp(PyBytes_AS_STRING(last_target), p + 8, target_size) == 0)
         to_room = p[8] == 35                    # '#'
         if to_room:
-            # Hub.send_room (plain_privmsg's), for a member of a room of this node's members.
+            # Hub.send_room (plain_privmsg's), for a member of a room of this node's members,
+            # or of a room shared with other nodes (not gated): into its batch, as in run.
             if same:
                 room = found
+                if link is not None:
+                    link = batch_link(room)
+                    if link is None:
+                        return turn_ends_at, protocol.event_of(line), 0.0
             else:
                 key = _ascii_key(p + 9, target_size - 1)
                 if key is None:
                     return turn_ends_at, protocol.event_of(line), 0.0
                 room = rooms.get(key)
-                targets = _targets(room, native_outlet, front)
-                if targets is None:
-                    return turn_ends_at, protocol.event_of(line), 0.0
-                irc_head = None
-                if _has_irc(targets):
-                    irc_head = b"".join((source, b" PRIVMSG #", room.name.encode(), b" :"))
+                link = targets = irc_head = None
+                if room is not None and room.shared and not room.modes.gated:
+                    link = batch_link(room) if batch_link is not None else None
+                    if link is None:
+                        return turn_ends_at, protocol.event_of(line), 0.0
+                else:
+                    targets = _targets(room, native_outlet, front)
+                    if targets is None:
+                        return turn_ends_at, protocol.event_of(line), 0.0
+                    if _has_irc(targets):
+                        irc_head = b"".join((source, b" PRIVMSG #", room.name.encode(),
+                                             b" :"))
                 found = room
                 last_target = PyBytes_FromStringAndSize(<const char *>p + 8, target_size)
         else:
@@ -292,7 +304,16 @@ def run_irc(conn, long long turn_ends_at, now):
         session.last_active = clock()
         msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
         timestamp_ms = _timestamp_ms(wallclock)
-        if to_room:
+        if to_room and link is not None:
+            # Delivered once back (run's shared rooms); an IRC line has no Ack.
+            room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
+            data = _message_frame(_ROOM_MESSAGE, room_name, room_size, sender, sender_size,
+                                  msg_id, timestamp_ms, text, text_size)
+            hub.backplane.batch_frame(link, data, _shared_send(
+                conn, None, room, sender_name, msg_id, timestamp_ms,
+                PyBytes_FromStringAndSize(<const char *>text, text_size)))
+            stats.room_messages += 1
+        elif to_room:
             data = None
             if targets is not None and (len(targets) > 1
                                         or (<int>(<tuple>targets[0])[0]) == _NATIVE):
