@@ -142,6 +142,20 @@ def cpu_ticks(cpu: int = 0) -> tuple:
     return 0, 0, 0
 
 
+def interrupts() -> dict:
+    """{"RES0": n, "RES1": n, "CAL0": ...}: rescheduling (a wake-up sent to another CPU)
+    and function-call interrupts received by each CPU so far (/proc/interrupts); on a
+    virtual machine each is a trip through the hypervisor."""
+    out = {}
+    with open("/proc/interrupts") as f:
+        for row in f:
+            name, _, rest = row.strip().partition(":")
+            if name in ("RES", "CAL"):
+                for cpu, count in enumerate(rest.split()[:2]):
+                    out[f"{name}{cpu}"] = int(count)
+    return out
+
+
 def run_once(tree: str, flags: list, args, work: str, tag: str) -> dict:
     env = dict(os.environ)
     flags = list(flags)
@@ -163,7 +177,7 @@ def run_once(tree: str, flags: list, args, work: str, tag: str) -> dict:
             port = int(match.group(1))
             break
     threading.Thread(target=server.stderr.read, daemon=True).start()
-    ticks_before, cpu_before = _foreign_fifo(), cpu_ticks()
+    ticks_before, cpu_before, irqs_before = _foreign_fifo(), cpu_ticks(), interrupts()
     try:
         subprocess.run([*fifo, "taskset", "-c", "1", sys.executable, "-m",
                         "benchmarks.loadgen", "latency", "--rate", str(args.rate), "--probe",
@@ -174,6 +188,7 @@ def run_once(tree: str, flags: list, args, work: str, tag: str) -> dict:
     finally:
         foreign = foreign_fifo_seconds(ticks_before, _foreign_fifo())
         idle, steal, total = (b - a for a, b in zip(cpu_before, cpu_ticks()))
+        irqs = {key: n - irqs_before.get(key, 0) for key, n in interrupts().items()}
         server.terminate()
         server.wait(10)
     with open(out) as f:
@@ -181,6 +196,7 @@ def run_once(tree: str, flags: list, args, work: str, tag: str) -> dict:
     result["foreign_fifo_seconds"] = foreign
     result["steal_seconds"] = steal / CLOCK_TICKS
     result["cpu0_idle"] = idle / max(1, total)
+    result["interrupts"] = irqs
     result["turns"] = read_turns(turns_path)
     result["samples"] = read_samples(samples_path)
     return result
@@ -209,6 +225,8 @@ def summarize(result: dict, slow_ms: float) -> dict:
         "foreign": result["foreign_fifo_seconds"],
         "steal": result["steal_seconds"],
         "idle": result["cpu0_idle"],
+        "irq_per_msg": {key: n / max(1, result["sent"]) for key, n in
+                        result["interrupts"].items()},
         "off_core_ms": 1e3 * sum(max(0.0, row[2] - row[0] - row[7]) for row in turns),
         "slow": len(slow), "echoes": len(result["samples"]["echo"]),
         "slow_ms": {key: value * 1e3 for key, value in total.items()},
@@ -224,7 +242,9 @@ def line(name: str, s: dict) -> str:
     return (f"{name}: p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, probe listen {s['listen_p99']:.2f}"
             f" echo {s['echo_p99']:.2f} ms, {s['ns']:.0f} ns/delivery, foreign FIFO "
             f"{s['foreign']:.2f} s, CPU 0 steal {s['steal']:.2f} s idle {s['idle']:.0%}, turns off-core "
-            f"{s['off_core_ms']:.0f} ms, load {os.getloadavg()[0]:.2f}; {s['slow']}/{s['echoes']} slow "
+            f"{s['off_core_ms']:.0f} ms, interrupts per message "
+            + " ".join(f"{k} {v:.1f}" for k, v in sorted(s["irq_per_msg"].items()))
+            + f", load {os.getloadavg()[0]:.2f}; {s['slow']}/{s['echoes']} slow "
             f"echoes: {parts} ms (longest turn {s['slow_longest_turn_ms']:.2f}, wait "
             f"{s['slow_longest_wait_ms']:.2f}); {s['turns']} turns, p99 "
             f"{s['turn_p99_ms']:.2f} max {s['turn_max_ms']:.2f} ms, {s['holds']} holds "
