@@ -17,6 +17,9 @@ from . import limits
 ENV_PREFIX = "CHATCORE_"
 # A write-coalescing window is a delay every message may get: more than this is a mistake.
 MAX_COALESCE_WRITES_SECONDS = 0.1
+# An idle poll burns the core for its whole length: more than this is a mistake (a
+# busy-waiting server with nothing to do).
+MAX_IDLE_POLL_SECONDS = 0.01
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -168,6 +171,17 @@ class ServerConfig:
                                                     "until this long after the last one "
                                                     "began, so messages share writes; "
                                                     "0: off")
+    # A process that sleeps gives up its core; on a virtual machine whose virtual CPU then
+    # halts, getting it back after a gap longer than the host's halt polling is the host's
+    # wake-up (docs/benchmarks.md, latency). Off by default: it spends CPU to save that
+    # wait, and whether it pays depends on the machine.
+    idle_poll_seconds: float = setting(0.0, "before the loop sleeps, poll for input up to "
+                                            "this long (and spin through write holds this "
+                                            "short) instead of giving up the core; 0: off")
+    # The polls' CPU, bounded: a SCHED_FIFO server past 95 % of a second is stopped by the
+    # kernel for the rest of it (an unbounded poll did that here).
+    idle_poll_max_share: float = setting(0.25, "the largest share of wall time the idle "
+                                               "polls may take (0..1)")
     # Deliveries per connection written that count as busy: a quiet room gets one message
     # per flush, a saturated one gets several.
     coalesce_writes_min_frames: int = setting(4, "deliveries per connection written in one "
@@ -257,6 +271,11 @@ class ServerConfig:
         if self.max_join_members < 0:
             raise ValueError("max_join_members must not be negative")
         limits.parse_networks(self.limit_exempt)
+        if not 0 <= self.idle_poll_seconds <= MAX_IDLE_POLL_SECONDS:
+            raise ValueError(f"idle_poll_seconds must be in 0..{MAX_IDLE_POLL_SECONDS:g} "
+                             f"(it busy-waits that long every quiet turn)")
+        if not 0 <= self.idle_poll_max_share <= 1:
+            raise ValueError("idle_poll_max_share must be in 0..1")
         if not 0 <= self.coalesce_writes_seconds <= MAX_COALESCE_WRITES_SECONDS:
             raise ValueError(f"coalesce_writes_seconds must be in 0..{MAX_COALESCE_WRITES_SECONDS:g}"
                              f" (it delays messages)")

@@ -108,6 +108,7 @@ class Server:
             self.flusher.work = self.hub        # its work_done counts the deliveries
         self._watch_listeners()
         self.reactor.add_before_sleep(self.flush_pending)
+        self.reactor.set_idle_poll(config.idle_poll_seconds, config.idle_poll_max_share)
         if config.irc_port >= 0 or config.irc_tls_port >= 0:
             from .irc.frontend import IrcFrontEnd
             self.irc = IrcFrontEnd(self)

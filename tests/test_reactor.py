@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -179,3 +180,86 @@ def test_no_turn_trace_without_the_variable(tmp_path, monkeypatch):
     loop.run()
     loop.close()
     assert loop.trace is None
+
+
+class RecordingSelector:
+    """The reactor's selector, with every select's timeout and result size written down."""
+
+    def __init__(self, selector):
+        self.selector = selector
+        self.calls: list = []          # (timeout, ready count, seconds it took)
+
+    def select(self, timeout=None):
+        start = time.monotonic()
+        ready = self.selector.select(timeout)
+        self.calls.append((timeout, len(ready), time.monotonic() - start))
+        return ready
+
+    def __getattr__(self, name):
+        return getattr(self.selector, name)
+
+
+def test_idle_poll_finds_input_without_sleeping_and_keeps_to_its_share(reactor):
+    a, b = socket.socketpair()
+    recording = reactor._selector = RecordingSelector(reactor._selector)
+    try:
+        got = []
+        reactor.add_reader(a.fileno(), lambda: got.append(a.recv(16)))
+        reactor.set_idle_poll(0.002, 0.2)
+        # Input that comes while the loop polls is handled without a sleeping select.
+        reactor.call_later(0.001, b.send, b"x")
+        reactor.call_later(0.2, reactor.stop)
+        started = time.monotonic()
+        reactor.run()
+        elapsed = time.monotonic() - started
+        assert got == [b"x"]
+        polls = [c for c in recording.calls if c[0] == 0]
+        assert polls and any(ready for _, ready, _ in polls)
+        # A quiet 0.2 s: polls of 2 ms at most, 20 % of the time plus the first few polls.
+        polled = sum(seconds for _, _, seconds in polls)
+        assert polled <= 0.2 * elapsed + 4 * 0.002 + 0.005
+        assert any(timeout is not None and timeout > 0 for timeout, _, _ in recording.calls)
+    finally:
+        reactor.remove_fd(a.fileno())
+        a.close()
+        b.close()
+
+
+def test_without_idle_poll_a_quiet_loop_sleeps_in_select(reactor):
+    recording = reactor._selector = RecordingSelector(reactor._selector)
+    reactor.call_later(0.05, reactor.stop)
+    reactor.run()
+    assert [timeout for timeout, _, _ in recording.calls if timeout == 0] == []
+
+
+def test_idle_poll_spins_through_a_short_hold_and_still_holds(reactor, monkeypatch):
+    a, b = socket.socketpair()
+    slept = []
+    monkeypatch.setattr("chatcore.reactor.time.sleep", lambda s: slept.append(s))
+    try:
+        reactor.set_idle_poll(0.005, 1.0)
+        started = reactor.time()
+        read_at = []
+        reactor.add_reader(a.fileno(), lambda: (read_at.append(reactor.time()), a.recv(16)))
+        holds = [0.003]
+
+        def hold() -> None:
+            if holds:
+                reactor.sleep_until(started + holds.pop())
+        reactor.add_before_sleep(hold)
+        b.send(b"x")
+        reactor.call_later(0.03, reactor.stop)
+        reactor.run()
+        assert read_at and read_at[0] - started >= 0.003      # held, though not asleep
+        assert slept == []
+    finally:
+        reactor.remove_fd(a.fileno())
+        a.close()
+        b.close()
+
+
+def test_idle_poll_settings_are_checked(reactor):
+    with pytest.raises(ValueError):
+        reactor.set_idle_poll(-1)
+    with pytest.raises(ValueError):
+        reactor.set_idle_poll(0.001, 1.5)

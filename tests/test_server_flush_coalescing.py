@@ -141,11 +141,14 @@ class Client:
         return [event for event in self.events if isinstance(event, kind)]
 
 
-@pytest.fixture
-def running():
+# Each server test runs twice: the loop sleeping when idle, and polling first
+# (idle_poll_seconds: the same messages, order and holds, whether it sleeps or polls).
+@pytest.fixture(params=[0.0, 0.002], ids=["sleeps", "idle-poll"])
+def running(request):
     reactor = Reactor()
     server = Server(ServerConfig(port=0, limit_exempt="127.0.0.1", coalesce_writes_seconds=WINDOW,
-                                 coalesce_writes_min_frames=2), reactor)
+                                 coalesce_writes_min_frames=2,
+                                 idle_poll_seconds=request.param), reactor)
     server.start()
     clients: list[Client] = []
 
@@ -243,3 +246,11 @@ def test_the_window_is_bounded_and_the_threshold_positive():
     with pytest.raises(ValueError, match="coalesce_writes_min_frames"):
         ServerConfig(coalesce_writes_min_frames=0).validate()
     ServerConfig(coalesce_writes_seconds=0).validate()      # off is fine
+
+
+def test_the_idle_poll_is_bounded():
+    with pytest.raises(ValueError, match="idle_poll_seconds"):
+        ServerConfig(idle_poll_seconds=0.5).validate()
+    with pytest.raises(ValueError, match="idle_poll_max_share"):
+        ServerConfig(idle_poll_max_share=2).validate()
+    ServerConfig(idle_poll_seconds=0.0005, idle_poll_max_share=0.25).validate()
