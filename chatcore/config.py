@@ -244,6 +244,19 @@ class ServerConfig:
     # registers and keeps the server busy parsing.
     irc_max_registration_lines: int = setting(30, "lines an IRC client may send before it is "
                                                   "registered; more closes the connection")
+    # IRC's WHOWAS history (docs/irc.md): solanum keeps a few entries per nick too; the
+    # total bounds this node's memory (about 200 bytes an entry), the age both stores.
+    whowas_per_nick: int = setting(8, "WHOWAS entries kept per nick (node-local, and per "
+                                      "nick in Redis in a cluster); 0: keep no history")
+    whowas_max_entries: int = setting(10000, "WHOWAS entries this node keeps in all "
+                                             "(the oldest go first)")
+    # A channel CTCP or a SETNAME reaches each user of another node on its own user channel
+    # (one PUBLISH each): this bounds what one such line costs.
+    irc_max_remote_recipients: int = setting(1000, "users of other nodes one channel CTCP "
+                                                   "or SETNAME is sent to; the rest are "
+                                                   "not told")
+    whowas_seconds: int = setting(86400, "how long a WHOWAS entry is kept, in seconds (the "
+                                         "TTL of a nick's history in Redis)")
 
     def validate(self) -> None:
         if self.log_level.upper() not in LOG_LEVELS:
@@ -293,7 +306,7 @@ class ServerConfig:
                      "max_list_scan_entries", "max_list_pattern_chars", "max_topic_bytes",
                      "max_away_bytes", "max_quit_bytes", "metrics_timeout_seconds",
                      "max_metrics_connections", "max_metrics_request_bytes",
-                     "irc_max_registration_lines"):
+                     "irc_max_registration_lines", "irc_max_remote_recipients"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not 0 <= self.room_batch_max_bytes <= 1 << 20:
@@ -303,6 +316,10 @@ class ServerConfig:
             raise ValueError("max_list_page_entries must be at most 65535 (a u16 count)")
         if self.trim_memory_after_bytes < 0:
             raise ValueError("trim_memory_after_bytes must not be negative")
+        if self.whowas_per_nick < 0 or self.whowas_max_entries < 0:
+            raise ValueError("whowas_per_nick and whowas_max_entries must not be negative")
+        if self.whowas_seconds <= 0:
+            raise ValueError("whowas_seconds must be positive")
         if self.resume_grace_seconds < 0:
             raise ValueError("resume_grace_seconds must not be negative")
         if self.node_silence_seconds < 2 * self.node_announce_seconds:

@@ -233,6 +233,9 @@ class UserInfo:
     idle_seconds: int       # since the user last sent a chat message or request
     server: str
     away: str = ""          # the away message; empty when the user is not away
+    # Not on the native wire (its protocol has no realname): a user of another node's IRC
+    # realname, from its record, for IRC's WHO. Empty: none known (use the name).
+    realname: str = ""
 
 
 UNKNOWN_RTT = 0xFFFFFFFF
@@ -311,6 +314,9 @@ class UserDetails:
     away: str               # the away message; empty when not away
     rooms: tuple[RoomInfo, ...]     # the rooms the user shares with the asker
     request_id: int = 0
+    # Not on the native wire (its protocol has no realname): a user of another node's IRC
+    # realname, from its record, for IRC's WHOIS 311. Empty: none known (use the name).
+    realname: str = ""
 
 
 # -- notifications (server to client) ------------------------------------------------------------

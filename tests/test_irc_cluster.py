@@ -67,7 +67,7 @@ def test_lookups_reach_users_of_other_nodes(start_node, clients, irc_on):
     alpha, beta = _nodes(start_node)
     carol = clients(beta, "carol")
     carol.set_away("on beta")
-    irc_on(beta, "erin")
+    erin = irc_on(beta, "erin")
     dave = irc_on(alpha, "dave")
     _away_seen(dave, "carol")
     dave.send("WHOIS carol")
@@ -86,11 +86,17 @@ def test_lookups_reach_users_of_other_nodes(start_node, clients, irc_on):
     dave.expect("315", "carol")
     dave.send("MODE carol")
     dave.expect("502")
+    # CTCP: a native user of another node cannot take it (the server says so); an IRC
+    # user of another node gets it, and its reply comes back (remote.py).
     dave.send("PRIVMSG carol :\x01VERSION\x01", "PRIVMSG erin :\x01VERSION\x01")
     assert dave.expect("NOTICE", "dave").params[-1].startswith(
-        "CTCP VERSION not delivered to carol: carol is on beta.chatcore")
-    assert dave.expect("NOTICE", "dave").params[-1].startswith(
-        "CTCP VERSION not delivered to erin: erin is on beta.chatcore")
+        "CTCP VERSION not delivered to carol: carol uses the native protocol")
+    request = erin.expect("PRIVMSG", "erin")
+    assert (request.source, request.params[-1]) == ("dave!dave@chatcore", "\x01VERSION\x01")
+    erin.send("NOTICE dave :\x01VERSION weechat 4.0\x01")
+    reply = dave.expect("NOTICE", "dave")
+    assert (reply.source, reply.params[-1]) == ("erin!erin@chatcore",
+                                                "\x01VERSION weechat 4.0\x01")
     dave.send("WHOIS nobody")
     dave.expect("401", "nobody")
     dave.expect("318", "nobody")
@@ -388,16 +394,66 @@ def test_whois_of_a_user_of_another_node(start_node, clients, irc_on):
                 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert lines["311"][1:] == ["erin", "erin", "chatcore", "*", "erin"]
+    assert lines["311"][1:] == ["erin", "erin", "chatcore", "*", "Real Name"]
     assert lines["312"][1:] == ["erin", "beta.chatcore", "beta"]
     assert lines["319"][1:] == ["erin", "#shared"]      # the channels in common
     assert lines["320"][-1].startswith("is connected with RTT ")
     assert lines["320"][-1].endswith(" ms")
     idle, signon = int(lines["317"][2]), int(lines["317"][3])
     assert 0 <= idle < 60 and abs(signon - time.time()) < 60
-    dave.send("WHOWAS erin")                            # no history, on any node
-    dave.expect("406", "erin")
-    dave.expect("369")
+    # SETNAME reaches her record at once: WHOIS and WHO on alpha show it.
+    erin.send("SETNAME :Erin of Beta")
+    erin.send("PING sync")
+    erin.expect("PONG")
+    dave.send("WHOIS erin")
+    assert dave.expect("311", "erin").params[-1] == "Erin of Beta"
+    dave.send("WHO erin")
+    assert dave.expect("352").params[-1] == "1 Erin of Beta"
+    dave.expect("315")
+
+
+def test_whowas_is_cluster_wide(start_node, clients, irc_on):
+    """Who left beta (an IRC user who quit, one who renamed, a native user) is in alpha's
+    WHOWAS, with realname and server, from the capped list per nick in Redis."""
+    alpha, beta = _nodes(start_node)
+    dave = irc_on(alpha, "dave")
+    erin = irc_on(beta, "erin")
+    erin.send("SETNAME :Erin of Beta", "QUIT :bye")
+    erin.expect_closed()
+    frank = irc_on(beta, "frank")
+    frank.send("NICK franz")
+    frank.expect("NICK", "franz")
+    carol = clients(beta, "carol")
+    carol.quit("bye")
+    for nick, realname in (("erin", "Erin of Beta"), ("frank", "Real Name"),
+                           ("carol", "carol")):
+        deadline = time.monotonic() + 10
+        while True:
+            dave.send(f"WHOWAS {nick}")
+            line = dave.expect_any("314", "406")
+            if line.command == "314" or time.monotonic() > deadline:
+                break
+            dave.expect("369")
+            time.sleep(0.05)
+        assert line.params[1:] == [nick, nick, "chatcore", "*", realname]
+        assert dave.expect("312").params[2] == "beta.chatcore"
+        dave.expect("369")
+    # A second visit of erin's, on alpha this time: newest first, the count honoured.
+    again = irc_on(alpha, "erin")
+    again.send("QUIT")
+    again.expect_closed()
+    dave.send("WHOWAS erin 1")
+    dave.expect("314", "erin")
+    assert dave.expect("312").params[2] == "alpha.chatcore"
+    assert dave.expect_any("314", "369").command == "369"
+    dave.send("WHOWAS erin")
+    servers = []
+    while (line := dave.expect_any("312", "369")).command == "312":
+        servers.append(line.params[2])
+    assert servers == ["alpha.chatcore", "beta.chatcore"]
+    dave.send("WHOWAS franz,ghost")                     # online, and never seen
+    dave.expect("406", "franz")
+    dave.expect("406", "ghost")
 
 
 def test_a_library_client_sees_the_cluster_names_who_and_away_of_another_node(
@@ -428,3 +484,124 @@ def test_a_library_client_sees_the_cluster_names_who_and_away_of_another_node(
         assert not [e for e in bot.events if e.type in ("error", "unknowncommand")]
     finally:
         bot.close()
+
+
+def test_library_clients_on_two_nodes_ctcp_each_other_and_whowas(start_node, irc_on):
+    """The ``irc`` library on both ends: VERSION, PING and TIME from a bot on alpha to a bot
+    on beta, each answered by the library's own CTCP reply, then WHOWAS of the bot that
+    left beta, realname included."""
+    from tests.test_irc_library import LibraryUser
+
+    alpha, beta = _nodes(start_node)
+    asker = LibraryUser(alpha.irc_port, "asker")
+    answerer = LibraryUser(beta.irc_port, "answerer")
+    replies = {"VERSION": "answerbot 1.0", "PING": None, "TIME": "Wed Dec  2 01:00:00 2026"}
+
+    def answer(connection, event) -> None:
+        what = event.arguments[0]
+        reply = replies[what] if what != "PING" else event.arguments[1]
+        connection.ctcp_reply(event.source.nick, f"{what} {reply}")
+
+    answerer.reactor.add_global_handler("ctcp", answer)
+    try:
+        for what, args in (("VERSION", ""), ("PING", "1733101200"), ("TIME", "")):
+            if args:
+                asker.connection.ctcp(what, "answerer", args)
+            else:       # irc 20.5's ctcp() sends a literal "{ctcptype}" without a parameter
+                asker.connection.privmsg("answerer", f"\x01{what}\x01")
+            request = answerer.wait(lambda e: e.type == "ctcp" and e.arguments[0] == what)
+            assert request.source.nick == "asker"
+            reply = asker.wait(lambda e: e.type == "ctcpreply")
+            assert reply.source.nick == "answerer"
+            assert reply.arguments == [what, replies[what] or args]
+        answerer.connection.quit("done")
+        answerer.close()
+        deadline = time.monotonic() + 10
+        while True:
+            asker.connection.whowas("answerer")
+            event = asker.wait(lambda e: e.type in ("whowasuser", "wasnosuchnick"))
+            asker.wait(lambda e: e.type == "endofwhowas")
+            if event.type == "whowasuser" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert event.arguments == ["answerer", "answerer", "chatcore", "*",
+                                   "answerer the bot"]
+        assert not [e for e in asker.events if e.type in ("error", "unknowncommand")]
+    finally:
+        asker.close()
+
+
+def test_channel_ctcp_and_setname_reach_irc_users_of_other_nodes(start_node, clients, irc_on):
+    """A channel CTCP goes to the channel's IRC members on every node (native members take
+    none); a SETNAME reaches the setname clients of other nodes sharing a channel."""
+    alpha, beta = _nodes(start_node)
+    dave = irc_on(alpha, "dave", caps="setname")
+    erin = irc_on(beta, "erin", caps="setname")
+    frank = irc_on(beta, "frank")                       # no setname cap
+    carol = clients(beta, "carol")
+    for client in (dave, erin, frank):
+        client.send("JOIN #shared")
+        client.expect("366", "#shared")
+    carol.join("shared")
+    deadline = time.monotonic() + 10
+    while True:                                         # beta's members, seen from alpha
+        dave.send("NAMES #shared")
+        names = dave.expect("353").params[-1].split()
+        dave.expect("366")
+        if len(names) == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert sorted(n.lstrip("@+") for n in names) == ["carol", "dave", "erin", "frank"]
+    dave.send("PRIVMSG #shared :\x01TIME\x01")
+    for client in (erin, frank):
+        got = client.expect("PRIVMSG", "#shared")
+        assert (got.source, got.params[-1]) == ("dave!dave@chatcore", "\x01TIME\x01")
+    frank.send("NOTICE dave :\x01TIME Wed Dec  2 01:00:00 2026\x01")
+    assert dave.expect("NOTICE", "dave").params[-1] == "\x01TIME Wed Dec  2 01:00:00 2026\x01"
+    dave.sync()
+    # carol (native, on beta) is dropped by beta, quietly; alpha has no native member.
+    assert not [m for m in dave.drain() if m.command == "NOTICE"]
+    erin.send("SETNAME :Erin Again")
+    assert erin.expect("SETNAME").params == ["Erin Again"]      # her own echo
+    got = dave.expect("SETNAME")
+    assert (got.source, got.params) == ("erin!erin@chatcore", ["Erin Again"])
+    frank.sync()
+    assert not [m for m in frank.drain() if m.command == "SETNAME"]
+
+
+def test_bad_cluster_ctcp_is_dropped(start_node, irc_on, redis_server, cluster_name):
+    """What another node publishes on a user channel is checked like client input: a bad
+    sender, a non-CTCP text, an ACTION, a channel the user is not in, CR/LF."""
+    import json
+    import socket
+
+    alpha, _ = _nodes(start_node)
+    dave = irc_on(alpha, "dave")
+    prefix = f"{cluster_name}:v1"
+
+    def publish(message: dict) -> None:
+        body = json.dumps({"v": 1, "node": "evil", "instance": "i-evil", **message})
+        command = ["PUBLISH", f"{prefix}:user:dave", body]
+        raw = f"*{len(command)}\r\n" + "".join(
+            f"${len(part.encode())}\r\n{part}\r\n" for part in command)
+        with socket.create_connection(("127.0.0.1", redis_server.port), timeout=5) as sock:
+            sock.sendall(raw.encode())
+            sock.recv(100)
+
+    for message in ({"kind": "ctcp", "from": "bad name!", "target": "dave",
+                     "text": "\x01VERSION\x01"},
+                    {"kind": "ctcp", "from": "eve", "target": "dave", "text": "plain"},
+                    {"kind": "ctcp", "from": "eve", "target": "dave",
+                     "text": "\x01ACTION spoofs\x01"},
+                    {"kind": "ctcp", "from": "eve", "target": "#notjoined",
+                     "text": "\x01VERSION\x01"},
+                    {"kind": "ctcp", "from": "eve", "target": 5, "text": None},
+                    {"kind": "setname", "from": "eve", "realname": ["x"]},
+                    {"kind": "ctcp", "from": "eve", "target": "dave",
+                     "text": "\x01PING 1\r\nQUIT :injected\x01"}):
+        publish(message)
+    publish({"kind": "ctcp", "from": "eve", "target": "dave", "text": "\x01PING 2\x01"})
+    last = dave.expect("PRIVMSG", "dave", "\x01PING 2\x01")
+    assert last.source == "eve!eve@chatcore"
+    lines = [m for m in dave.drain(0.2) if m.command in ("PRIVMSG", "QUIT", "SETNAME")]
+    assert lines == []

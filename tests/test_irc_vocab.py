@@ -188,7 +188,7 @@ def test_whois_of_a_native_user_from_irc(irc, native):
     alice.expect("318", "nobody")
 
 
-def test_whowas_is_a_clean_406(irc):
+def test_whowas_of_nicks_never_seen_is_a_clean_406(irc):
     alice = irc("alice")
     alice.send("WHOWAS ghost,spook")
     alice.expect("406", "ghost")
@@ -294,9 +294,8 @@ def test_other_ctcp_is_relayed_between_irc_users_and_refused_for_native_ones(irc
     alice.send("PRIVMSG #lobby :\x01TIME\x01")
     assert bob.expect("PRIVMSG", "#lobby").params[-1] == "\x01TIME\x01"
     assert alice.expect("NOTICE", "alice").params[-1] == (
-        "CTCP TIME not delivered to #lobby: 1 of its members use the native protocol or "
-        "another server of the cluster, and only IRC users of this server can take CTCP "
-        "requests")
+        "CTCP TIME not delivered to #lobby: 1 of its members on this server use the native "
+        "protocol, and only IRC users can take CTCP requests")
 
 
 def test_formatting_codes_are_stripped_so_coloured_text_is_delivered(irc, native):

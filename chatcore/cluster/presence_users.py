@@ -4,7 +4,7 @@ another node needs, kept in Redis by each node for its own users (never scatter-
 - ``{p}:users``               sorted set, every user's casefolded name (all scored 0, so
   ``ZRANGEBYLEX`` reads them in name order, a page at a time).
 - ``{p}:userinfo``            hash, casefolded name -> the user's record (JSON: name, node,
-  instance, since, active, rtt, away, rooms). A record is believed only while its
+  instance, since, active, rtt, away, rooms; realname for an IRC user). A record is believed only while its
   instance is alive (this node or a live peer): a dead node's users vanish from lists
   and whois at once when it is dropped, before any cleanup.
 - ``{p}:iusers:{instance}``   set, the names an instance wrote records for: how any node
@@ -12,6 +12,10 @@ another node needs, kept in Redis by each node for its own users (never scatter-
 - ``{p}:sessions:{instance}`` hash, casefolded name -> the resume record (JSON: name,
   sha256 of the resume token, open chats, rooms, away, since); expires
   ``node_silence_seconds + resume_grace_seconds`` after the instance's last announcement.
+- ``{p}:whowas:{casefolded name}`` list, IRC's WHOWAS history of a name, newest first
+  (JSON: name, realname, node, gone in ms): pushed when the user's record is forgotten
+  (it left, or renamed away from the name), at most ``whowas_per_nick`` entries, expiring
+  ``whowas_seconds`` after the last push.
 
 Records are written only while the writer holds the name (checked in the script), so a
 node that lost a name during an outage never overwrites its new holder's record. They are
@@ -52,13 +56,25 @@ end
 redis.call('PEXPIRE', p .. ':sessions:' .. inst, ARGV[3])
 return written
 """
-# ARGV: prefix, instance, key.
+# ARGV: prefix, instance, key, now in ms, WHOWAS entries per name (0: none), their TTL ms.
+# The record goes to the name's WHOWAS history in the same step.
 FORGET_USER_SCRIPT = """
 local p, inst, k = ARGV[1], ARGV[2], ARGV[3]
 local rec = redis.call('HGET', p .. ':userinfo', k)
-if rec and cjson.decode(rec)['instance'] == inst then
-  redis.call('HDEL', p .. ':userinfo', k)
-  redis.call('ZREM', p .. ':users', k)
+if rec then
+  local user = cjson.decode(rec)
+  if user['instance'] == inst then
+    redis.call('HDEL', p .. ':userinfo', k)
+    redis.call('ZREM', p .. ':users', k)
+    local keep = tonumber(ARGV[5])
+    if keep > 0 then
+      local history = p .. ':whowas:' .. k
+      redis.call('LPUSH', history, cjson.encode({name = user['name'],
+        realname = user['realname'], node = user['node'], gone = tonumber(ARGV[4])}))
+      redis.call('LTRIM', history, 0, keep - 1)
+      redis.call('PEXPIRE', history, ARGV[6])
+    end
+  end
 end
 redis.call('SREM', p .. ':iusers:' .. inst, k)
 redis.call('HDEL', p .. ':sessions:' .. inst, k)
@@ -110,15 +126,16 @@ class SharedUsers:
             peer.name if (peer := hub.sessions.get(key)) is not None
             else hub.remote_peers.get(key, key) for key in session.conversations))
         active_ms = now_ms - int((now - session.last_active) * 1000)
-        user = json.dumps({"name": session.name, "node": self.node.name,
-                           "instance": self.instance, "since": session.connected_at_ms,
-                           "active": active_ms, "rtt": rtt, "away": session.away,
-                           "rooms": rooms})
+        user = {"name": session.name, "node": self.node.name, "instance": self.instance,
+                "since": session.connected_at_ms, "active": active_ms, "rtt": rtt,
+                "away": session.away, "rooms": rooms}
+        if session.realname:                    # an IRC user's (native users have none)
+            user["realname"] = session.realname
         resume = json.dumps({"name": session.name, "token": token_hash(session.resume_token),
                              "chats": chats, "rooms": rooms, "away": session.away,
                              "since": session.connected_at_ms})
         return ((session.name, int(session.last_active), rtt, session.away, rooms, chats,
-                 session.resume_token), user, resume)
+                 session.resume_token, session.realname), json.dumps(user), resume)
 
     def _changed(self, key: str, detector: tuple) -> bool:
         last = self._published.get(key)
@@ -173,7 +190,34 @@ class SharedUsers:
         """The hub's backplane: this node's user ``key`` is gone (left, or renamed)."""
         self._published.pop(key, None)
         if self.broker.up:
-            self.broker.call("EVAL", FORGET_USER_SCRIPT, 0, self._prefix, self.instance, key)
+            config = self.config
+            self.broker.call("EVAL", FORGET_USER_SCRIPT, 0, self._prefix, self.instance, key,
+                             int(time.time() * 1000), config.whowas_per_nick,
+                             config.whowas_seconds * 1000)
+
+    def whowas(self, key: str, count: int, done) -> None:
+        """The IRC front end: ``done(list of dict)``, the WHOWAS history of the casefolded
+        name ``key`` from every node (entries as ``FORGET_USER_SCRIPT`` writes them), newest
+        first (``count`` > 0: at most that many), or ``done(ChatError)`` when Redis is out
+        of reach."""
+        if not self.broker.up:
+            done(unreachable())
+            return
+
+        def answered(raws) -> None:
+            if not isinstance(raws, list):
+                done(unreachable())
+                return
+            found = []
+            for raw in raws:
+                try:
+                    found.append(json.loads(raw))
+                except (ValueError, TypeError):
+                    pass                        # not ours to read: left out
+            done(found)
+
+        self.broker.call("LRANGE", f"{self._prefix}:whowas:{key}", 0,
+                         count - 1 if count > 0 else -1, callback=answered)
 
     def _republish_users(self) -> None:
         """After an outage (Redis may have restarted empty): every record again."""
@@ -297,7 +341,8 @@ class SharedUsers:
                 entries.append(ev.UserInfo(
                     str(record["name"]), int(record.get("rtt", ev.UNKNOWN_RTT)),
                     max(0, (now_ms - int(record.get("active", now_ms))) // 1000),
-                    str(record.get("node", "")), str(record.get("away", ""))))
+                    str(record.get("node", "")), str(record.get("away", "")),
+                    str(record.get("realname", ""))))
                 listed.append(key)
             done(Page(entries, listed, len(entries) if total is None else total,
                       exact and not dead, next_after))

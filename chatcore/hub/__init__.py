@@ -68,6 +68,12 @@ class Hub(Identity, Resuming, Conversations, Rooms, RemoteRooms, Moderation, Pre
         self._room_index = NameIndex()
         self._detached: collections.deque = collections.deque()   # (deadline, session)
         self.held_sessions = 0                  # detached and waiting for a resume
+        # Called as hook(session, name) when a user leaves (name: its name) or renames away
+        # from ``name``: what IRC's WHOWAS remembers (irc/whowas.py).
+        self.departed: list = []
+        # User channel kind -> hook(recipient session, message): a front end's own kinds
+        # between users of different nodes (IRC's "ctcp" and "setname": irc/remote.py).
+        self.user_message_hooks: dict = {}
         self.work_done = 0              # deliveries handed out + list entries built, ever
         self._msg_ids = itertools.count(1)
         self._guest_numbers = itertools.count(1)

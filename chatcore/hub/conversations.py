@@ -138,6 +138,10 @@ class Conversations:
             return
         sender_key = sender.casefold()
         kind = message.get("kind")
+        hook = self.user_message_hooks.get(kind)
+        if hook is not None:            # a front end's own (IRC's CTCP, SETNAME)
+            hook(recipient, message)
+            return
         if kind == "close":
             if sender_key in recipient.conversations:
                 recipient.conversations.discard(sender_key)

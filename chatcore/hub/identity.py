@@ -196,6 +196,8 @@ class Identity:
 
     def _renamed(self, session: Session, new_name: str) -> None:
         old_name, session.name = session.name, new_name
+        for hook in self.departed:
+            hook(session, old_name)
         self._tell_once(self._neighbours(session), ev.NameChanged(old_name, new_name))
         self._renamed_in_rooms(session, old_name)       # rooms shared with other nodes
         for peer_key in session.conversations:
@@ -241,6 +243,8 @@ class Identity:
             return
         del self.sessions[session.key]
         self._user_index.discard(session.key)
+        for hook in self.departed:
+            hook(session, session.name)
         if session.detached_until is not None:
             session.detached_until = None
             self.held_sessions -= 1

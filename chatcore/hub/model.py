@@ -164,6 +164,7 @@ class Session:
     _away_replied: set | None = None    # keys told the away message already: away_replied
     _remote_away_told: dict | None = None   # users of other nodes: key -> away message told
     rejoin: tuple = ()                  # rooms to join once resumed here from another node
+    realname: str = ""                  # IRC's USER/SETNAME realname; native users have none
 
     @property
     def conversations(self) -> set:

@@ -84,7 +84,8 @@ class Presence:
                               int(record.get("since", 0)),
                               max(0, (now_ms - int(record.get("active", now_ms))) // 1000),
                               int(record.get("rtt", ev.UNKNOWN_RTT)),
-                              str(record.get("away", "")), tuple(common))
+                              str(record.get("away", "")), tuple(common),
+                              realname=str(record.get("realname", "")))
 
     def list_users(self, room_name: str = "") -> list[ev.UserInfo]:
         """The first page of users (of one room), sorted by name."""

@@ -13,7 +13,8 @@ What each cap does here (docs/irc.md, "Capabilities"):
   ``ACK`` when nothing else is said.
 - ``away-notify``: ``AWAY`` lines when a user sharing a channel goes away or comes back,
   and after the JOIN of an away user (the hub's AwayChanged; irc/outlet).
-- ``setname``: SETNAME changes the IRC realname (311, 352), echoed to the client.
+- ``setname``: SETNAME changes the IRC realname (311, 352, 314), echoed to the client and
+  to the setname clients sharing a channel, of every node (remote.py for the others).
 """
 from __future__ import annotations
 

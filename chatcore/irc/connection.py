@@ -235,6 +235,7 @@ class IrcConnection(Connection):
             self._refused(outcome)
         else:
             self.session = outcome
+            self.realname_changed()
             self._welcome()
 
     def _welcome(self) -> None:
@@ -288,6 +289,13 @@ class IrcConnection(Connection):
             del users[self.nick.casefold()]
         self.nick = self.session.name
         users[self.nick.casefold()] = self
+
+    def realname_changed(self) -> None:
+        """The hub's user gets this client's realname (never empty for an IRC user: the
+        nick stands in), and so does its record in a cluster (WHOIS on other nodes)."""
+        self.session.realname = self.realname or self.nick
+        if self.hub.backplane.shared_users:
+            self.hub.backplane.publish_user(self.session)
 
     def tell_setname(self) -> None:
         """SETNAME to this client and to the IRC users sharing a channel with it, each

@@ -140,7 +140,8 @@ channel_modes = ChannelModes()
 
 
 def load_commands() -> None:
-    for name in ("registration", "channels", "messages", "users", "queries", "moderation"):
+    for name in ("registration", "channels", "messages", "users", "whowas", "queries",
+                 "moderation"):
         module = f"{__package__}.{name}"
         if name == "moderation" and importlib.util.find_spec(module) is None:
             continue            # room moderation (MODE changes, KICK, INVITE) not built in

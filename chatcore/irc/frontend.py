@@ -12,6 +12,8 @@ from ..server import listen_socket
 from .connection import SUPPORTED_CAPS, IrcConnection  # noqa: F401 - re-exported
 from .outlet import IrcOutlet
 from .registration import MAX_REALNAME_CHARS
+from .remote import install as install_remote_kinds
+from .whowas import WhowasHistory, user_gone
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,11 @@ class IrcFrontEnd:
         self.timed_outlet = IrcOutlet(self, server.outlet, timed=True)
         self.network = NETWORK
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        # Who was here (WHOWAS): this node's users of both front ends, as the hub says.
+        self.whowas = WhowasHistory(config.whowas_per_nick, config.whowas_max_entries,
+                                    config.whowas_seconds)
+        server.hub.departed.append(lambda session, name: user_gone(self, session, name))
+        install_remote_kinds(self)      # CTCP and SETNAME from IRC users of other nodes
         limits = server.hub.limits
         # Only what the server does. Channel modes and prefixes are the hub's room moderation
         # (irc/moderation.py; MODES, MAXLIST and KICKLEN its limits). Lengths in bytes.

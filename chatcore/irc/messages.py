@@ -2,15 +2,16 @@
 and the other CTCP requests.
 
 CTCP (``\\x01VERSION\\x01``) is client-to-client: the hub carries chat text only, so a CTCP
-other than ACTION goes from IRC user to IRC user of this node directly, as IRC servers
-relay it; a request for a native user (or a user of another node) is refused with a
-server NOTICE that says so, and a reply (a NOTICE) for one is dropped.
+other than ACTION goes from IRC user to IRC user directly, as IRC servers relay it (to a
+user of another node on its user channel: remote.py); a request for a native user is
+refused with a server NOTICE that says so, and a reply (a NOTICE) for one is dropped.
 """
 from __future__ import annotations
 
 from ..errors import ChatError, ErrorCode
 from ..events import UserDetails
 from . import numerics as rpl
+from . import remote
 from .dispatch import CHANNEL_PREFIX, register, room_of
 from .outlet import channel_of
 from .text import parse_ctcp, strip_formatting
@@ -184,26 +185,14 @@ def _to_other_node(conn, send, target: str, text: str):
 
 
 def _ctcp(conn, command: str, target: str, request: tuple, raw: str, then) -> None:
-    """A CTCP other than ACTION: relayed to this node's IRC users; refused for the others
-    (a server NOTICE says why) and, as NOTICEs are never answered, dropped quietly when
-    it is a reply; ``then(outcome)`` once done."""
+    """A CTCP other than ACTION, relayed as IRC servers do to IRC users of any node (of
+    another node through its user channel: remote.py); a request for a native user is
+    refused with a server NOTICE that says so, and a reply (a NOTICE) for one is dropped,
+    as NOTICEs are never answered. ``then(outcome)`` once done."""
     irc = conn.irc
     room = room_of(target)
     if room is not None:
-        found = conn.hub.rooms.get(room.casefold())
-        if found is None or conn.session.key not in found.members:
-            raise ChatError(ErrorCode.NOT_IN_ROOM, f"not in {room}")
-        missed = len(found.remote)
-        for member in found.members.values():
-            peer = irc.users.get(member.key)
-            if peer is None:
-                missed += 1
-            elif peer is not conn:
-                peer.send(peer.relayed_text(command, conn.nick, target, raw))
-        if missed and command == "PRIVMSG":
-            _not_carried(conn, request[0], channel_of(found.name),
-                         f"{missed} of its members use the native protocol or another "
-                         f"server of the cluster")
+        _channel_ctcp(conn, command, target, room, request, raw)
         then()
         return
     peer = irc.users.get(target.casefold())
@@ -212,25 +201,67 @@ def _ctcp(conn, command: str, target: str, request: tuple, raw: str, then) -> No
         then()
         return
 
-    def refuse(details) -> None:
+    def delivered(outcome) -> None:
+        if outcome is False:
+            outcome = ChatError(ErrorCode.NO_SUCH_USER, f"no user named {target}")
+        then(outcome if isinstance(outcome, ChatError) else None)
+
+    def found(details) -> None:
         if details is None:
             then(ChatError(ErrorCode.NO_SUCH_USER, f"no user named {target}"))
-            return
-        if command == "PRIVMSG":
-            where = ("uses the native protocol" if details.server == conn.hub.node.name
-                     else f"is on {conn.irc.server_name_of(details.server)}")
-            _not_carried(conn, request[0], details.name, f"{details.name} {where}")
-        then()
+        elif details.server != conn.hub.node.name and takes_ctcp(details):
+            conn.ask_hub(lambda done: remote.send_ctcp(
+                conn, details.name.casefold(), command, details.name, raw, done), delivered)
+        else:
+            if command == "PRIVMSG":
+                _not_carried(conn, request[0], details.name,
+                             f"{details.name} uses the native protocol")
+            then()
 
-    lookup(conn, target, refuse)
+    lookup(conn, target, found)
+
+
+def takes_ctcp(details) -> bool:
+    """Whether the user of another node ``details`` (its record) is an IRC user: only
+    IRC users have a realname (remote.py), and only they answer CTCP."""
+    return bool(details.realname)
+
+
+def _channel_ctcp(conn, command: str, target: str, room: str, request: tuple,
+                  raw: str) -> None:
+    """To the channel's IRC members of this node, and to its members of other nodes (at
+    most ``irc_max_remote_recipients``; their nodes drop it for native users)."""
+    found = conn.hub.rooms.get(room.casefold())
+    if found is None or conn.session.key not in found.members:
+        raise ChatError(ErrorCode.NOT_IN_ROOM, f"not in {room}")
+    irc = conn.irc
+    natives = 0
+    for member in found.members.values():
+        peer = irc.users.get(member.key)
+        if peer is None:
+            natives += 1
+        elif peer is not conn:
+            peer.send(peer.relayed_text(command, conn.nick, target, raw))
+    keys, left_out = remote.remote_members(conn, (found,))
+    for key in keys:
+        remote.send_ctcp(conn, key, command, channel_of(found.name), raw)
+    if command != "PRIVMSG" or not (natives or left_out):
+        return
+    why = []
+    if natives:
+        why.append(f"{natives} of its members on this server use the native protocol")
+    if left_out:
+        why.append(f"{left_out} members on other servers are past the "
+                   f"{conn.config.irc_max_remote_recipients} a CTCP is sent to")
+    _not_carried(conn, request[0], channel_of(found.name), " and ".join(why))
 
 
 def _not_carried(conn, what: str, to: str, why: str) -> None:
-    """The server's NOTICE that a CTCP request could not reach ``to``: the hub and the
-    cluster carry chat text and actions, not CTCP."""
+    """The server's NOTICE that a CTCP request could not reach ``to``: native clients
+    take no CTCP."""
     conn.send_line("NOTICE", conn.nick,
                    f"CTCP {what or '?'} not delivered to {to}: {why}, and only IRC users "
-                   f"of this server can take CTCP requests")
+                   f"can take CTCP requests")
 
 
 def _message_refused(conn, target: str, exc: ChatError) -> None:

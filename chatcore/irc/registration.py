@@ -5,15 +5,15 @@ from __future__ import annotations
 from ..errors import ChatError, ErrorCode
 from ..events import Reason
 from . import numerics as rpl
+from . import remote
 from .caps import SUPPORTED_CAPS, cap_value
 from .dispatch import need, register
 from .message import encode
-from .text import strip_formatting
+from .text import MAX_REALNAME_CHARS, strip_formatting
 
 # Caps that change how relayed lines are encoded for a client: the client is bound to the
 # hub through the outlet of its encoding at registration, so they are fixed from then on.
 FIXED_AFTER_REGISTRATION = frozenset({"server-time"})
-MAX_REALNAME_CHARS = 100            # NAMELEN in ISUPPORT
 
 
 def cap(conn, params: list) -> None:
@@ -116,7 +116,10 @@ def setname(conn, params: list) -> None:
                        f"Realname is longer than {MAX_REALNAME_CHARS} characters")
         return
     conn.realname = text
+    conn.realname_changed()
     conn.tell_setname()
+    if conn.hub.backplane.shared_users:
+        remote.send_setname(conn)       # the setname clients of other nodes' channels
 
 
 def password(conn, params: list) -> None:

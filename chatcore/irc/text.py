@@ -22,6 +22,8 @@ _FORMATTING = re.compile(
 _OTHER_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 CTCP_DELIMITER = "\x01"
 
+MAX_REALNAME_CHARS = 100            # NAMELEN in ISUPPORT: USER and SETNAME realnames
+
 
 def strip_formatting(text: str) -> str:
     """``text`` with IRC formatting removed and other control characters as U+FFFD.

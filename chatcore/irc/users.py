@@ -1,4 +1,4 @@
-"""Users: WHO, WHOIS, WHOWAS, ISON, USERHOST, AWAY and MODE (user modes here, channel
+"""Users: WHO, WHOIS, ISON, USERHOST, AWAY and MODE (user modes here, channel
 modes in ``channels``).
 
 Users are looked up through the hub (``whois``, ``users_page``), never in this node's
@@ -60,9 +60,13 @@ def lookup_all(conn, names: list, then, found: list | None = None) -> None:
     lookup(conn, names[0], one)
 
 
-def _realname(conn, name: str) -> str:
-    irc_user = conn.irc.users.get(name.casefold())
-    return irc_user.realname if irc_user is not None and irc_user.realname else name
+def _realname(conn, user) -> str:
+    """The realname of ``user`` (UserDetails, UserInfo, Member): a user of this node's
+    (IRC's USER or SETNAME), else its record's (a user of another node), else its name."""
+    session = conn.hub.sessions.get(user.name.casefold())
+    if session is not None:
+        return session.realname or user.name
+    return getattr(user, "realname", "") or user.name
 
 
 def _flags(away: str, prefixes: str = "") -> str:
@@ -97,7 +101,7 @@ def _hops_realname(conn, user) -> str:
     """352's last parameter: the hop count (0 here, 1 another node, as LINKS says) and
     the realname."""
     hops = 0 if not user.server or user.server == conn.hub.node.name else 1
-    return f"{hops} {_realname(conn, user.name)}"
+    return f"{hops} {_realname(conn, user)}"
 
 
 def _who_mask(conn, mask: str) -> None:
@@ -174,7 +178,7 @@ def _show_whois(conn, wanted: str, details) -> None:
         conn.reply(rpl.RPL_ENDOFWHOIS, wanted, "End of /WHOIS list")
         return
     name = details.name
-    conn.reply(rpl.RPL_WHOISUSER, name, name, USER_HOST, "*", _realname(conn, name))
+    conn.reply(rpl.RPL_WHOISUSER, name, name, USER_HOST, "*", _realname(conn, details))
     conn.reply(rpl.RPL_WHOISSERVER, name, conn.irc.server_name_of(details.server),
                details.server)
     if details.away:
@@ -192,16 +196,6 @@ def _show_whois(conn, wanted: str, details) -> None:
     conn.reply(rpl.RPL_WHOISIDLE, name, str(details.idle_seconds),
                str(details.connected_at_ms // 1000), "seconds idle, signon time")
     conn.reply(rpl.RPL_ENDOFWHOIS, name, "End of /WHOIS list")
-
-
-def whowas(conn, params: list) -> None:
-    if not params or not params[0]:
-        conn.reply(rpl.ERR_NONICKNAMEGIVEN, "No nickname given")
-        return
-    # The server keeps no history of who was here.
-    for name in params[0].split(","):
-        conn.reply(rpl.ERR_WASNOSUCHNICK, name, "There was no such nickname")
-    conn.reply(rpl.RPL_ENDOFWHOWAS, params[0], "End of WHOWAS")
 
 
 def ison(conn, params: list) -> None:
@@ -264,7 +258,6 @@ def mode(conn, params: list) -> None:
 
 register("WHO", who)
 register("WHOIS", whois)
-register("WHOWAS", whowas)
 register("ISON", ison)
 register("USERHOST", userhost)
 register("AWAY", away)
