@@ -25,8 +25,10 @@ class Identity:
                             f"name {quote(name)} must start with a letter")
         check_identifier("name", name, self.limits.max_name_chars, ErrorCode.NAME_INVALID)
 
-    def connect(self, wanted_name: str, outlet, endpoint, done=None) -> Session | None:
-        """A user arrives; an empty ``wanted_name`` gets a unique guest name.
+    def connect(self, wanted_name: str, outlet, endpoint, done=None,
+                realname: str = "") -> Session | None:
+        """A user arrives; an empty ``wanted_name`` gets a unique guest name (``realname``:
+        IRC's, in the user's records from the first write).
 
         The name is claimed from the backplane too (cluster-wide in a cluster), so the outcome,
         a Session or a ChatError, goes to ``done(outcome)`` once known: at once on a single
@@ -36,7 +38,7 @@ class Identity:
         if wanted_name:
             self.check_name(wanted_name)
         outcome: list = []
-        self._claim(wanted_name, outlet, endpoint, done or outcome.append, 0)
+        self._claim(wanted_name, outlet, endpoint, done or outcome.append, 0, realname)
         if done is not None:
             return None
         if not outcome:
@@ -45,7 +47,8 @@ class Identity:
             raise outcome[0]
         return outcome[0]
 
-    def _claim(self, wanted_name: str, outlet, endpoint, done, attempt: int) -> None:
+    def _claim(self, wanted_name: str, outlet, endpoint, done, attempt: int,
+               realname: str = "") -> None:
         name = wanted_name or self._guest_name()
         key = name.casefold()
         if key == name:
@@ -61,7 +64,7 @@ class Identity:
         # Made before the claim: a cluster writes its records with the claim (one round
         # trip), so the Welcome finds them in Redis for a resume on another node right after.
         session = Session(name, key, outlet, endpoint, now, now, resume_token=new_token(),
-                          connected_at_ms=int(self._wallclock() * 1000))
+                          connected_at_ms=int(self._wallclock() * 1000), realname=realname)
 
         def answered(answer) -> None:
             self._claiming.discard(key)
@@ -77,7 +80,7 @@ class Identity:
                 # Another node's guests hold these numbers: jump ahead, past most of them.
                 for _ in range(random.randrange(GUEST_SKIP_MAX)):
                     next(self._guest_numbers)
-                self._claim("", outlet, endpoint, done, attempt + 1)
+                self._claim("", outlet, endpoint, done, attempt + 1, realname)
             else:
                 done(ChatError(ErrorCode.NAME_TAKEN, "no free guest name was found; "
                                                      "send Hello with a name"))

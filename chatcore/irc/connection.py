@@ -214,7 +214,8 @@ class IrcConnection(Connection):
         # The caps that change encodings are fixed from here on: the outlet is chosen now.
         self.outlet = self.irc.outlet_for(self.caps)
         try:
-            self._ask_hub(lambda done: self.hub.connect(nick, self.outlet, self.outbuf, done),
+            self._ask_hub(lambda done: self.hub.connect(nick, self.outlet, self.outbuf, done,
+                                                        realname=self.realname or nick),
                           self._on_named)
         except ChatError as exc:
             self._refused(exc)
@@ -235,7 +236,6 @@ class IrcConnection(Connection):
             self._refused(outcome)
         else:
             self.session = outcome
-            self.realname_changed()
             self._welcome()
 
     def _welcome(self) -> None:
@@ -291,8 +291,9 @@ class IrcConnection(Connection):
         users[self.nick.casefold()] = self
 
     def realname_changed(self) -> None:
-        """The hub's user gets this client's realname (never empty for an IRC user: the
-        nick stands in), and so does its record in a cluster (WHOIS on other nodes)."""
+        """SETNAME: the hub's user gets this client's realname (never empty for an IRC
+        user: the nick stands in; set from the start by ``hub.connect``), and so does its
+        record in a cluster (WHOIS on other nodes)."""
         self.session.realname = self.realname or self.nick
         if self.hub.backplane.shared_users:
             self.hub.backplane.publish_user(self.session)
