@@ -53,7 +53,8 @@ def test_quit_rename_and_native_leave_are_remembered(irc, native):
     [(user, _)] = entries
     assert user == ["carol", "carol", "chatcore", "*", "carol"]
     # Online users are not in the history; nicks never seen get 406.
-    assert _whowas(watcher, "bobby,ghost") == [("406", "bobby"), ("406", "ghost")]
+    assert _whowas(watcher, "bobby,ghost,no!name") == [("406", "bobby"), ("406", "ghost"),
+                                                       ("406", "no!name")]
     watcher.send("WHOWAS")
     watcher.expect("431")
 

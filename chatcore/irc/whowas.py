@@ -135,6 +135,11 @@ def _answer(conn, nicks: list, count: int, asked: str) -> None:
         _answer(conn, rest, count, asked)
 
     backplane = conn.hub.backplane
+    try:
+        conn.hub.check_name(nick)
+    except ChatError:                       # no name was ever this: no need to ask Redis
+        show([])
+        return
     if backplane.shared_users and conn.irc.whowas.per_nick > 0:
         conn.ask_hub(lambda done: backplane.whowas(key, count, done), show)
     else:
