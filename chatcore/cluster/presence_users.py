@@ -4,9 +4,9 @@ another node needs, kept in Redis by each node for its own users (never scatter-
 - ``{p}:users``               sorted set, every user's casefolded name (all scored 0, so
   ``ZRANGEBYLEX`` reads them in name order, a page at a time).
 - ``{p}:userinfo``            hash, casefolded name -> the user's record (JSON: name, node,
-  instance, since, active, rtt, away, rooms; realname for an IRC user). A record is believed only while its
-  instance is alive (this node or a live peer): a dead node's users vanish from lists
-  and whois at once when it is dropped, before any cleanup.
+  instance, since, active, rtt, away, rooms; realname for an IRC user). A record is
+  believed only while its instance is alive (this node or a live peer): a dead node's
+  users vanish from lists and whois at once when it is dropped, before any cleanup.
 - ``{p}:iusers:{instance}``   set, the names an instance wrote records for: how any node
   removes a dead instance's records (once its alive key is gone).
 - ``{p}:sessions:{instance}`` hash, casefolded name -> the resume record (JSON: name,
