@@ -271,7 +271,10 @@ class IrcStream(Stream):
 
 # -- the receive loop -------------------------------------------------------------------------
 
-RECV_BYTES = 256 * 1024                 # one read per ready socket per poll: a burst's worth
+# One read's buffer. Smaller ones (16-64 KiB, to verify bytes still in L1) cost more per delivery
+# here: the syscalls per byte outweigh the cache (docs/benchmarks.md, the generator's ceiling).
+RECV_BYTES = 256 * 1024
+READ_BUDGET_BYTES = 256 * 1024          # a socket's reads per poll stop at this many bytes
 _READ_BITS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 
 
@@ -284,20 +287,25 @@ class Receiver:
 
     * a socket not registered here (or ready without input): ``(fd, mask, None, None, 0)``,
       the event as epoll gave it;
-    * a registered socket that was read (one ``recv`` of up to ``buffer_bytes``, less the
-      stream's carried tail when that is at most half of it): ``mask``
-      without the input bits, ``frames`` what its stream handed back (a list), ``problem``
-      ``None``, ``EOFError()`` (the peer closed), the ``OSError`` of the read, or the
-      ``ValueError`` of a broken stream (then ``frames`` is empty), and ``now_us`` the time of
-      the read. It is returned only if any of these is non-empty or its stream counted Acks;
+    * a registered socket that was read: reads of up to ``buffer_bytes`` each (less the
+      stream's carried tail when that is at most half of it, which goes in front), each fed to
+      its stream at once, until a read comes back short of its room (the socket is drained),
+      brings nothing, or ``budget_bytes`` were read in this poll. ``mask`` is epoll's without
+      the input bits, ``frames`` what its stream handed back over those reads (a list),
+      ``problem`` ``None``, ``EOFError()`` (the peer closed), the ``OSError`` of the read, or
+      the ``ValueError`` of a broken stream (then ``frames`` is empty; otherwise frames read
+      before the peer closed come with the ``EOFError``), and ``now_us`` the time of the last
+      read. It is returned only if any of these is non-empty or its stream counted Acks;
       otherwise the caller never hears of it.
     """
 
-    def __init__(self, ep, buffer_bytes: int = RECV_BYTES):
+    def __init__(self, ep, buffer_bytes: int = RECV_BYTES,
+                 budget_bytes: int = READ_BUDGET_BYTES):
         self.ep = ep
         self.streams: dict = {}
         self.buf = bytearray(max(buffer_bytes, 64))
         self.view = memoryview(self.buf)
+        self.budget = max(budget_bytes, 1)
         self.last_rx_us = 0              # time of the last read that brought bytes
 
     def add(self, fd: int, stream: Stream) -> None:
@@ -315,26 +323,37 @@ class Receiver:
             if stream is None or not mask & _READ_BITS:
                 out.append((fd, mask, None, None, 0))
                 continue
-            frames, problem, now_us = [], None, 0
-            # A tail of up to half the buffer goes in front of the new bytes (the compiled loop
-            # copies it there): the read takes what room is left.
-            held = stream.buffered_bytes
-            room = len(self.buf) - held if held <= len(self.buf) // 2 else len(self.buf)
-            try:
-                n = os.readv(fd, [self.view[:room]])
-            except (BlockingIOError, InterruptedError):
-                n = -1
-            except OSError as exc:
-                n, problem = -1, exc
-            if n > 0:
-                now_us = self.last_rx_us = time.monotonic_ns() // 1000
-                try:
-                    frames = stream.feed(self.view[:n], now_us)
-                except ValueError as exc:
-                    frames, problem = [], exc
-            elif n == 0:
-                problem = EOFError()
+            frames, problem, now_us = self._read(fd, stream)
             mask &= ~_READ_BITS
             if frames or problem is not None or stream.acks or mask:
                 out.append((fd, mask, frames, problem, now_us or time.monotonic_ns() // 1000))
         return out
+
+    def _read(self, fd: int, stream: Stream) -> tuple:
+        frames, problem, now_us, total = [], None, 0, 0
+        size = len(self.buf)
+        while True:
+            # A tail of up to half the buffer goes in front of the new bytes (the compiled loop
+            # copies it there): the read takes what room is left.
+            held = stream.buffered_bytes
+            room = size - held if held <= size // 2 else size
+            try:
+                n = os.readv(fd, [self.view[:room]])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                problem = exc
+                break
+            if n == 0:
+                problem = EOFError()
+                break
+            now_us = self.last_rx_us = time.monotonic_ns() // 1000
+            try:
+                frames += stream.feed(self.view[:n], now_us)
+            except ValueError as exc:
+                frames, problem = [], exc
+                break
+            total += n
+            if n < room or total >= self.budget:
+                break
+        return frames, problem, now_us

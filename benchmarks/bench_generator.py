@@ -148,7 +148,8 @@ def socket_pairs(n: int) -> tuple:
     return ours, theirs
 
 
-def make_worker(socks, senders: int, size: int, run: str, recv_bytes: int) -> Worker:
+def make_worker(socks, senders: int, size: int, run: str, recv_bytes: int,
+                budget_bytes: int) -> Worker:
     specs = [ClientSpec(i, f"b{run}n{senders + i}", f"b{run}r0", None, False)
              for i in range(len(socks))]
     plan = Plan("fanout", tuple(specs), {}, 0, size, 0.0, 64)
@@ -156,7 +157,9 @@ def make_worker(socks, senders: int, size: int, run: str, recv_bytes: int) -> Wo
     worker = Worker([("127.0.0.1", 0)], plan, specs, child)
     worker.phase = "run"
     if hasattr(worker, "receiver"):                  # (a tree before verify.Receiver: none)
-        worker.receiver = verify.Receiver(worker.ep, recv_bytes)
+        worker.receiver = (verify.Receiver(worker.ep, recv_bytes, budget_bytes)
+                           if hasattr(verify, "READ_BUDGET_BYTES") else
+                           verify.Receiver(worker.ep, recv_bytes))
     for c, sock in zip(worker.clients, socks):
         c.sock, c.fd, c.state = sock, sock.fileno(), "ready"
         worker.by_fd[c.fd] = c
@@ -177,28 +180,38 @@ def per_socket_poll(worker: Worker, timeout: float) -> None:
 
 
 class BareLoop:
-    """The kernel's floor: the same epoll and one recv per ready socket into one buffer, the
+    """The kernel's floor: the same epoll and the same reads per ready socket (of up to
+    ``buffer_bytes``, again while a read fills the buffer, up to ``budget_bytes`` a poll), the
     bytes counted and thrown away (no frame looked at); deliveries = bytes / frame bytes."""
 
-    def __init__(self, worker: Worker, buffer_bytes: int, frame_bytes: int):
+    def __init__(self, worker: Worker, buffer_bytes: int, budget_bytes: int,
+                 frame_bytes: float):
         self.ep = worker.ep
         self.fds = set(worker.by_fd)
+        self.size = buffer_bytes
         self.view = memoryview(bytearray(buffer_bytes))
+        self.budget = max(budget_bytes, 1)
         self.frame_bytes = frame_bytes
         self.bytes = 0
 
     @property
     def messages(self) -> int:
-        return self.bytes // self.frame_bytes
+        return int(self.bytes // self.frame_bytes)
 
     def poll(self, timeout: float) -> None:
-        readv, view, fds = os.readv, [self.view], self.fds
+        readv, view, fds, size, budget = os.readv, [self.view], self.fds, self.size, self.budget
         for fd, _ in self.ep.poll(timeout):
             if fd in fds:
-                try:
-                    self.bytes += readv(fd, view)
-                except BlockingIOError:
-                    pass
+                total = 0
+                while total < budget:
+                    try:
+                        n = readv(fd, view)
+                    except BlockingIOError:
+                        break
+                    total += n
+                    if n < size:
+                        break
+                self.bytes += total
 
 
 def frame_cuts(data: bytes, every: int) -> list:
@@ -277,9 +290,13 @@ def main(argv=None) -> int:
                              "and Stream.feed per ready socket (the loop before); bare: the "
                              "same reads, nothing verified (the kernel's floor); memory: the "
                              "verifier alone, fed from memory (no socket: its user CPU)")
-    parser.add_argument("--recv-bytes", type=int, default=verify.RECV_BYTES if hasattr(
-        verify, "RECV_BYTES") else 256 * 1024, help="the receive buffer: at most one read of "
-                                                    "this many bytes per ready socket and poll")
+    parser.add_argument("--recv-bytes", type=int, default=getattr(verify, "RECV_BYTES",
+                                                                  256 * 1024),
+                        help="the receive buffer: each read takes at most this many bytes")
+    parser.add_argument("--budget-bytes", type=int,
+                        default=getattr(verify, "READ_BUDGET_BYTES", 0),
+                        help="a ready socket is read again while its reads fill the buffer, up "
+                             "to this many bytes per poll (0 in a tree before: one read)")
     parser.add_argument("--cpus", type=int, nargs=2, metavar=("RECEIVER", "SENDER"))
     args = parser.parse_args(argv)
     shape = SHAPES[args.shape]
@@ -304,11 +321,11 @@ def main(argv=None) -> int:
                                    else f"FAILED: {bad}"))
         return 1 if bad else 0
     ours, theirs = (connect_pairs if args.transport == "tcp" else socket_pairs)(connections)
-    worker = make_worker(ours, senders, args.size, run, args.recv_bytes)
+    worker = make_worker(ours, senders, args.size, run, args.recv_bytes, args.budget_bytes)
     if args.cpus:
         os.sched_setaffinity(0, {args.cpus[0]})
     if args.loop == "bare":
-        tally = BareLoop(worker, args.recv_bytes, frame_bytes)
+        tally = BareLoop(worker, args.recv_bytes, args.budget_bytes, frame_bytes)
         poll = tally.poll
     else:
         tally = worker.tally

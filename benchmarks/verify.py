@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 from . import _verify_py as verify_py
-from ._verify_py import (HIST_BUCKETS, TEXT_HEADER_BYTES, bucket_floor, bucket_of,  # noqa: F401
-                         stamp)
+from ._verify_py import (HIST_BUCKETS, READ_BUDGET_BYTES, RECV_BYTES,  # noqa: F401
+                         TEXT_HEADER_BYTES, bucket_floor, bucket_of, stamp)
 
 try:
     from chatcore import _loadgen as verify_c

@@ -28,7 +28,7 @@ from . import verify
 from .scenarios import ClientSpec, Plan
 from .verify import bucket_of, encode_sends
 
-RECV_BYTES = 256 * 1024               # one recv per readiness event; large enough for a burst
+RECV_BYTES = 256 * 1024               # a TLS socket's reads (verify.Receiver has its own buffer)
 WINDOW_MESSAGES = 64                  # in-flight messages per sender when --rate is 0
 PROGRESS_SECONDS = 0.5
 IDLE_POLL_US = 50_000                 # without --rate, Acks drive the sends: wake for progress
@@ -112,7 +112,7 @@ class Worker:
         self.by_fd: dict = {}
         self.ep = select.epoll()
         self.ep.register(conn.fileno(), select.EPOLLIN)
-        self.receiver = verify.Receiver(self.ep, RECV_BYTES)
+        self.receiver = verify.Receiver(self.ep)
         self.buf = bytearray(RECV_BYTES)
         self.view = memoryview(self.buf)
         self.errors = 0
@@ -285,7 +285,10 @@ class Worker:
             # UserLeft, lists: counted by the tally, nothing to do
 
     def received(self, c: Client, frames, problem, now_us: int) -> None:
-        """What the receiver read from ``c``: frames to handle, and Acks counted by its stream."""
+        """What the receiver read from ``c``: frames to handle, and Acks counted by its stream.
+        Frames read before the peer closed (or a read failed) are handled first."""
+        if frames and problem is not None and not isinstance(problem, ValueError):
+            self.handle(c, frames, now_us)
         if problem is not None:
             if isinstance(problem, ValueError):
                 self.error(f"{c.spec.name}: broken stream: {problem}")

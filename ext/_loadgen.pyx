@@ -178,6 +178,7 @@ cdef enum:
                                        # for the bytes: a large recv leaves them out of the cache
 
 RECV_BYTES = 256 * 1024
+READ_BUDGET_BYTES = 256 * 1024
 
 cdef inline int64_t _now_us() noexcept nogil:
     cdef timespec ts
@@ -541,12 +542,15 @@ cdef class Receiver:
     cdef list _by_fd                    # fd -> Stream or None
     cdef list _scratch                  # frames of the socket being read; handed out if any
     cdef epoll_event *_events
+    cdef Py_ssize_t _budget             # bytes read from one socket per poll, at most (about)
     cdef public long long last_rx_us
 
-    def __cinit__(self, ep, Py_ssize_t buffer_bytes=RECV_BYTES):
+    def __cinit__(self, ep, Py_ssize_t buffer_bytes=RECV_BYTES,
+                  Py_ssize_t budget_bytes=READ_BUDGET_BYTES):
         self._ep = ep
         self._epfd = ep.fileno()
         self._cap = max(buffer_bytes, 64)
+        self._budget = max(budget_bytes, 1)
         self._buf = <unsigned char *>malloc(self._cap)
         self._events = <epoll_event *>malloc(MAX_EVENTS * sizeof(epoll_event))
         if self._buf == NULL or self._events == NULL:
@@ -602,35 +606,49 @@ cdef class Receiver:
         return out
 
     cdef int _receive(self, int fd, uint32_t mask, Stream st, list out) except -1:
-        cdef Py_ssize_t n, held = st._tail_len, used
+        """Read ``fd`` until a read comes back short of its room (the socket is drained) or
+        ``budget_bytes`` were read, scanning every read's bytes while they are in the cache."""
+        cdef Py_ssize_t n, held, used, room, total = 0
+        cdef bint in_front
         cdef int err
         cdef int64_t now_us = 0
         cdef object problem = None
         cdef list frames = self._scratch
-        if held <= self._cap // 2:       # the tail goes first, then the socket's bytes
-            if held:
-                memcpy(self._buf, st._tail, held)
-            n = recv(fd, self._buf + held, self._cap - held, 0)
-        else:                            # a large frame under way: append to its tail
-            n = recv(fd, self._buf, self._cap, 0)
-        err = errno
-        if n > 0:
-            now_us = _now_us()
-            self.last_rx_us = now_us
-            try:
-                if held <= self._cap // 2:
-                    st._tail_len = 0
-                    used = st._scan(self._buf, held + n, now_us, frames)
-                    st._keep(self._buf + used, held + n - used)
-                else:
-                    st._feed(self._buf, n, now_us, frames)
-            except ValueError as exc:
-                problem = exc
-                del frames[:]
-        elif n == 0:
-            problem = EOFError()
-        elif err != EAGAIN and err != EINTR:       # EWOULDBLOCK is EAGAIN on Linux
-            problem = OSError(err, os.strerror(err))
+        while True:
+            held = st._tail_len
+            in_front = held <= self._cap // 2
+            if in_front:                 # the tail goes first, then the socket's bytes
+                if held:
+                    memcpy(self._buf, st._tail, held)
+                room = self._cap - held
+                n = recv(fd, self._buf + held, room, 0)
+            else:                        # a large frame under way: append to its tail
+                room = self._cap
+                n = recv(fd, self._buf, room, 0)
+            err = errno
+            if n > 0:
+                now_us = _now_us()
+                self.last_rx_us = now_us
+                try:
+                    if in_front:
+                        st._tail_len = 0
+                        used = st._scan(self._buf, held + n, now_us, frames)
+                        st._keep(self._buf + used, held + n - used)
+                    else:
+                        st._feed(self._buf, n, now_us, frames)
+                except ValueError as exc:
+                    problem = exc
+                    del frames[:]
+                    break
+                total += n
+                if n < room or total >= self._budget:
+                    break
+            else:
+                if n == 0:
+                    problem = EOFError()
+                elif err != EAGAIN and err != EINTR:       # EWOULDBLOCK is EAGAIN on Linux
+                    problem = OSError(err, os.strerror(err))
+                break
         mask &= ~(<uint32_t>READ_BITS)
         if frames or problem is not None or st.acks or mask:
             if frames:

@@ -33,10 +33,10 @@ class Rig:
     """One receiver over socketpairs; ``send`` writes to one and polls until it is drained."""
 
     def __init__(self, impl, pairs: int = 1, buffer_bytes: int = verify_py.RECV_BYTES,
-                 irc: bool = False):
+                 irc: bool = False, budget_bytes: int = verify_py.READ_BUDGET_BYTES):
         self.ep = select.epoll()
         self.tally = impl.Tally(SIZE)
-        self.receiver = impl.Receiver(self.ep, buffer_bytes)
+        self.receiver = impl.Receiver(self.ep, buffer_bytes, budget_bytes)
         self.ours, self.theirs, self.streams = [], [], []
         for _ in range(pairs):
             a, b = socket.socketpair()
@@ -196,8 +196,9 @@ def _native(items) -> bytes:
     return b"".join(parts)
 
 
-def _run(impl, data: bytes, cuts, buffer_bytes: int, irc: bool = False) -> tuple:
-    rig = Rig(impl, buffer_bytes=buffer_bytes, irc=irc)
+def _run(impl, data: bytes, cuts, buffer_bytes: int, irc: bool = False,
+         budget_bytes: int = verify_py.READ_BUDGET_BYTES) -> tuple:
+    rig = Rig(impl, buffer_bytes=buffer_bytes, irc=irc, budget_bytes=budget_bytes)
     try:
         last = 0
         for cut in sorted(set(cuts)) + [len(data)]:
@@ -213,21 +214,77 @@ def _run(impl, data: bytes, cuts, buffer_bytes: int, irc: bool = False) -> tuple
 
 _item = st.tuples(st.integers(0, 3), st.integers(0, 30), st.integers(0, 4000),
                   st.sampled_from(["room", "room", "room", "ack", "ping", "joined", "bad"]))
-_buffers = st.sampled_from([64, 100, 257, 4096, verify_py.RECV_BYTES])
+_buffers = st.sampled_from([64, 100, 257, 4096, verify_py.RECV_BYTES, 256 * 1024])
+_budgets = st.sampled_from([1, 100, 1000, verify_py.READ_BUDGET_BYTES])
 
 
 @pytest.mark.skipif(verify.verify_c is None, reason="chatcore._loadgen is not built")
 @settings(max_examples=100, deadline=None)
-@given(st.lists(_item, max_size=40), st.lists(st.integers(0, 5000), max_size=6), _buffers)
-def test_the_compiled_loop_agrees_with_its_twin(items, cuts, buffer_bytes):
+@given(st.lists(_item, max_size=40), st.lists(st.integers(0, 5000), max_size=6), _buffers,
+       _budgets)
+def test_the_compiled_loop_agrees_with_its_twin(items, cuts, buffer_bytes, budget_bytes):
     data = _native(items)
     cuts = [c % (len(data) + 1) for c in cuts]
-    assert _run(verify_py, data, cuts, buffer_bytes) == \
-        _run(verify.verify_c, data, cuts, buffer_bytes)
+    assert _run(verify_py, data, cuts, buffer_bytes, budget_bytes=budget_bytes) == \
+        _run(verify.verify_c, data, cuts, buffer_bytes, budget_bytes=budget_bytes)
+
+
+def test_a_socket_is_read_until_drained_in_one_poll(impl):
+    rig = Rig(impl, buffer_bytes=100)
+    try:
+        rig.theirs[0].sendall(b"".join(room_frame(s, q) for q in range(20) for s in range(2)))
+        rig.poll()
+        assert rig.tally.messages == 40 and rig.pending(0) == 0 and rig.events == []
+    finally:
+        rig.close()
+
+
+def test_a_poll_reads_a_socket_up_to_its_budget(impl):
+    rig = Rig(impl, pairs=2, buffer_bytes=100, budget_bytes=1000)
+    try:
+        data = b"".join(room_frame(1, q) for q in range(60))
+        for k in range(2):
+            rig.theirs[k].sendall(data)
+        rig.poll()                                   # each socket: reads of <= 100 bytes
+        taken = [len(data) - rig.pending(k) for k in range(2)]   # until one reaches 1000
+        assert all(1000 <= t < 1100 for t in taken)
+        assert rig.tally.messages == sum(t // len(room_frame(1, 0)) for t in taken)
+        while rig.pending(0) or rig.pending(1):
+            rig.poll()
+        assert rig.tally.messages == 120 and rig.tally.gaps == 0
+    finally:
+        rig.close()
+
+
+def test_frames_read_before_the_peer_closed_come_with_the_eof(impl):
+    ok = encode_event(ev.Ok(request_id=5))                       # 9 bytes
+    rig = Rig(impl, buffer_bytes=8 * len(ok))                    # each read ends on a frame
+    try:
+        rig.theirs[0].sendall(ok * 16)
+        rig.theirs[0].close()
+        rig.poll()                                   # two full reads, then the end
+        assert rig.events == [(0, 0, [(0x80, 5, b"")] * 16, ("EOFError", ""))]
+    finally:
+        rig.ours[0].close()
+        rig.ep.close()
 
 
 @pytest.mark.skipif(verify.verify_c is None, reason="chatcore._loadgen is not built")
-@pytest.mark.parametrize("buffer_bytes", [64, verify_py.RECV_BYTES])
+@pytest.mark.parametrize("budget_bytes", [1, 150, verify_py.READ_BUDGET_BYTES])
+def test_a_frame_larger_than_buffer_and_budget_is_carried_whole(budget_bytes):
+    big = encode_event(ev.Error(7, False, "x" * 3000, request_id=4))
+    data = room_frame(0, 0) + big + room_frame(0, 1) + big[:500]
+    for cut in range(0, len(data) + 1, 37):
+        got = [_run(m, data, [cut], 64, budget_bytes=budget_bytes)
+               for m in (verify_py, verify.verify_c)]
+        assert got[0] == got[1], cut
+        snap, events, _, held = got[1]
+        assert snap["messages"] == 2 and held == [500], cut
+        assert [f for e in events for f in e[2]] == [(0x83, 4, big[9:])], cut
+
+
+@pytest.mark.skipif(verify.verify_c is None, reason="chatcore._loadgen is not built")
+@pytest.mark.parametrize("buffer_bytes", [64, 100, verify_py.RECV_BYTES])
 def test_the_loops_agree_with_the_bytes_split_at_every_point(buffer_bytes):
     items = [(s, q, 10 * q, "room") for q in range(3) for s in range(2)]
     items[2] = (1, 0, 5, "room")                                        # a duplicate
