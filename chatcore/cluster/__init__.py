@@ -10,7 +10,8 @@ It is a facade over one module per job, sharing the state set up here:
 - ``presence_users``: every user of the cluster in Redis (user list, whois, resume records);
 - ``rooms``: each room's channel, its events in the broker's order, sequence numbers;
 - ``roomstate``: who is in which room, kept in Redis, and a dead node's members removed;
-- ``roomlists``: the room list and member lists, paged from that state.
+- ``roomlists``: the room list and member lists, paged from that state;
+- ``moderation``: room moderation decided in that state (``moderation_scripts``).
 
 A server without ``--redis`` never imports this package (nor hiredis).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 from ..broker import Broker, RedisAddress
 from ..events import Reason
 from .envelope import ENVELOPE_VERSION, KEY_VERSION, Envelopes, key_prefix, log, unreachable
+from .moderation import ClusterModeration
 from .names import CLAIM_NAME_SCRIPT, RELEASE_NAME_SCRIPT, Names
 from .node import RTT_SMOOTHING, ClusterStartError, Nodes, Peer, claim_node_name
 from .presence_users import SharedUsers
@@ -32,7 +34,8 @@ __all__ = ["CLAIM_NAME_SCRIPT", "ENVELOPE_VERSION", "KEY_VERSION", "RELEASE_NAME
            "key_prefix", "unreachable"]
 
 
-class Cluster(Envelopes, Nodes, Names, Users, SharedUsers, ClusterRooms, RoomLists):
+class Cluster(Envelopes, Nodes, Names, Users, SharedUsers, ClusterRooms, ClusterModeration,
+              RoomLists):
     """This node's membership and backplane: announcements out, peers in, RTT to each peer,
     names claimed, users reached and rooms shared cluster-wide."""
 

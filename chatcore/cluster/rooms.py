@@ -36,6 +36,7 @@ from ..hub.model import Room, RoomSnapshot
 from ..hub.remote_rooms import ROOM_BROADCAST_ONLY, ROOM_STATE_FIELDS
 from ..protocol import TYPE_OF, Role, decode_frame, encode_event
 from .envelope import decode_room_batch, encode_room_batch, log
+from .moderation import MODERATION_KINDS
 from .roomstate import (JOIN_SCRIPT, LEAVE_SCRIPT, RENAME_SCRIPT, STATE_SCRIPT, SYNC_SCRIPT,
                         RoomState)
 
@@ -48,7 +49,8 @@ ROOM_EVENT_KINDS: dict[str, type] = {
     "away": ev.AwayChanged,         # a member went away or came back (hub.remote_rooms)
 }
 # Kinds with a meaning of their own: "join" (names), "leave" (name, reason, message),
-# "rename" (old, name) and "sync" (a node opening the room: nothing to deliver).
+# "rename" (old, name), "sync" (a node opening the room: nothing to deliver), and
+# moderation's "modes" and "kick" (cluster.moderation).
 
 # Native frame type -> event class, of the kinds a room batch carries (those that keep no
 # state in Redis: the others are published by a script, with the state).
@@ -197,6 +199,8 @@ class ClusterRooms(RoomState):
                     self._flush_one(link, seq)
             elif creating:
                 link.exists = True
+                if reply != 2:          # another node made the room first: its founder
+                    self.hub.founding_lost(room, session)
                 then()
 
         if shared:
@@ -204,7 +208,9 @@ class ClusterRooms(RoomState):
         self.broker.call("EVAL", JOIN_SCRIPT, 5, *self.room_keys(room.key),
                          room.key, room.name, link.channel,
                          self._envelope({"kind": "join", "seq": seq, "names": [session.name],
-                                         **_away_of([session])}),
+                                         **_away_of([session]),
+                                         **({"created": room.modes.created_at_ms}
+                                            if creating else {})}),
                          self.hub.limits.max_rooms, self._who_prefix(), session.key,
                          session.name, callback=answered)
         if not shared and not creating:
@@ -386,16 +392,26 @@ class ClusterRooms(RoomState):
                 return
             if message["kind"] in ("join", "leave", "rename"):
                 return                  # before the marker: the snapshot holds it
+            if message["kind"] in MODERATION_KINDS and instance != self.instance:
+                return                  # (this node's own: its request is answered)
         self._dispatch(link, message)
 
     def _dispatch(self, link: RoomLink, message: dict) -> None:
         kind = message["kind"]
+        if kind in MODERATION_KINDS:
+            try:
+                self._moderation_arrived(link, message)
+            except (KeyError, TypeError, ValueError):
+                log.warning("cluster: ignoring a malformed room message: %.80r", message)
+            self._update_shared(link)
+            return
         if message["instance"] == self.instance:
             if kind == "batch":
                 self._own_batch_back(link, message)
                 self._update_shared(link)
             else:
                 self._flush_one(link, message["seq"])
+                self._moderation_extras(link, message)
             return
         key = link.room.key
         try:
@@ -420,6 +436,7 @@ class ClusterRooms(RoomState):
                     if f.name != "request_id"}))
             elif kind != "sync":
                 self._unknown_room_kind(kind, message["node"])
+            self._moderation_extras(link, message)
         except (KeyError, TypeError, ValueError):
             log.warning("cluster: ignoring a malformed room message: %.80r", message)
         self._update_shared(link)
@@ -515,6 +532,7 @@ class ClusterRooms(RoomState):
             self._sync_room(link, None)
             if room.members:
                 self._register_all(link)
+                self._restore_moderation(link)
 
     def _register_all(self, link: RoomLink) -> None:
         room = link.room
@@ -529,10 +547,12 @@ class ClusterRooms(RoomState):
                          0, self._who_prefix(), *pairs)
 
     def _rooms_node_lost(self, node_name: str, reason) -> None:
-        for room in self.hub.remote_node_lost(node_name, reason):
+        rooms = self.hub.remote_node_lost(node_name, reason)
+        for room in rooms:
             link = self.room_links.get(room.key)
             if link is not None:
                 self._update_shared(link)
+        self._heirs_after_node_lost(rooms, node_name)
 
 
 def _away_of(sessions) -> dict:

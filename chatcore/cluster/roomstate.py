@@ -23,6 +23,7 @@ import time
 from .. import events as ev
 from ..hub.model import RoomSnapshot
 from .envelope import log
+from .moderation_scripts import HEIR_LUA
 
 SYNC_SCRIPT = """
 redis.call('PUBLISH', ARGV[1], ARGV[2])
@@ -47,9 +48,16 @@ for i = 1, #who, 2 do
     end
   end
 end
-return {redis.call('HGETALL', KEYS[1]), out, away}
+local base = string.sub(KEYS[1], 1, -6)
+return {redis.call('HGETALL', KEYS[1]), out, away, redis.call('HGETALL', base .. ':modes'),
+        redis.call('HGETALL', base .. ':privs')}
 """
-JOIN_SCRIPT = """
+# A join of one member that makes the room (ARGV[5], the room limit, > 0: not a node
+# registering its members again after an outage) makes it the room's operator, its
+# founder: the notice gets ``"founder": 1`` and the script answers 2.
+JOIN_SCRIPT = HEIR_LUA + """
+local base = string.sub(KEYS[2], 1, -6)
+local founder, message = false, ARGV[4]
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   local limit = tonumber(ARGV[5])
   if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then
@@ -57,27 +65,55 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   end
   redis.call('ZADD', KEYS[1], 0, ARGV[1])
   redis.call('HSET', KEYS[2], 'name', ARGV[2])
+  redis.call('DEL', base .. ':modes', base .. ':privs', base .. ':order')
+  founder = limit > 0 and #ARGV == 8
 end
 for i = 7, #ARGV, 2 do
   redis.call('ZADD', KEYS[3], 0, ARGV[i])
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[6] .. ARGV[i + 1])
   redis.call('SADD', KEYS[5], ARGV[1] .. '\\t' .. ARGV[i])
+  if not redis.call('ZSCORE', base .. ':order', ARGV[i]) then
+    redis.call('ZADD', base .. ':order', redis.call('HINCRBY', base .. ':modes', 'joins', 1),
+               ARGV[i])
+  end
 end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+if founder then
+  redis.call('HSET', base .. ':privs', ARGV[7], 'o')
+  local ok, envelope = pcall(cjson.decode, ARGV[4])
+  local at = ok and type(envelope) == 'table' and envelope['created']
+  if type(at) ~= 'number' then
+    local now = redis.call('TIME')
+    at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  end
+  redis.call('HSET', base .. ':modes', 'created', string.format('%.0f', at))
+  message = with_field(message, 'founder', '1')
+end
+redis.call('PUBLISH', ARGV[3], message)
+if founder then return 2 end
 return 1
 """
-LEAVE_SCRIPT = """
+# The leave of the room's last operator names the next one (``"heir"`` in the notice).
+LEAVE_SCRIPT = HEIR_LUA + """
+local base = string.sub(KEYS[2], 1, -6)
+local message = ARGV[4]
 local held = redis.call('HGET', KEYS[4], ARGV[2])
 if held and string.sub(held, 1, #ARGV[5]) == ARGV[5] then
   redis.call('ZREM', KEYS[3], ARGV[2])
   redis.call('HDEL', KEYS[4], ARGV[2])
+  local was = redis.call('HGET', base .. ':privs', ARGV[2]) or ''
+  redis.call('HDEL', base .. ':privs', ARGV[2])
+  redis.call('ZREM', base .. ':order', ARGV[2])
+  if string.find(was, 'o', 1, true) and redis.call('ZCARD', KEYS[3]) > 0 then
+    local heir = name_heir(base, string.sub(KEYS[1], 1, -7) .. ':alive:', '', ARGV[2])
+    if heir then message = with_field(message, 'heir', cjson.encode(heir)) end
+  end
 end
 redis.call('SREM', KEYS[5], ARGV[1] .. '\\t' .. ARGV[2])
 if redis.call('ZCARD', KEYS[3]) == 0 then
-  redis.call('DEL', KEYS[2], KEYS[4])
+  redis.call('DEL', KEYS[2], KEYS[4], base .. ':modes', base .. ':privs', base .. ':order')
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('PUBLISH', ARGV[3], message)
 return 1
 """
 RENAME_SCRIPT = """
@@ -89,6 +125,17 @@ if held and string.sub(held, 1, #ARGV[5]) == ARGV[5] then
   redis.call('ZADD', KEYS[3], 0, ARGV[3])
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[6])
   redis.call('SADD', KEYS[5], ARGV[1] .. '\\t' .. ARGV[3])
+  local base = string.sub(KEYS[2], 1, -6)
+  local flags = redis.call('HGET', base .. ':privs', ARGV[2])
+  if flags then
+    redis.call('HDEL', base .. ':privs', ARGV[2])
+    redis.call('HSET', base .. ':privs', ARGV[3], flags)
+  end
+  local joined = redis.call('ZSCORE', base .. ':order', ARGV[2])
+  if joined then
+    redis.call('ZREM', base .. ':order', ARGV[2])
+    redis.call('ZADD', base .. ':order', joined, ARGV[3])
+  end
 end
 redis.call('PUBLISH', ARGV[7], ARGV[4])
 return 1
@@ -110,8 +157,11 @@ for _, entry in ipairs(entries) do
   if held and string.sub(held, 1, #mine) == mine then
     redis.call('HDEL', base .. ':who', member)
     redis.call('ZREM', base .. ':members', member)
+    redis.call('HDEL', base .. ':privs', member)
+    redis.call('ZREM', base .. ':order', member)
     if redis.call('ZCARD', base .. ':members') == 0 then
-      redis.call('DEL', base .. ':info', base .. ':who')
+      redis.call('DEL', base .. ':info', base .. ':who', base .. ':modes', base .. ':privs',
+                 base .. ':order')
       redis.call('ZREM', KEYS[2], room)
     end
   end
@@ -188,6 +238,11 @@ class RoomState:
         raw_away = (reply[2] or []) if len(reply) > 2 else []
         fields = {_text(raw_fields[i]): _text(raw_fields[i + 1])
                   for i in range(0, len(raw_fields) - 1, 2)}
+        for prefix, raw in (("mode:", reply[3] if len(reply) > 3 else None),
+                            ("priv:", reply[4] if len(reply) > 4 else None)):
+            raw = raw or []             # moderation's shared state (hub.shared_moderation)
+            fields.update((prefix + _text(raw[i]), _text(raw[i + 1]))
+                          for i in range(0, len(raw) - 1, 2))
         members = {}
         for i in range(0, len(raw_who) - 1, 2):
             parts = _text(raw_who[i + 1]).split("\t", 2)

@@ -111,6 +111,9 @@ class Users:
             self.remote_nodes[sender_key] = origin
         if kind in ("peer", "probe"):   # where a user is; does it exist
             return
+        if kind == "invite":            # to a room (cluster.moderation)
+            self.hub.invitation_arrived(key, message)
+            return
         recipient = self.hub.sessions.get(key)
         new = recipient is not None and sender_key not in recipient.conversations
         self.hub.receive_from_user(key, message)

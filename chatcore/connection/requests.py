@@ -294,17 +294,25 @@ class Requests:
                       self._reply(event.request_id, lambda _: encode_event(ev.Ok(
                           event.request_id))))
 
+    # A cluster node has moderation decided in Redis (see _ask_hub): the Ok follows the
+    # outcome, as on one server.
+
     def _on_set_room_mode(self, event: ev.SetRoomMode) -> None:
-        self.hub.set_room_modes(self.session, event.room, event.changes)
-        self.send_event(ev.Ok(event.request_id))
+        self._ask_hub(lambda done: self.hub.set_room_modes(self.session, event.room,
+                                                           event.changes, done=done),
+                      self._reply(event.request_id, lambda _: encode_event(ev.Ok(
+                          event.request_id))))
 
     def _on_kick(self, event: ev.Kick) -> None:
-        self.hub.kick(self.session, event.room, event.name, event.reason)
-        self.send_event(ev.Ok(event.request_id))
+        self._ask_hub(lambda done: self.hub.kick(self.session, event.room, event.name,
+                                                 event.reason, done),
+                      self._reply(event.request_id, lambda _: encode_event(ev.Ok(
+                          event.request_id))))
 
     def _on_invite(self, event: ev.Invite) -> None:
-        self.hub.invite(self.session, event.room, event.name)
-        self.send_event(ev.Ok(event.request_id))
+        self._ask_hub(lambda done: self.hub.invite(self.session, event.room, event.name, done),
+                      self._reply(event.request_id, lambda _: encode_event(ev.Ok(
+                          event.request_id))))
 
     def _on_get_room_modes(self, event: ev.GetRoomModes) -> None:
         modes = self.hub.room_modes(self.session, event.room)

@@ -138,6 +138,21 @@ class LocalBackplane:
     def rename_in_room(self, room: Room, session: Session, old_name: str) -> None:
         """A member of ``room`` here is now ``session.name`` (it was ``old_name``)."""
 
+    # Room moderation (hub.moderation): on one server the hub decides it by itself.
+    def shares_moderation(self, room: Room) -> bool:
+        """True if ``room``'s moderation is decided by the backplane (``moderate``); raises
+        ChatError when it would be but cannot be now."""
+        return False
+
+    def names_heirs(self, room: Room) -> bool:
+        """True if the backplane names the next operator when the last one leaves."""
+        return False
+
+    def moderate(self, room: Room, session: Session, kind: str, what, done) -> None:
+        """Have the shared state decide a moderation request: ``done(None)`` or
+        ``done(ChatError)`` once its outcome was applied here."""
+        raise NotImplementedError
+
 
 @dataclass(eq=False, slots=True)
 class Session:
@@ -165,6 +180,7 @@ class Session:
     _remote_away_told: dict | None = None   # users of other nodes: key -> away message told
     rejoin: tuple = ()                  # rooms to join once resumed here from another node
     realname: str = ""                  # IRC's USER/SETNAME realname; native users have none
+    invites: dict | None = None         # cluster: room key -> its creation ms (invitations)
 
     @property
     def conversations(self) -> set:
@@ -221,7 +237,7 @@ class Room:
     remote: dict = field(default_factory=dict)
     # Set by the backplane: the room's events go through it (see hub.rooms).
     shared: bool = False
-    opening: list | None = None     # (session, done) of joins waiting while the room opens
+    opening: list | None = None     # (session, done, key) of joins waiting while it opens
     entering: int = 0               # joins on their way through the backplane
 
 

@@ -35,7 +35,8 @@ from .. import events as ev
 from ..errors import ChatError, ErrorCode
 from ..events import Reason
 from ..modes import takes_parameter
-from .checks import check_text, quote
+from .checks import answer_or_return, check_text, quote
+from .shared_moderation import SharedModeration
 
 # The modes a room can have: flags (no parameter), and those with one.
 FLAG_MODES = "imnst"
@@ -63,6 +64,8 @@ class RoomModes:
     """One room's moderation state (``Room.modes``)."""
     operators: set = field(default_factory=set)     # Sessions
     voiced: set = field(default_factory=set)        # Sessions
+    remote_operators: set = field(default_factory=set)  # keys of members of other nodes
+    remote_voiced: set = field(default_factory=set)     # (a cluster: shared_moderation)
     topic_locked: bool = False      # +t
     moderated: bool = False         # +m
     invite_only: bool = False       # +i
@@ -107,10 +110,11 @@ def normalize_mask(mask: str) -> str:
     return mask
 
 
-class Moderation:
+class Moderation(SharedModeration):
     """The moderation part of ``Hub`` (its state is in each ``Room.modes``); ``Rooms`` calls
     the hooks ``_found_room``, ``_admit``, ``_check_topic``, ``_check_speech`` and
-    ``_left_room``."""
+    ``_left_room``. On a cluster node the requests are decided by the backplane against the
+    shared state (``shared_moderation``)."""
 
     # -- hooks of Rooms --------------------------------------------------------------------
 
@@ -124,6 +128,8 @@ class Moderation:
         if session in modes.invited:
             del modes.invited[session]
             return
+        if session.invites and self._use_invitation(session, room):
+            return
         where = quote(room.name)
         if modes.bans and self._banned(session, modes):
             raise ChatError(ErrorCode.BANNED, f"you are banned from room {where}")
@@ -134,7 +140,7 @@ class Moderation:
             raise ChatError(ErrorCode.BAD_ROOM_KEY,
                             f"room {where} needs a key (+k)" if not key
                             else f"wrong key for room {where}")
-        if modes.limit and len(room.members) >= modes.limit:
+        if modes.limit and len(room.members) + len(room.remote) >= modes.limit:
             raise ChatError(ErrorCode.ROOM_FULL,
                             f"room {where} is full: {modes.limit} members (+l)")
 
@@ -164,6 +170,8 @@ class Moderation:
         modes.invited.pop(session, None)
         if session in modes.operators:
             modes.operators.discard(session)
+            if self.backplane.names_heirs(room):
+                return          # the shared state names the heir, in the leave's notice
             if not modes.operators:
                 heir = next(iter(room.members.values()))
                 modes.operators.add(heir)
@@ -172,7 +180,8 @@ class Moderation:
 
     # -- requests --------------------------------------------------------------------------
 
-    def set_room_modes(self, session, room_name: str, changes, *, partial: bool = False):
+    def set_room_modes(self, session, room_name: str, changes, *, partial: bool = False,
+                       done=None):
         """Apply ``changes`` (``ev.ModeChange``) for an operator; the room is told what
         actually changed in one ``RoomModeChanged`` (changes that change nothing are left
         out, and if none is left nobody is told).
@@ -180,9 +189,14 @@ class Moderation:
         Native requests are all or nothing: the first bad change raises and nothing changes.
         With ``partial`` (IRC, whose MODE applies what it can) the good changes apply and
         the refused ones are returned as ``(change, ChatError)`` pairs.
+
+        The refusals are returned, or given to ``done`` once known: on a cluster node the
+        shared state decides (``shared_moderation``), and a change a race made moot (the
+        member left, another operator changed it first) is left out there.
         """
         self._touch(session)
         room = self._membership(session, room_name)
+        shared = self.backplane.shares_moderation(room)
         modes = room.modes
         if session not in modes.operators:
             raise ChatError(ErrorCode.NOT_OPERATOR,
@@ -196,7 +210,8 @@ class Moderation:
                             f"{with_parameter} mode changes with a parameter at once; the "
                             f"limit is {MAX_MODE_PARAMETERS}")
         refused, planned = [], []
-        operators = set(modes.operators)        # as they will be, for the last-op rule
+        # Keys of the operators as they will be, for the last-op rule.
+        operators = {each.key for each in modes.operators} | modes.remote_operators
         bans = len(modes.bans)
         for change in changes:
             try:
@@ -214,10 +229,12 @@ class Moderation:
                 if not partial:
                     raise
                 refused.append((change, exc))
+        if shared:
+            return self._shared_modes(session, room, planned, refused, done)
         applied = tuple(filter(None, (self._apply(room, session, c) for c in planned)))
         if applied:
             self._broadcast(room, ev.RoomModeChanged(room.name, session.name, applied))
-        return refused
+        return answer_or_return(done, refused)
 
     def _plan(self, room, change: ev.ModeChange, operators: set) -> ev.ModeChange:
         """``change`` checked and normalised (names as spelt, masks completed), or raise."""
@@ -253,24 +270,29 @@ class Moderation:
         if mode in MEMBER_MODES:
             if not argument:
                 raise ChatError(ErrorCode.MODE_INVALID, f"mode {mode} needs a member's name")
-            member = room.members.get(argument.casefold())
-            if member is None:
+            key = argument.casefold()
+            member = room.members.get(key)
+            if member is not None:
+                name = member.name
+            elif key in room.remote and self.backplane.shares_moderation(room):
+                name = room.remote[key][0]
+            else:
                 self._check_not_remote(room, argument)
-                if argument.casefold() in self.sessions:
+                if key in self.sessions:
                     raise ChatError(ErrorCode.USER_NOT_IN_ROOM,
                                     f"{quote(argument)} is not in room {quote(room.name)}")
                 raise ChatError(ErrorCode.NO_SUCH_USER,
                                 f"no user named {quote(argument)} is online")
             if mode == "o":
                 if adding:
-                    operators.add(member)
-                elif member in operators:
+                    operators.add(key)
+                elif key in operators:
                     if len(operators) == 1:
                         raise ChatError(ErrorCode.MODE_INVALID,
-                                        f"{member.name} is the last operator of room "
+                                        f"{name} is the last operator of room "
                                         f"{quote(room.name)}: give +o to another member first")
-                    operators.discard(member)
-            return ev.ModeChange(adding, mode, member.name)
+                    operators.discard(key)
+            return ev.ModeChange(adding, mode, name)
         if not argument:            # b, the one letter left
             raise ChatError(ErrorCode.MODE_INVALID,
                             "mode b needs a mask (GetRoomModes lists the bans)")
@@ -322,16 +344,22 @@ class Moderation:
         modes.gated = modes.moderated or bool(modes.bans)
         return change
 
-    def kick(self, session, room_name: str, name: str, reason: str = "") -> None:
+    def kick(self, session, room_name: str, name: str, reason: str = "", done=None) -> None:
         """An operator removes a member; every member (the kicked one too) is told
-        ``Kicked``, then ``UserLeft`` with reason KICKED."""
+        ``Kicked``, then ``UserLeft`` with reason KICKED. ``done(None)`` (or
+        ``done(ChatError)``) once decided: on a cluster node, by the shared state, and the
+        member's own node removes it."""
         self._touch(session)
         room = self._membership(session, room_name)
+        shared = self.backplane.shares_moderation(room)
         if session not in room.modes.operators:
             raise ChatError(ErrorCode.NOT_OPERATOR,
                             f"you are not an operator of room {quote(room.name)}")
         check_text("kick reason", reason, self.limits.max_quit_bytes, empty_ok=True)
         victim = room.members.get(name.casefold())
+        if shared and (victim is not None or name.casefold() in room.remote):
+            victim_name = victim.name if victim else room.remote[name.casefold()][0]
+            return self._shared_kick(session, room, name, victim_name, reason, done)
         if victim is None:
             self._check_not_remote(room, name)
             if name.casefold() in self.sessions:
@@ -340,10 +368,12 @@ class Moderation:
             raise ChatError(ErrorCode.NO_SUCH_USER, f"no user named {quote(name)} is online")
         self._broadcast(room, ev.Kicked(room.name, victim.name, session.name, reason))
         self._remove_member(room, victim, Reason.KICKED, reason)
+        return answer_or_return(done, None)
 
-    def invite(self, session, room_name: str, name: str) -> None:
+    def invite(self, session, room_name: str, name: str, done=None) -> None:
         """A member invites a user (in a +i room, only an operator may); the invitee is told
-        ``Invited`` and may join once past +i, +k, +l and bans."""
+        ``Invited`` and may join once past +i, +k, +l and bans. ``done(None)`` (or
+        ``done(ChatError)``) once the invitee is told: on a cluster node, wherever it is."""
         self._touch(session)
         room = self._membership(session, room_name)
         modes = room.modes
@@ -351,6 +381,8 @@ class Moderation:
             raise ChatError(ErrorCode.NOT_OPERATOR,
                             f"room {quote(room.name)} is invite-only (+i): only its "
                             f"operators invite")
+        if self.backplane.shares_moderation(room):
+            return self._shared_invite(session, room, name, done)
         invitee = self.sessions.get(name.casefold())
         if invitee is None:
             raise ChatError(ErrorCode.NO_SUCH_USER, f"no user named {quote(name)} is online")
@@ -363,6 +395,7 @@ class Moderation:
             del modes.invited[next(iter(modes.invited))]
         invitee.outlet.deliver(invitee.endpoint, ev.Invited(room.name, session.name))
         self.work_done += 1
+        return answer_or_return(done, None)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -385,6 +418,8 @@ class Moderation:
         privileged = [ev.MemberModes(each.name, ("o" if each in operators else "")
                                      + ("v" if each in voiced else ""))
                       for each in holders]
+        if modes.remote_operators or modes.remote_voiced:
+            privileged += self._remote_privileged(room)
         self.work_done += 1 + len(privileged) + len(modes.bans)
         return ev.RoomModes(room.name, modes.letters(), modes.key if member else "",
                             modes.limit, modes.created_at_ms, tuple(privileged),
@@ -402,9 +437,20 @@ class Moderation:
     def is_voiced(self, session, room) -> bool:
         return session in room.modes.voiced
 
+    def _remote_privileged(self, room) -> list:
+        modes, remote = room.modes, room.remote
+        found = []
+        for key in modes.remote_operators | modes.remote_voiced:
+            entry = remote.get(key)
+            if entry is not None:
+                found.append(ev.MemberModes(entry[0], ("o" if key in modes.remote_operators
+                                                       else "")
+                                            + ("v" if key in modes.remote_voiced else "")))
+        return found[:self.limits.max_join_members]
+
     def _check_not_remote(self, room, name: str) -> None:
-        """Moderation is per node (docs/cluster.md): a member on another node is out of
-        reach, and says so rather than pass for nobody."""
+        """A member on another node is out of reach while the cluster cannot share the
+        room's moderation (docs/cluster.md), and says so rather than pass for nobody."""
         remote = room.remote.get(name.casefold())
         if remote is not None:
             raise ChatError(ErrorCode.REMOTE_MEMBER,

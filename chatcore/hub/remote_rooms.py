@@ -13,6 +13,7 @@ from __future__ import annotations
 from .. import events as ev
 from ..events import Reason
 from .model import Room, RoomSnapshot
+from .shared_moderation import load_shared_modes
 
 
 def _apply_topic(room: Room, event: ev.TopicChanged) -> None:
@@ -57,7 +58,7 @@ ROOM_EVENT_APPLIERS = {ev.TopicChanged: _apply_topic}
 # Event type -> the room state fields (str -> str or int) it sets, kept for later openers.
 ROOM_STATE_FIELDS = {ev.TopicChanged: _topic_fields}
 # Each reads a room's state back from those fields (a dict of str) when a node opens it.
-ROOM_STATE_LOADERS = [_load_name, _load_topic]
+ROOM_STATE_LOADERS = [_load_name, _load_topic, load_shared_modes]
 # Events that change nothing where they are delivered, only told to every member: a node
 # may hand them on in the encoding they came in (``room_frames_arrived``).
 ROOM_BROADCAST_ONLY = (ev.RoomMessage, ev.RoomAction)
@@ -160,6 +161,7 @@ class RemoteRooms:
         key = event.name.casefold()
         if room is not None and room.remote.get(key, ("", node))[1] == node:
             if room.remote.pop(key, None) is not None:
+                self._forget_remote_flags(room, key)
                 self._broadcast(room, event)
                 if key in self.remote_away and not any(key in other.remote
                                                        for other in self.rooms.values()):
@@ -173,6 +175,7 @@ class RemoteRooms:
             gone = [key for key, (_, where) in room.remote.items() if where == node]
             for key in gone:
                 name, _ = room.remote.pop(key)
+                self._forget_remote_flags(room, key)
                 self.remote_away.pop(key, None)
                 self._broadcast(room, ev.UserLeft(room.name, name, reason))
             if gone:
@@ -194,6 +197,7 @@ class RemoteRooms:
             return
         del room.remote[old_key]
         room.remote[new_name.casefold()] = (new_name, node)
+        self._rename_remote_flags(room, old_key, new_name.casefold())
         if old_key in self.remote_away:
             self.remote_away[new_name.casefold()] = self.remote_away.pop(old_key)
         event = ev.NameChanged(old_name, new_name)

@@ -72,12 +72,12 @@ class Rooms:
             room = self.rooms[key] = Room(room_name, key)
             self._room_index.add(key)
             self._found_room(session, room)
-            room.opening = [(session, finish)]
+            room.opening = [(session, finish, room_key)]
             self.backplane.open_room(room, lambda snapshot: self._room_opened(room, snapshot))
         else:
             self._admit(session, room, room_key)
             if room.opening is not None:
-                room.opening.append((session, finish))
+                room.opening.append((session, finish, room_key))
             else:
                 self._enter(room, session, finish)
         if done is not None:
@@ -92,7 +92,13 @@ class Rooms:
         waiting, room.opening = room.opening, None
         if snapshot is not None:
             self.room_snapshot(room, snapshot)
-        for session, finish in waiting:
+        for session, finish, room_key in waiting:
+            if snapshot is not None and snapshot.fields:
+                try:                # the room was there already: its modes hold for all
+                    self._admit(session, room, room_key)
+                except ChatError as exc:
+                    finish(exc)
+                    continue
             self._enter(room, session, finish)
         self._drop_if_empty(room)
 
@@ -167,7 +173,9 @@ class Rooms:
         return room
 
     def _remove_member(self, room: Room, session: Session, reason: Reason,
-                       message: str = "") -> None:
+                       message: str = "", publish: bool = True) -> None:
+        """``publish``: False when the shared state let the member go already (a kick on
+        a cluster node): the members here are told at once."""
         event = ev.UserLeft(room.name, session.name, reason, message)
         del room.members[session.key]
         if room.member_index is not None:
@@ -180,7 +188,11 @@ class Rooms:
         # The leaver hears its own departure too, like its own join; the others in order.
         session.outlet.deliver(session.endpoint, event)
         self.work_done += 1
-        self.backplane.leave_room(room, session, event, lambda: self._broadcast(room, event))
+        if publish:
+            self.backplane.leave_room(room, session, event,
+                                      lambda: self._broadcast(room, event))
+        else:
+            self._broadcast(room, event)
         if room.members:
             self._left_room(room, session)
         self._drop_if_empty(room)

@@ -42,7 +42,11 @@ class ModeratedChannels:
         room = conn.hub.rooms.get(room_name.casefold())
         session = room.members.get(member.casefold()) if room is not None else None
         if session is None:
-            return ""
+            modes, key = (room.modes, member.casefold()) if room is not None else (None, "")
+            if modes is None or key not in room.remote:
+                return ""
+            return ("@" if key in modes.remote_operators else "") + \
+                   ("+" if key in modes.remote_voiced else "")   # a member of another node
         modes = room.modes
         return ("@" if session in modes.operators else "") + \
                ("+" if session in modes.voiced else "")
@@ -98,18 +102,28 @@ def channel_mode(conn, params: list) -> None:
             if with_parameter > MAX_MODE_PARAMETERS:
                 continue
         kept.append(change)
+    def decided(outcome) -> None:       # a cluster node: once the shared state decided
+        if isinstance(outcome, ChatError):
+            if outcome.code == ErrorCode.NOT_IN_ROOM:
+                conn.reply(rpl.ERR_NOTONCHANNEL, channel, "You're not on that channel")
+            elif outcome.code == ErrorCode.NOT_OPERATOR:
+                conn.reply(rpl.ERR_CHANOPRIVSNEEDED, channel, "You're not channel operator")
+            else:
+                conn.reply(rpl.ERR_UNKNOWNERROR, "MODE", outcome.message)
+            return
+        for change, exc in outcome:
+            _mode_refused(conn, channel, change, exc)
+
+    _ask(conn, lambda done: conn.hub.set_room_modes(conn.session, found.name, kept,
+                                                    partial=True, done=done), decided)
+
+
+def _ask(conn, request, on_outcome) -> None:
+    """``conn.ask_hub``, with a refusal raised at once handed to ``on_outcome`` too."""
     try:
-        refusals = conn.hub.set_room_modes(conn.session, found.name, kept, partial=True)
+        conn.ask_hub(request, on_outcome)
     except ChatError as exc:
-        if exc.code == ErrorCode.NOT_IN_ROOM:
-            conn.reply(rpl.ERR_NOTONCHANNEL, channel, "You're not on that channel")
-        elif exc.code == ErrorCode.NOT_OPERATOR:
-            conn.reply(rpl.ERR_CHANOPRIVSNEEDED, channel, "You're not channel operator")
-        else:
-            conn.reply(rpl.ERR_UNKNOWNERROR, "MODE", exc.message)
-        return
-    for change, exc in refusals:
-        _mode_refused(conn, channel, change, exc)
+        on_outcome(exc)
 
 
 def _mode_refused(conn, channel: str, change: ev.ModeChange, exc: ChatError) -> None:
@@ -148,12 +162,23 @@ def kick(conn, params: list) -> None:
     channel = channel_of(found.name)
     reason = fit_bytes(strip_formatting(params[2]), conn.hub.limits.max_quit_bytes) \
         if len(params) > 2 else ""
-    for nick in params[1].split(",")[:MAX_KICK_TARGETS]:
-        try:
-            conn.hub.kick(conn.session, found.name, nick, reason)
-        except ChatError as exc:
-            if not _refused(conn, "KICK", channel, nick, exc):
+    nicks = params[1].split(",")[:MAX_KICK_TARGETS]
+
+    def kick_next(index: int) -> None:     # one at a time: a cluster answers each later
+        if index >= len(nicks):
+            return
+        nick = nicks[index]
+
+        def decided(outcome) -> None:
+            if isinstance(outcome, ChatError) and not _refused(conn, "KICK", channel, nick,
+                                                               outcome):
                 return
+            kick_next(index + 1)
+
+        _ask(conn, lambda done: conn.hub.kick(conn.session, found.name, nick, reason, done),
+             decided)
+
+    kick_next(0)
 
 
 def invite(conn, params: list) -> None:
@@ -164,13 +189,14 @@ def invite(conn, params: list) -> None:
     if found is None:
         return
     channel = channel_of(found.name)
-    try:
-        conn.hub.invite(conn.session, found.name, nick)
-    except ChatError as exc:
-        _refused(conn, "INVITE", channel, nick, exc)
-        return
-    invitee = conn.hub.sessions.get(nick.casefold())
-    conn.reply(rpl.RPL_INVITING, invitee.name if invitee else nick, channel)
+    def decided(outcome) -> None:
+        if isinstance(outcome, ChatError):
+            _refused(conn, "INVITE", channel, nick, outcome)
+            return
+        invitee = conn.hub.sessions.get(nick.casefold())
+        conn.reply(rpl.RPL_INVITING, invitee.name if invitee else nick, channel)
+
+    _ask(conn, lambda done: conn.hub.invite(conn.session, found.name, nick, done), decided)
 
 
 def _refused(conn, command: str, channel: str, nick: str, exc: ChatError) -> bool:
