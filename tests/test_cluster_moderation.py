@@ -351,3 +351,19 @@ def test_the_ban_list_and_modes_are_loaded_by_a_node_opening_the_room_later(star
     assert (joined_modes.modes, joined_modes.limit) == ("lnt", 3)
     assert [(b.mask, b.set_by) for b in joined_modes.bans] == [("zed!*@*", "alice")]
     assert {m.name: m.modes for m in joined_modes.members} == {"alice": "o"}
+
+
+def test_an_operator_kicking_itself_off_its_node_is_answered_once_and_has_an_heir(
+        start_node, clients):
+    alpha, beta = start_node("alpha"), start_node("beta")
+    alice, bob = clients(alpha, "alice"), clients(beta, "bob")
+    alice.join("lobby")
+    bob.join("lobby")
+    alice.wait_for(lambda e: type(e) is ev.UserJoined and e.name == "bob")
+    alice.kick("lobby", "alice", "off I go")         # the room ends on alpha
+    assert alice.wait_for(ev.UserLeft).reason == Reason.KICKED
+    assert bob.wait_for(ev.Kicked).name == "alice"
+    got = changed(bob)
+    assert (got.name, got.changes) == ("", (ev.ModeChange(True, "o", "bob"),))
+    alice.whois("bob")                               # the next reply is this one's
+    assert not [e for e in alice.drain() if type(e) in (ev.Ok, ev.Error)]

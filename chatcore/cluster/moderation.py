@@ -116,6 +116,9 @@ class ClusterModeration:
     def _moderation_arrived(self, link, message: dict) -> None:
         """A ``modes`` or ``kick`` outcome (any node's, this one's too)."""
         key, kind = link.room.key, message["kind"]
+        # Taken first: applying a kick may close the room here (its pending told then).
+        deliver = (link.pending.pop(message["seq"], None)
+                   if message["instance"] == self.instance else None)
         if not message.get("refused"):
             by = message.get("by", "")
             by = by if isinstance(by, str) else ""
@@ -128,10 +131,8 @@ class ClusterModeration:
                 if isinstance(name, str) and isinstance(reason, str):
                     self.hub.shared_kick_arrived(key, by, name, reason)
             self._heir_arrived(link, message)
-        if message["instance"] == self.instance:
-            deliver = link.pending.pop(message["seq"], None)
-            if deliver is not None:
-                deliver(message)
+        if deliver is not None:
+            deliver(message)
 
     def _moderation_extras(self, link, message: dict) -> None:
         """What a join or leave notice says of moderation: its founder, its heir."""
@@ -157,7 +158,9 @@ class ClusterModeration:
             return
         for room in rooms:
             link = self.room_links.get(room.key)
-            if link is None or room.modes.operators or room.modes.remote_operators:
+            modes = room.modes
+            if link is None or modes.operators or any(key in room.remote for key in
+                                                      modes.remote_operators):
                 continue
             self._flush_batch(link)
             link.seq += 1
