@@ -20,10 +20,17 @@ fields added before its closing brace: ``changes`` / ``refused`` / ``heir``.
 """
 from __future__ import annotations
 
+# The message with a field added before its closing brace (``json``: the value, encoded).
+WITH_FIELD_LUA = r"""
+local function with_field(message, name, json)
+  return string.sub(message, 1, -2) .. ',"' .. name .. '":' .. json .. '}'
+end
+"""
+
 # Shared by the scripts below and the leave script (roomstate): the name of the member made
 # operator because none is left (nil if an operator is still there, or nobody is). A
 # member counts while its instance's alive key exists and it is not of ``dead_node``.
-HEIR_LUA = r"""
+HEIR_LUA = WITH_FIELD_LUA + r"""
 local function with_letter(value, letter)
   if string.find(value, letter, 1, true) then return value end
   if letter == 'o' then return 'o' .. value end
@@ -65,10 +72,8 @@ local function name_heir(base, alive_prefix, dead_node, gone)
     start = start + 100
   end
 end
-local function with_field(message, name, json)
-  return string.sub(message, 1, -2) .. ',"' .. name .. '":' .. json .. '}'
-end
 """
+
 
 # KEYS: {p}:rooms, {base}:info, {base}:members
 # ARGV: channel, envelope, actor key, now ms, max bans, actor name, then (sign, letter,

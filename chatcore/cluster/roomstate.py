@@ -23,7 +23,7 @@ import time
 from .. import events as ev
 from ..hub.model import RoomSnapshot
 from .envelope import log
-from .moderation_scripts import HEIR_LUA
+from .moderation_scripts import HEIR_LUA, WITH_FIELD_LUA
 
 SYNC_SCRIPT = """
 redis.call('PUBLISH', ARGV[1], ARGV[2])
@@ -55,7 +55,7 @@ return {redis.call('HGETALL', KEYS[1]), out, away, redis.call('HGETALL', base ..
 # A join of one member that makes the room (ARGV[5], the room limit, > 0: not a node
 # registering its members again after an outage) makes it the room's operator, its
 # founder: the notice gets ``"founder": 1`` and the script answers 2.
-JOIN_SCRIPT = HEIR_LUA + """
+JOIN_SCRIPT = WITH_FIELD_LUA + """
 local base = string.sub(KEYS[2], 1, -6)
 local founder, message = false, ARGV[4]
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
