@@ -78,6 +78,12 @@ class ServerConfig:
     # Like IRC's NAMES on join; fewer when max_frame_bytes cannot hold them.
     max_join_members: int = setting(1000, "room members listed to a joiner; bigger rooms "
                                           "are paged with ListUsersPage")
+    # IRC servers allow 50-100 bans (MAXLIST); each is checked on every join.
+    max_bans_per_room: int = setting(50, "bans (+b masks) one room holds; more are refused")
+    max_invites_per_room: int = setting(100, "pending invitations of one room; past it the "
+                                             "oldest goes")
+    max_invites_per_user: int = setting(100, "invitations from other cluster nodes one user "
+                                             "holds; past it the oldest goes")
     # Output queued for a client that stops reading; past it the client is disconnected so
     # it cannot hold the server's memory hostage (Redis's client-output-buffer-limit).
     max_output_bytes: int = setting(1024 * 1024, "output queued for one client before it is "
@@ -283,6 +289,9 @@ class ServerConfig:
             raise ValueError("max_text_bytes must leave 64 bytes of a frame for the header")
         if self.max_join_members < 0:
             raise ValueError("max_join_members must not be negative")
+        for name in ("max_bans_per_room", "max_invites_per_room", "max_invites_per_user"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         limits.parse_networks(self.limit_exempt)
         if not 0 <= self.idle_poll_seconds <= MAX_IDLE_POLL_SECONDS:
             raise ValueError(f"idle_poll_seconds must be in 0..{MAX_IDLE_POLL_SECONDS:g} "

@@ -102,7 +102,10 @@ class Server:
                            max_quit_bytes=min(config.max_quit_bytes, config.max_text_bytes),
                            max_join_members=min(config.max_join_members, room_joined_capacity(
                                config.max_frame_bytes, config.max_name_chars,
-                               config.max_room_name_chars, topic_bytes)))
+                               config.max_room_name_chars, topic_bytes)),
+                           max_bans_per_room=config.max_bans_per_room,
+                           max_invites_per_room=config.max_invites_per_room,
+                           max_invites_per_user=config.max_invites_per_user)
         self.hub = Hub(NodeInfo(name, host, port), limits, load_permille=self.load.permille)
         if config.coalesce_writes_seconds > 0:
             self.flusher.work = self.hub        # its work_done counts the deliveries

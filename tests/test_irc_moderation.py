@@ -288,3 +288,26 @@ def test_the_irc_library_reads_modes_kicks_and_invites(irc_server):
     finally:
         for user in (alice, bob, carol):
             user.close()
+
+
+def test_configured_ban_and_invite_limits_hold_and_maxlist_tells_them(start_irc_server, irc_on):
+    server = start_irc_server("--max-bans-per-room", "2", "--max-invites-per-room", "1")
+    alice = irc_on(server)
+    alice.send("NICK alice", "USER a 0 * :Alice")
+    alice.expect("422")
+    tokens = dict(token.partition("=")[::2] for line in alice.seen if line.command == "005"
+                  for token in line.params[1:-1])
+    assert tokens["MAXLIST"] == "b:2"
+    alice.send("JOIN #r")
+    alice.expect("366", "#r")
+    alice.send("MODE #r +bb x!*@* y!*@*")
+    alice.expect("MODE", "#r", "+bb")
+    alice.send("MODE #r +b z!*@*")
+    alice.expect("478", "#r")                       # ERR_BANLISTFULL
+    bob, carol = irc_on(server, "bob"), irc_on(server, "carol")
+    alice.send("INVITE bob #r", "INVITE carol #r", "MODE #r +i")
+    alice.expect("MODE", "#r", "+i")
+    bob.send("JOIN #r")
+    bob.expect("473", "#r")                         # the oldest invitation went
+    carol.send("JOIN #r")
+    carol.expect("366", "#r")

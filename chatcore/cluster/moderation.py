@@ -24,7 +24,7 @@ from .. import events as ev
 from ..broker import BrokerUnavailable, ReplyError
 from ..errors import ChatError, ErrorCode
 from ..hub.checks import quote
-from ..hub.moderation import MAX_BANS_PER_ROOM, ROOM_MODE_LETTERS
+from ..hub.moderation import ROOM_MODE_LETTERS
 from .envelope import log
 from .moderation_scripts import KICK_SCRIPT, LOST_SCRIPT, MODES_SCRIPT, RESTORE_SCRIPT
 
@@ -76,7 +76,7 @@ class ClusterModeration:
                 f"{self._prefix}:room:{room.key}:members")
         if kind == "modes":
             args = [MODES_SCRIPT, 3, *keys, link.channel, self._envelope(fields), session.key,
-                    int(time.time() * 1000), MAX_BANS_PER_ROOM, session.name]
+                    int(time.time() * 1000), self.hub.limits.max_bans_per_room, session.name]
             for change in what:
                 args += ["+" if change.adding else "-", change.mode, change.argument,
                          change.argument.casefold() if change.mode in "ov" else ""]

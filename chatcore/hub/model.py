@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from .. import events as ev
 from ..events import Reason
 from ..listing import NameIndex
-from .moderation import RoomModes
+from .moderation import MAX_BANS_PER_ROOM, MAX_INVITES_PER_ROOM, RoomModes
 
 RTT_SMOOTHING = 1 / 8           # TCP's SRTT gain (RFC 6298)
 
@@ -27,6 +27,9 @@ class HubLimits:
     max_away_bytes: int = 200           # IRC servers' AWAYLEN is 160-390
     max_quit_bytes: int = 200
     max_join_members: int = 1000        # members listed in RoomJoined
+    max_bans_per_room: int = MAX_BANS_PER_ROOM
+    max_invites_per_room: int = MAX_INVITES_PER_ROOM
+    max_invites_per_user: int = 100     # invitations one user holds from other nodes
 
 
 @dataclass(slots=True)

@@ -219,7 +219,7 @@ class Moderation(SharedModeration):
                 if change.mode == "b" and change.adding:
                     if any(b.mask == change.argument for b in modes.bans):
                         continue
-                    if bans >= MAX_BANS_PER_ROOM:
+                    if bans >= self.limits.max_bans_per_room:
                         raise ChatError(ErrorCode.MODE_INVALID,
                                         f"room {quote(room.name)} has {bans} bans, the "
                                         f"limit")
@@ -391,7 +391,7 @@ class Moderation(SharedModeration):
                             f"{invitee.name} is already in room {quote(room.name)}")
         modes.invited.pop(invitee, None)
         modes.invited[invitee] = None
-        while len(modes.invited) > MAX_INVITES_PER_ROOM:
+        while len(modes.invited) > self.limits.max_invites_per_room:
             del modes.invited[next(iter(modes.invited))]
         invitee.outlet.deliver(invitee.endpoint, ev.Invited(room.name, session.name))
         self.work_done += 1

@@ -23,8 +23,6 @@ from ..errors import ChatError, ErrorCode
 from ..events import Reason
 from .checks import answer_or_return, quote
 
-MAX_INVITES_PER_USER = 100      # invitations one user holds on a cluster node; past it the
-                                # oldest goes (as MAX_INVITES_PER_ROOM on one server)
 _FLAGS = {"i": "invite_only", "m": "moderated", "s": "secret", "t": "topic_locked"}
 
 
@@ -136,7 +134,7 @@ class SharedModeration:
             invites = invitee.invites = {}
         invites.pop(room_key, None)
         invites[room_key] = created_at_ms
-        while len(invites) > MAX_INVITES_PER_USER:
+        while len(invites) > self.limits.max_invites_per_user:
             del invites[next(iter(invites))]
         invitee.outlet.deliver(invitee.endpoint, event)
         self.work_done += 1

@@ -7,7 +7,6 @@ import re
 import socket
 import time
 
-from ..hub.moderation import MAX_BANS_PER_ROOM
 from ..server import listen_socket
 from .connection import SUPPORTED_CAPS, IrcConnection  # noqa: F401 - re-exported
 from .outlet import IrcOutlet
@@ -59,7 +58,7 @@ class IrcFrontEnd:
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:,WHOIS:1,ISON:,USERHOST:5,KICK:4",
             "LINELEN=512", "MODES=4", f"TOPICLEN={limits.max_topic_bytes}",
             f"AWAYLEN={limits.max_away_bytes}", f"NAMELEN={MAX_REALNAME_CHARS}",
-            "CLIENTTAGDENY=*", "UTF8ONLY", f"MAXLIST=b:{MAX_BANS_PER_ROOM}",
+            "CLIENTTAGDENY=*", "UTF8ONLY", f"MAXLIST=b:{limits.max_bans_per_room}",
             f"KICKLEN={limits.max_quit_bytes}",
         )
         self.listener: socket.socket | None = None
