@@ -19,8 +19,7 @@ from chatcore.codec import codec_c, codec_py
 from chatcore.config import ServerConfig
 from chatcore.connection import State
 from chatcore.protocol import NEED_DATA, NativeProtocol, Role, encode_event
-from chatcore.reactor import Reactor
-from chatcore.server import Server
+from tests.inprocess import running_server
 
 
 def tcp_pair(sndbuf: int = 0):
@@ -129,29 +128,9 @@ def test_close_clears_direct_fd_and_arguments_are_checked(codec):
 def running():
     """A server on an in-process reactor and a helper that turns the loop until a condition
     holds."""
-    reactor = Reactor()
-    server = Server(ServerConfig(port=0, ping_interval_seconds=60, idle_timeout_seconds=120,
-                                 limit_exempt="127.0.0.0/8"),
-                    reactor)
-    server.start()
-
-    def turn_until(condition, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-
-        def check() -> None:
-            if condition() or time.monotonic() > deadline:
-                reactor.stop()
-        reactor.add_before_sleep(check)
-        reactor.call_later(timeout, reactor.stop)
-        reactor.run()
-        reactor._before_sleep.remove(check)
-        assert condition(), "condition not reached"
-
-    yield server, turn_until
-    for connection in list(server.connections):
-        connection.abort(ev.Reason.DISCONNECTED)
-    server.listener.close()
-    reactor.close()
+    with running_server(ServerConfig(port=0, ping_interval_seconds=60,
+                                      idle_timeout_seconds=120, limit_exempt="127.0.0.0/8"), timeout=10.0) as running:
+        yield running
 
 
 class Client:

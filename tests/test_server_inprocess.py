@@ -10,35 +10,16 @@ from chatcore import events as ev
 from chatcore.config import ServerConfig
 from chatcore.connection import State
 from chatcore.protocol import encode_event
-from chatcore.reactor import Reactor
-from chatcore.server import Server
+from tests.inprocess import running_server
 
 
 @pytest.fixture
 def running():
-    """A started server and a helper that turns the loop until a condition holds."""
-    reactor = Reactor()
-    server = Server(ServerConfig(port=0, idle_timeout_seconds=0.5, ping_interval_seconds=5),
-                    reactor)
-    server.start()
-
-    def turn_until(condition, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-
-        def check() -> None:
-            if condition() or time.monotonic() > deadline:
-                reactor.stop()
-        reactor.add_before_sleep(check)
-        reactor.call_later(timeout, reactor.stop)
-        reactor.run()
-        reactor._before_sleep.remove(check)
-        assert condition(), "condition not reached"
-
-    yield server, turn_until
-    for connection in list(server.connections):
-        connection.abort(ev.Reason.DISCONNECTED)
-    server.listener.close()
-    reactor.close()
+    """A server on an in-process reactor and a helper that turns the loop until a condition
+    holds."""
+    with running_server(ServerConfig(port=0, idle_timeout_seconds=0.5,
+                                      ping_interval_seconds=5), timeout=5.0) as running:
+        yield running
 
 
 def test_a_late_tick_does_not_enforce_idle_timeouts(running):

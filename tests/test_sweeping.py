@@ -13,6 +13,7 @@ from chatcore.connection.sweeping import SWEEP_SLICE_CONNECTIONS, TIMEOUT_CLOSES
 from chatcore.protocol import encode_event
 from chatcore.reactor import Reactor
 from chatcore.server import Server
+from tests import inprocess
 
 
 class FakeReactor:
@@ -121,14 +122,4 @@ def test_mass_idle_timeout_is_spread_over_ticks_on_a_real_server():
 
 
 def run_until(reactor: Reactor, condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-
-    def check() -> None:
-        if condition() or time.monotonic() > deadline:
-            reactor.stop()
-    reactor.add_before_sleep(check)
-    stopper = reactor.call_later(timeout, reactor.stop)
-    reactor.run()
-    stopper.cancel()
-    reactor._before_sleep.remove(check)
-    assert condition(), "condition not reached"
+    inprocess.run_until(reactor, condition, timeout)
