@@ -367,3 +367,17 @@ def test_an_operator_kicking_itself_off_its_node_is_answered_once_and_has_an_hei
     assert (got.name, got.changes) == ("", (ev.ModeChange(True, "o", "bob"),))
     alice.whois("bob")                               # the next reply is this one's
     assert not [e for e in alice.drain() if type(e) in (ev.Ok, ev.Error)]
+
+
+def test_a_secret_room_is_left_out_of_room_lists_on_every_node(lobby, clients):
+    alpha, beta, alice, bob, _ = lobby
+    erin, dave = clients(alpha, "erin"), clients(beta, "dave")
+    erin.join("open")
+    alice.set_room_mode("lobby", "+s")
+    changed(bob, "alice")
+    for client in (alice, bob, erin, dave):         # members and others, on both nodes
+        assert [r.name for r in client.list_rooms().rooms] == ["open"]
+        assert [r.name for r in client.list_rooms_page(pattern="*").rooms] == ["open"]
+    alice.set_room_mode("lobby", "-s")
+    changed(bob, "alice")
+    assert [r.name for r in dave.list_rooms().rooms] == ["lobby", "open"]

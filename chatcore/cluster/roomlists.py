@@ -36,9 +36,14 @@ class RoomLists:
                 if not isinstance(reply, list):
                     done(None)
                     return
-                entries = [ev.RoomInfo(_text(reply[i]), int(reply[i + 1]))
-                           for i in range(0, len(reply) - 1, 2)]
-                done(Page(entries, keys, total, total_exact, next_after))
+                # A secret room (+s) stays out of room lists, as on one server; the total
+                # still counts it (Redis keeps one set of all rooms), so a page that hid
+                # one says its total is not exact.
+                listed = [(key, ev.RoomInfo(_text(reply[i]), int(reply[i + 1])))
+                          for key, i in zip(keys, range(0, len(reply) - 2, 3))
+                          if "s" not in _text(reply[i + 2])]
+                done(Page([info for _, info in listed], [key for key, _ in listed], total,
+                          total_exact and len(listed) == len(keys), next_after))
             self.broker.call("EVAL", ROOMS_SCRIPT, 1, f"{self._prefix}:room:", *keys,
                              callback=got)
 

@@ -201,6 +201,7 @@ for i, key in ipairs(ARGV) do
   local base = KEYS[1] .. key
   out[#out + 1] = redis.call('HGET', base .. ':info', 'name') or key
   out[#out + 1] = redis.call('ZCARD', base .. ':members')
+  out[#out + 1] = redis.call('HGET', base .. ':modes', 'flags') or ''
 end
 return out
 """
