@@ -1,9 +1,27 @@
 """Fakes for the per-turn write flush (chatcore.connection.flushing): an outlet with pending
 buffers, a reactor that queues call_soon callbacks and records sleep_until, and buffers that
-log their writes."""
+log their writes; and real TCP pairs on loopback for the tests that write to sockets."""
 from __future__ import annotations
 
+import socket
+
 from chatcore.connection.flushing import _write_more
+
+
+def tcp_pairs(count: int, sndbuf: int = 0):
+    """``count`` connected (writer, reader) TCP pairs on 127.0.0.1; writers non-blocking."""
+    pairs = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        for _ in range(count):
+            writer = socket.create_connection(listener.getsockname())
+            reader, _ = listener.accept()
+            writer.setblocking(False)
+            if sndbuf:
+                writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+                reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
+            reader.setblocking(False)
+            pairs.append((writer, reader))
+    return pairs
 
 
 class FakeOutlet:

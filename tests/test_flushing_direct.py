@@ -19,19 +19,8 @@ from chatcore.codec import codec_c, codec_py
 from chatcore.config import ServerConfig
 from chatcore.connection import State
 from chatcore.protocol import NEED_DATA, NativeProtocol, Role, encode_event
+from tests.flush_fakes import tcp_pairs
 from tests.inprocess import running_server
-
-
-def tcp_pair(sndbuf: int = 0):
-    """A connected (writer, reader) pair on 127.0.0.1; the writer non-blocking."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        writer = socket.create_connection(listener.getsockname())
-        reader, _ = listener.accept()
-    writer.setblocking(False)
-    if sndbuf:
-        writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
-    return writer, reader
 
 
 def read_exactly(reader, size: int) -> bytes:
@@ -49,7 +38,7 @@ def pairs():
     made = []
 
     def make(sndbuf: int = 0):
-        made.append(tcp_pair(sndbuf))
+        made.append(tcp_pairs(1, sndbuf)[0])
         return made[-1]
     yield make
     for writer, reader in made:
@@ -216,7 +205,7 @@ STEP = st.one_of(
 def run_steps(codec, steps) -> tuple:
     """Run ``steps`` on fresh buffers over small-buffered TCP pairs, checking each
     write_all's result; returns the bytes each wrote and every byte each reader got."""
-    pairs = [tcp_pair(sndbuf=4096) for _ in range(BUFFERS)]
+    pairs = tcp_pairs(BUFFERS, sndbuf=4096)
     try:
         buffers = [codec.OutputBuffer(index) for index in range(BUFFERS)]
         results = []

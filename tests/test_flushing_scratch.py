@@ -7,29 +7,13 @@ receiver must get exactly the bytes queued for it, on both builds.
 """
 from __future__ import annotations
 
-import socket
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.flush_fakes import tcp_pairs
+
 RECEIVERS = 4
-
-
-def tcp_pairs(count: int, sndbuf: int = 0):
-    """``count`` connected (writer, reader) TCP pairs on 127.0.0.1; writers non-blocking."""
-    pairs = []
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        for _ in range(count):
-            writer = socket.create_connection(listener.getsockname())
-            reader, _ = listener.accept()
-            writer.setblocking(False)
-            if sndbuf:
-                writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-                reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
-            reader.setblocking(False)
-            pairs.append((writer, reader))
-    return pairs
 
 
 def drain(reader) -> bytes:
