@@ -223,7 +223,8 @@ class LoopbackRooms(Envelopes, ClusterRooms, LocalBackplane):
         server.reactor.add_before_sleep(self.broker.hand_back)
 
     def open_room(self, room, done) -> None:
-        link = self.room_links[room.key] = RoomLink(room, self.room_channel(room.key))
+        link = self.room_links[room.key] = RoomLink(room, self.room_channel(room.key),
+                                                    subscribed=True)
         self.broker.subscribe(link.channel, lambda channel, data: self._on_room_message(
             link, data))
         names = self.remote_rooms.get(room.key, ())

@@ -82,6 +82,7 @@ class RoomLink:
     last_seq: dict = field(default_factory=dict)        # origin instance -> last seq heard
     gaps: int = 0
     syncing: bool = False
+    subscribed: bool = False            # Redis confirmed the channel's subscription
     sync_seq: int = 0
     marker_seen: bool = False
     snapshot: RoomSnapshot | None = None
@@ -113,9 +114,11 @@ class ClusterRooms(RoomState):
         def subscribed(ok: bool) -> None:
             if self.room_links.get(link.room.key) is not link:
                 return
+            link.subscribed = ok
             if not ok:
                 self._synced(link)
                 return
+            self._update_shared(link)
             self._flush_batch(link)
             link.seq += 1
             link.sync_seq = link.seq
@@ -167,7 +170,9 @@ class ClusterRooms(RoomState):
             deliver()
 
     def _update_shared(self, link: RoomLink) -> None:
-        link.room.shared = self.broker.up and bool(
+        # Not before the subscription is confirmed: an event published then would not come
+        # back here, and its sender would wait for it for ever.
+        link.room.shared = self.broker.up and link.subscribed and bool(
             link.syncing or link.pending or link.room.remote)
 
     # -- joining and leaving ---------------------------------------------------------------
@@ -511,6 +516,7 @@ class ClusterRooms(RoomState):
         self._batching.clear()
         for link in list(self.room_links.values()):
             link.batch = None
+            link.subscribed = False         # renewed on reconnect, confirmed again
             pending, link.pending = link.pending, {}
             for seq in sorted(pending):
                 pending[seq]()
