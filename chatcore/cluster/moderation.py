@@ -173,19 +173,24 @@ class ClusterModeration:
 
     def _restore_moderation(self, link) -> None:
         """Redis is back: this node's view of the room's modes where the shared state has
-        none (it restarted empty), and its own members' flags."""
+        none (it restarted empty), and its own members' flags; what that changed in the
+        shared flags is published (``RESTORE_SCRIPT``)."""
         room = link.room
         modes = room.modes
         flags = "".join(sorted(letter for letter, attr in _FLAG_ATTRS.items()
                                if getattr(modes, attr)))
         bans = json.dumps([[ban.mask, ban.set_by, ban.set_at_ms] for ban in modes.bans])
-        pairs = []
+        members = []
         for key, session in room.members.items():
-            pairs += [key, ("o" if session in modes.operators else "")
-                      + ("v" if session in modes.voiced else "")]
+            members += [key, ("o" if session in modes.operators else "")
+                        + ("v" if session in modes.voiced else ""), session.name]
+        self._flush_batch(link)
+        link.seq += 1
         base = f"{self._prefix}:room:{room.key}"
-        self.broker.call("EVAL", RESTORE_SCRIPT, 2, base + ":modes", base + ":privs", flags,
-                         modes.key, modes.limit, bans, modes.created_at_ms, *pairs)
+        self.broker.call("EVAL", RESTORE_SCRIPT, 2, base + ":modes", base + ":privs",
+                         link.channel,
+                         self._envelope({"kind": "modes", "seq": link.seq, "by": ""}),
+                         flags, modes.key, modes.limit, bans, modes.created_at_ms, *members)
 
 
 def _nothing(*_) -> None:

@@ -225,17 +225,29 @@ return heir and 1 or 0
 """
 
 # After an outage (Redis may have restarted empty): a node writes its view of the room's
-# modes if the shared state has none, and its own members' flags.
+# modes if the shared state has none, and its own members' flags; the flags it changed are
+# published as a server-made ``modes`` outcome (always published, maybe with no changes, so
+# the channel's numbering has no gap), for the nodes whose snapshot was read before.
 # KEYS: {base}:modes, {base}:privs
-# ARGV: flags, key, limit, bans JSON, created, then (member key, flags) pairs
-RESTORE_SCRIPT = r"""
+# ARGV: channel, envelope, flags, key, limit, bans JSON, created, then (member key, flags,
+# member name) triples
+RESTORE_SCRIPT = WITH_FIELD_LUA + r"""
 if redis.call('HEXISTS', KEYS[1], 'created') == 0 then
-  redis.call('HSET', KEYS[1], 'flags', ARGV[1], 'key', ARGV[2], 'limit', ARGV[3],
-             'bans', ARGV[4], 'created', ARGV[5])
+  redis.call('HSET', KEYS[1], 'flags', ARGV[3], 'key', ARGV[4], 'limit', ARGV[5],
+             'bans', ARGV[6], 'created', ARGV[7])
 end
-for i = 6, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[2], ARGV[i])
-  else redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+local changes = {}
+for i = 8, #ARGV, 3 do
+  local had, now = redis.call('HGET', KEYS[2], ARGV[i]) or '', ARGV[i + 1]
+  for _, letter in ipairs({'o', 'v'}) do
+    local was = string.find(had, letter, 1, true) ~= nil
+    local is = string.find(now, letter, 1, true) ~= nil
+    if was ~= is then changes[#changes + 1] = cjson.encode({is, letter, ARGV[i + 2]}) end
+  end
+  if now == '' then redis.call('HDEL', KEYS[2], ARGV[i])
+  else redis.call('HSET', KEYS[2], ARGV[i], now) end
 end
-return 1
+redis.call('PUBLISH', ARGV[1], with_field(ARGV[2], 'changes',
+                                          '[' .. table.concat(changes, ',') .. ']'))
+return #changes
 """

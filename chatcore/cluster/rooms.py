@@ -535,10 +535,13 @@ class ClusterRooms(RoomState):
             if link.syncing:
                 continue
             link.last_seq.clear()
-            self._sync_room(link, None)
+            # Before the sync, whose snapshot must hold them (the subscription may be
+            # confirmed already, and the sync script sent at once): else this node's members
+            # would come out of the snapshot without the flags its restore writes back.
             if room.members:
                 self._register_all(link)
                 self._restore_moderation(link)
+            self._sync_room(link, None)
 
     def _register_all(self, link: RoomLink) -> None:
         room = link.room
