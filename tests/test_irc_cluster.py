@@ -1,6 +1,7 @@
 """The IRC front end on cluster nodes: IRC users of one node and users of another chat."""
 from __future__ import annotations
 
+import signal
 import time
 
 from chatcore import events as ev
@@ -337,7 +338,7 @@ def test_who_and_names_of_a_channel_list_the_members_of_every_node(start_node, c
     assert line.params[1] == "#lobby"
     assert who == {
         "carol": ["#Lobby", "carol", "chatcore", "beta.chatcore", "carol", "G", "1 carol"],
-        "erin": ["#Lobby", "erin", "chatcore", "beta.chatcore", "erin", "H", "1 erin"]}
+        "erin": ["#Lobby", "erin", "chatcore", "beta.chatcore", "erin", "H", "1 Real Name"]}
     dave.send("JOIN #lobby")
     dave.expect("366", "#Lobby")
     dave.send("WHO #lobby")
@@ -346,7 +347,7 @@ def test_who_and_names_of_a_channel_list_the_members_of_every_node(start_node, c
         who[line.params[5]] = (line.params[4], line.params[6], line.params[7])
     # Operators are the cluster's: carol made the room on beta, and is its operator here too.
     assert who == {"carol": ("beta.chatcore", "G@", "1 carol"),
-                   "erin": ("beta.chatcore", "H", "1 erin"),
+                   "erin": ("beta.chatcore", "H", "1 Real Name"),   # her record's
                    "dave": ("alpha.chatcore", "H", "0 Real Name")}
     dave.send("NAMES #nowhere", "WHO #nowhere", "NAMES #bad*name")
     dave.expect("366", "#nowhere")
@@ -606,3 +607,30 @@ def test_bad_cluster_ctcp_is_dropped(start_node, irc_on, redis_server, cluster_n
     assert last.source == "eve!eve@chatcore"
     lines = [m for m in dave.drain(0.2) if m.command in ("PRIVMSG", "QUIT", "SETNAME")]
     assert lines == []
+
+
+def test_the_users_of_a_killed_node_are_in_whowas_once(start_node, irc_on):
+    """gamma dies (SIGKILL): alpha and beta both notice, its users' records are forgotten
+    by whichever runs the cleanup first, and each goes into WHOWAS exactly once."""
+    alpha, beta = _nodes(start_node)
+    gamma = start_node("gamma", "--irc-port", "0")
+    gamma.irc_port = irc_port(gamma)
+    erin = irc_on(gamma, "erin")
+    erin.send("SETNAME :Erin of Gamma", "PING sync")
+    erin.expect("PONG")
+    dave, frank = irc_on(alpha, "dave"), irc_on(beta, "frank")
+    dave.send("WHOIS erin")                         # her record is in Redis
+    assert dave.expect("311", "erin").params[-1] == "Erin of Gamma"
+    dave.expect("318")
+    gamma.signal(signal.SIGKILL)
+    for node in (alpha, beta):                      # both ran the cleanup; one found her
+        node.wait_for_log("user record(s) of gone node instance", timeout=15)
+    assert sorted(line.split("forgot ")[1].split()[0] for node in (alpha, beta)
+                  for line in node.log.splitlines() if "of gone node instance" in line) \
+        == ["0", "1"]
+    for asker in (dave, frank):
+        asker.send("WHOWAS erin")
+        line = asker.expect("314", "erin")
+        assert line.params[1:] == ["erin", "erin", "chatcore", "*", "Erin of Gamma"]
+        assert asker.expect("312").params[2] == "gamma.chatcore"
+        assert asker.expect_any("314", "369").command == "369"      # once, not twice

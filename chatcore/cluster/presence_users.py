@@ -14,7 +14,7 @@ another node needs, kept in Redis by each node for its own users (never scatter-
   ``node_silence_seconds + resume_grace_seconds`` after the instance's last announcement.
 - ``{p}:whowas:{casefolded name}`` list, IRC's WHOWAS history of a name, newest first
   (JSON: name, realname, node, gone in ms): pushed when the user's record is forgotten
-  (it left, or renamed away from the name), at most ``whowas_per_nick`` entries, expiring
+  (it left, or renamed away from the name, or its node died), at most ``whowas_per_nick`` entries, expiring
   ``whowas_seconds`` after the last push.
 
 Records are written only while the writer holds the name (checked in the script), so a
@@ -33,7 +33,7 @@ from .. import events as ev
 from ..hub import Page
 from ..hub.checks import rtt_us
 from ..listing import compile_pattern, split_pattern
-from .envelope import unreachable
+from .envelope import log, unreachable
 
 WRITE_BATCH_USERS = 500         # records per script call in a tick's refresh
 RTT_REWRITE_FRACTION = 0.1      # an RTT is rewritten once it moved by more than this ...
@@ -56,9 +56,21 @@ end
 redis.call('PEXPIRE', p .. ':sessions:' .. inst, ARGV[3])
 return written
 """
+# A record's entry in its name's WHOWAS history (at most ``keep`` entries, ``ttl_ms``).
+REMEMBER_LUA = """
+local function remember(p, k, user, gone, keep, ttl_ms)
+  if keep > 0 then
+    local history = p .. ':whowas:' .. k
+    redis.call('LPUSH', history, cjson.encode({name = user['name'],
+      realname = user['realname'], node = user['node'], gone = gone}))
+    redis.call('LTRIM', history, 0, keep - 1)
+    redis.call('PEXPIRE', history, ttl_ms)
+  end
+end
+"""
 # ARGV: prefix, instance, key, now in ms, WHOWAS entries per name (0: none), their TTL ms.
 # The record goes to the name's WHOWAS history in the same step.
-FORGET_USER_SCRIPT = """
+FORGET_USER_SCRIPT = REMEMBER_LUA + """
 local p, inst, k = ARGV[1], ARGV[2], ARGV[3]
 local rec = redis.call('HGET', p .. ':userinfo', k)
 if rec then
@@ -66,34 +78,36 @@ if rec then
   if user['instance'] == inst then
     redis.call('HDEL', p .. ':userinfo', k)
     redis.call('ZREM', p .. ':users', k)
-    local keep = tonumber(ARGV[5])
-    if keep > 0 then
-      local history = p .. ':whowas:' .. k
-      redis.call('LPUSH', history, cjson.encode({name = user['name'],
-        realname = user['realname'], node = user['node'], gone = tonumber(ARGV[4])}))
-      redis.call('LTRIM', history, 0, keep - 1)
-      redis.call('PEXPIRE', history, ARGV[6])
-    end
+    remember(p, k, user, tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6])
   end
 end
 redis.call('SREM', p .. ':iusers:' .. inst, k)
 redis.call('HDEL', p .. ':sessions:' .. inst, k)
 return 1
 """
-# ARGV: prefix, the dead instance. Refused (-1) while that instance is alive.
-FORGET_INSTANCE_SCRIPT = """
+# ARGV: prefix, the dead instance, now in ms, WHOWAS entries per name, their TTL ms.
+# Refused (-1) while that instance is alive. Its users still recorded go to WHOWAS here,
+# exactly once: the first node to run it removes the records the others would find.
+# Answers how many it forgot (a user that resumed on another node has a record of that
+# node's: not this instance's, and it did not leave).
+FORGET_INSTANCE_SCRIPT = REMEMBER_LUA + """
 local p, inst = ARGV[1], ARGV[2]
 if redis.call('EXISTS', p .. ':alive:' .. inst) == 1 then return -1 end
-local keys = redis.call('SMEMBERS', p .. ':iusers:' .. inst)
-for _, k in ipairs(keys) do
+local forgotten = 0
+for _, k in ipairs(redis.call('SMEMBERS', p .. ':iusers:' .. inst)) do
   local rec = redis.call('HGET', p .. ':userinfo', k)
-  if rec and cjson.decode(rec)['instance'] == inst then
-    redis.call('HDEL', p .. ':userinfo', k)
-    redis.call('ZREM', p .. ':users', k)
+  if rec then
+    local user = cjson.decode(rec)
+    if user['instance'] == inst then
+      redis.call('HDEL', p .. ':userinfo', k)
+      redis.call('ZREM', p .. ':users', k)
+      remember(p, k, user, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+      forgotten = forgotten + 1
+    end
   end
 end
 redis.call('DEL', p .. ':iusers:' .. inst)
-return #keys
+return forgotten
 """
 
 
@@ -225,10 +239,29 @@ class SharedUsers:
         self.refresh_users()
 
     def _forget_instance(self, instance: str) -> None:
-        """Remove a dead instance's records (any node may; the script checks it is dead)."""
-        if instance and instance not in self._forgotten_instances and self.broker.up:
-            self._forgotten_instances.add(instance)
-            self.broker.call("EVAL", FORGET_INSTANCE_SCRIPT, 0, self._prefix, instance)
+        """Remove a dead instance's records, its users into WHOWAS (any node may; the
+        script checks it is dead). Refused while its alive key lasts (a peer is dropped
+        about when its key expires): tried again a silence later, unless it came back."""
+        if not instance or instance in self._forgotten_instances or not self.broker.up:
+            return
+        self._forgotten_instances.add(instance)
+
+        def forgotten(reply) -> None:
+            if reply == -1:
+                self._forgotten_instances.discard(instance)
+                self.reactor.call_later(self.config.node_silence_seconds, retry)
+            elif isinstance(reply, int):            # 0: another node was first
+                log.info("cluster: forgot %d user record(s) of gone node instance %s",
+                         reply, instance)
+
+        def retry() -> None:
+            if instance not in self._live_instances():
+                self._forget_instance(instance)
+
+        config = self.config
+        self.broker.call("EVAL", FORGET_INSTANCE_SCRIPT, 0, self._prefix, instance,
+                         int(time.time() * 1000), config.whowas_per_nick,
+                         config.whowas_seconds * 1000, callback=forgotten)
 
     def _forget_node_users(self, node_name: str) -> None:
         self._forget_instance(self._peer_instances.pop(node_name, ""))

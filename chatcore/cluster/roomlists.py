@@ -64,8 +64,8 @@ class RoomLists:
                 if not isinstance(reply, list):
                     done(None)
                     return
-                found = [self.member_info(_text(reply[i]), reply[i + 1], reply[i + 2])
-                         for i in range(0, len(reply) - 2, 3)]
+                found = [self.member_info(_text(reply[i]), *reply[i + 1:i + 4])
+                         for i in range(0, len(reply) - 3, 4)]
                 found = [entry for entry in found if entry is not None]
                 done(Page([info for _, info in found], [key for key, _ in found], total,
                           total_exact, next_after))

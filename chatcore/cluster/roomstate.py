@@ -169,7 +169,8 @@ end
 redis.call('DEL', KEYS[1])
 return #entries
 """
-# Member entries of one list page checked for a live instance, and their details read.
+# Member entries of one list page checked for a live instance, and their details read
+# (key, who entry, away message, realname: four per member).
 MEMBERS_SCRIPT = """
 local who = redis.call('HMGET', KEYS[1], unpack(ARGV, 2))
 local alive, out = {}, {}
@@ -180,16 +181,18 @@ for i, value in ipairs(who) do
       alive[instance] = redis.call('EXISTS', ARGV[1] .. instance) == 1
     end
     if alive[instance] then
-      local away, record = '', redis.call('HGET', KEYS[2], ARGV[i + 1])
+      local away, realname, record = '', '', redis.call('HGET', KEYS[2], ARGV[i + 1])
       if record then
         local ok, user = pcall(cjson.decode, record)
-        if ok and type(user) == 'table' and type(user['away']) == 'string' then
-          away = user['away']
+        if ok and type(user) == 'table' then
+          if type(user['away']) == 'string' then away = user['away'] end
+          if type(user['realname']) == 'string' then realname = user['realname'] end
         end
       end
       out[#out + 1] = ARGV[i + 1]
       out[#out + 1] = value
       out[#out + 1] = away
+      out[#out + 1] = realname
     end
   end
 end
@@ -283,9 +286,10 @@ class RoomState:
 
     # -- entries for lists -----------------------------------------------------------------
 
-    def member_info(self, key: str, value, away=b"") -> tuple[str, ev.UserInfo] | None:
+    def member_info(self, key: str, value, away=b"",
+                    realname=b"") -> tuple[str, ev.UserInfo] | None:
         """A ``who`` entry as a user list entry (this node's own users from their session;
-        ``away``: another node's user's, from its record)."""
+        ``away`` and ``realname``: another node's user's, from its record)."""
         parts = _text(value).split("\t", 2)
         if len(parts) != 3:
             return None
@@ -295,4 +299,5 @@ class RoomState:
             if session is None:
                 return None
             return key, self.hub.user_info(session)
-        return key, ev.UserInfo(name, ev.UNKNOWN_RTT, 0, node, _text(away))
+        return key, ev.UserInfo(name, ev.UNKNOWN_RTT, 0, node, _text(away),
+                                _text(realname))
