@@ -389,3 +389,23 @@ def test_a_secret_room_is_left_out_of_room_lists_on_every_node(lobby, clients):
     alice.set_room_mode("lobby", "-s")
     changed(bob, "alice")
     assert [r.name for r in dave.list_rooms().rooms] == ["lobby", "open"]
+
+
+def test_a_room_made_on_two_nodes_at_once_has_one_founder_everywhere(start_node, clients):
+    """alice (alpha) and bob (beta) join a room new cluster-wide in the same instant: the
+    join scripts run one after the other in Redis, so one of them made it and is its only
+    operator, on both nodes; the other is a plain member, and both see each other."""
+    alpha, beta = start_node("alpha"), start_node("beta")
+    alice, bob = clients(alpha, "alice"), clients(beta, "bob")
+    for round_ in range(5):
+        room = f"race{round_}"
+        for client in (alice, bob):         # both requests on the way before any answer
+            client.send(ev.JoinRoom(room))
+        for client in (alice, bob):
+            client.wait_for(lambda e: type(e) is ev.RoomJoined and e.room == room)
+        for client in (alice, bob):
+            eventually(lambda: {u.name for u in client.list_users(room).users},
+                       lambda names: names == {"alice", "bob"})
+        views = [eventually(lambda: modes_of(client, room)[1], lambda flags: len(flags) == 1)
+                 for client in (alice, bob)]
+        assert views[0] == views[1] and list(views[0].values()) == ["o"], views
