@@ -77,9 +77,15 @@ class Cluster(Envelopes, Nodes, Names, Users, SharedUsers, ClusterRooms, Cluster
         self.broker = Broker(reactor, address, timeout_seconds=config.redis_timeout_seconds,
                              max_output_bytes=config.redis_max_output_bytes,
                              on_up=self._on_broker_up, on_down=self._on_broker_down,
-                             before_flush=self._flush_batches)
+                             before_flush=self._before_flush)
 
     # -- life ------------------------------------------------------------------------------
+
+    def _before_flush(self) -> None:
+        """The turn's last commands, just before the broker writes: room batches, then the
+        records of users whose rooms changed."""
+        self._flush_batches()
+        self._write_rooms_changed()
 
     def start(self) -> None:
         self.broker.subscribe(self.control_channel, self._on_control)

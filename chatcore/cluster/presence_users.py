@@ -19,8 +19,8 @@ another node needs, kept in Redis by each node for its own users (never scatter-
 
 Records are written only while the writer holds the name (checked in the script), so a
 node that lost a name during an outage never overwrites its new holder's record. They are
-written at once when a user arrives, renames, sets away or resumes, and otherwise at most
-once per announcement tick, batched into one command, for what changed (RTT by more than
+written at once when a user arrives, renames, sets away or resumes, in the same loop turn
+when it joins or leaves a room, and otherwise at most once per announcement tick, batched into one command, for what changed (RTT by more than
 a tenth, idle, rooms, chats).
 """
 from __future__ import annotations
@@ -123,6 +123,7 @@ class SharedUsers:
 
     def _init_shared_users(self) -> None:
         self._published: dict[str, tuple] = {}      # key -> what its records last said
+        self._rooms_changed: dict = {}              # key -> Session, written this turn
         self._peer_instances: dict[str, str] = {}   # node name -> instance, for cleanup
         self._forgotten_instances: set[str] = set()
 
@@ -171,6 +172,28 @@ class SharedUsers:
         self._published[session.key] = detector
         self._write_records([(session.key, user, resume)],
                             None if done is None else (lambda reply: done()))
+
+    def user_rooms_changed(self, session) -> None:
+        """The hub's backplane: ``session`` joined or left a room. Its records are written
+        before this turn's writes to Redis (one script for every such user of the turn),
+        not at the next announcement tick: a resume on another node after this node dies
+        rejoins the rooms the user is in now."""
+        self._rooms_changed[session.key] = session
+
+    def _write_rooms_changed(self) -> None:
+        """Before the broker writes (each loop turn): the records of ``user_rooms_changed``."""
+        changed, self._rooms_changed = self._rooms_changed, {}
+        if not changed or not self.broker.up:
+            return
+        now, now_ms = time.monotonic(), int(time.time() * 1000)
+        batch = []
+        for key, session in changed.items():
+            if self.hub.sessions.get(key) is session:
+                detector, user, resume = self._records(session, now, now_ms)
+                self._published[key] = detector
+                batch.append((key, user, resume))
+        for start in range(0, len(batch), WRITE_BATCH_USERS):
+            self._write_records(batch[start:start + WRITE_BATCH_USERS])
 
     def refresh_users(self) -> None:
         """Once per announcement tick: rewrite the records of users whose state changed,

@@ -93,6 +93,10 @@ class LocalBackplane:
     def forget_user(self, key: str) -> None:
         """The user ``key`` of this node is gone (left, or renamed away from ``key``)."""
 
+    def user_rooms_changed(self, session) -> None:
+        """``session`` joined or left a room (a cluster rewrites its records soon, so a
+        resume on another node rejoins the rooms it is in now)."""
+
     def users_page(self, after: str, pattern: str, page_size: int, scan_limit: int,
                    done) -> None:
         """``done(Page)`` of every node's users (only when ``shared_users``)."""

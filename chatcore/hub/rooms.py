@@ -134,6 +134,7 @@ class Rooms:
             room.member_index = NameIndex(room.members)
         room.endpoints.setdefault(session.outlet, []).append(session.endpoint)
         session.rooms[room.key] = room
+        self.backplane.user_rooms_changed(session)
         self._broadcast(room, ev.UserJoined(room.name, session.name))
         self._tell_room_state(session, room)
 
@@ -185,6 +186,7 @@ class Rooms:
         if not endpoints:
             del room.endpoints[session.outlet]
         del session.rooms[room.key]
+        self.backplane.user_rooms_changed(session)
         # The leaver hears its own departure too, like its own join; the others in order.
         session.outlet.deliver(session.endpoint, event)
         self.work_done += 1
