@@ -182,8 +182,10 @@ class SharedUsers:
 
     def _write_rooms_changed(self) -> None:
         """Before the broker writes (each loop turn): the records of ``user_rooms_changed``."""
+        if not self._rooms_changed:             # (most turns: nothing to allocate)
+            return
         changed, self._rooms_changed = self._rooms_changed, {}
-        if not changed or not self.broker.up:
+        if not self.broker.up:
             return
         now, now_ms = time.monotonic(), int(time.time() * 1000)
         batch = []
