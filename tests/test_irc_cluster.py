@@ -398,7 +398,7 @@ def test_whois_of_a_user_of_another_node(start_node, clients, irc_on):
         time.sleep(0.1)
     assert lines["311"][1:] == ["erin", "erin", "chatcore", "*", "Real Name"]
     assert lines["312"][1:] == ["erin", "beta.chatcore", "beta"]
-    assert lines["319"][1:] == ["erin", "#shared"]      # the channels in common
+    assert lines["319"][1:] == ["erin", "@#shared"]     # in common; she made it: @
     assert lines["320"][-1].startswith("is connected with RTT ")
     assert lines["320"][-1].endswith(" ms")
     idle, signon = int(lines["317"][2]), int(lines["317"][3])

@@ -178,7 +178,8 @@ def test_whois_of_a_native_user_from_irc(irc, native):
     assert user.params[2:4] == ["carol", "chatcore"]
     server = alice.expect("312", "carol")
     assert server.params[3].startswith("chatcore@")
-    assert alice.expect("319", "carol").params[-1] == "#lobby"     # channels in common only
+    # Channels in common only, with her prefix there (she made #lobby: its operator).
+    assert alice.expect("319", "carol").params[-1] == "@#lobby"
     assert "RTT" in alice.expect("320", "carol").params[-1]
     idle = alice.expect("317", "carol")
     assert int(idle.params[2]) >= 0 and int(idle.params[3]) > 1_600_000_000

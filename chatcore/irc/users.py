@@ -183,7 +183,13 @@ def _show_whois(conn, wanted: str, details) -> None:
                details.server)
     if details.away:
         conn.reply(rpl.RPL_AWAY, name, details.away)
-    channels = [channel_of(room.name) for room in details.rooms]
+    # Each channel with the user's prefix there, as NAMES shows it (known for a channel this
+    # node has members in: every channel in common with the asker).
+    all_prefixes = "multi-prefix" in conn.caps
+    channels = []
+    for room in details.rooms:
+        prefixes = dispatch.channel_modes.prefixes(conn, room.name, name)
+        channels.append((prefixes if all_prefixes else prefixes[:1]) + channel_of(room.name))
     if channels:
         conn.reply(rpl.RPL_WHOISCHANNELS, name, " ".join(channels))
     irc_user = conn.irc.users.get(name.casefold())
