@@ -56,9 +56,16 @@ end
 redis.call('PEXPIRE', p .. ':sessions:' .. inst, ARGV[3])
 return written
 """
-# A record's entry in its name's WHOWAS history (at most ``keep`` entries, ``ttl_ms``).
-REMEMBER_LUA = """
-local function remember(p, k, user, gone, keep, ttl_ms)
+# ``forget``: the record of user ``k`` removed if it is ``inst``'s (true then), and put in
+# the name's WHOWAS history (at most ``keep`` entries, ``ttl_ms``), left at ``gone`` ms.
+FORGET_LUA = """
+local function forget(p, inst, k, gone, keep, ttl_ms)
+  local rec = redis.call('HGET', p .. ':userinfo', k)
+  if not rec then return false end
+  local user = cjson.decode(rec)
+  if user['instance'] ~= inst then return false end
+  redis.call('HDEL', p .. ':userinfo', k)
+  redis.call('ZREM', p .. ':users', k)
   if keep > 0 then
     local history = p .. ':whowas:' .. k
     redis.call('LPUSH', history, cjson.encode({name = user['name'],
@@ -66,21 +73,14 @@ local function remember(p, k, user, gone, keep, ttl_ms)
     redis.call('LTRIM', history, 0, keep - 1)
     redis.call('PEXPIRE', history, ttl_ms)
   end
+  return true
 end
 """
 # ARGV: prefix, instance, key, now in ms, WHOWAS entries per name (0: none), their TTL ms.
 # The record goes to the name's WHOWAS history in the same step.
-FORGET_USER_SCRIPT = REMEMBER_LUA + """
+FORGET_USER_SCRIPT = FORGET_LUA + """
 local p, inst, k = ARGV[1], ARGV[2], ARGV[3]
-local rec = redis.call('HGET', p .. ':userinfo', k)
-if rec then
-  local user = cjson.decode(rec)
-  if user['instance'] == inst then
-    redis.call('HDEL', p .. ':userinfo', k)
-    redis.call('ZREM', p .. ':users', k)
-    remember(p, k, user, tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6])
-  end
-end
+forget(p, inst, k, tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6])
 redis.call('SREM', p .. ':iusers:' .. inst, k)
 redis.call('HDEL', p .. ':sessions:' .. inst, k)
 return 1
@@ -90,20 +90,13 @@ return 1
 # exactly once: the first node to run it removes the records the others would find.
 # Answers how many it forgot (a user that resumed on another node has a record of that
 # node's: not this instance's, and it did not leave).
-FORGET_INSTANCE_SCRIPT = REMEMBER_LUA + """
+FORGET_INSTANCE_SCRIPT = FORGET_LUA + """
 local p, inst = ARGV[1], ARGV[2]
 if redis.call('EXISTS', p .. ':alive:' .. inst) == 1 then return -1 end
 local forgotten = 0
 for _, k in ipairs(redis.call('SMEMBERS', p .. ':iusers:' .. inst)) do
-  local rec = redis.call('HGET', p .. ':userinfo', k)
-  if rec then
-    local user = cjson.decode(rec)
-    if user['instance'] == inst then
-      redis.call('HDEL', p .. ':userinfo', k)
-      redis.call('ZREM', p .. ':users', k)
-      remember(p, k, user, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
-      forgotten = forgotten + 1
-    end
+  if forget(p, inst, k, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]) then
+    forgotten = forgotten + 1
   end
 end
 redis.call('DEL', p .. ':iusers:' .. inst)
