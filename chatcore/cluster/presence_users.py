@@ -178,34 +178,35 @@ class SharedUsers:
         if not self._rooms_changed:             # (most turns: nothing to allocate)
             return
         changed, self._rooms_changed = self._rooms_changed, {}
-        if not self.broker.up:
-            return
-        now, now_ms = time.monotonic(), int(time.time() * 1000)
-        batch = []
-        for key, session in changed.items():
-            if self.hub.sessions.get(key) is session:
-                detector, user, resume = self._records(session, now, now_ms)
-                self._published[key] = detector
-                batch.append((key, user, resume))
-        for start in range(0, len(batch), WRITE_BATCH_USERS):
-            self._write_records(batch[start:start + WRITE_BATCH_USERS])
+        sessions = self.hub.sessions
+        still_here = [(key, session) for key, session in changed.items()
+                      if sessions.get(key) is session]
+        if still_here and self.broker.up:
+            self._write_sessions(still_here, only_changed=False)
 
     def refresh_users(self) -> None:
         """Once per announcement tick: rewrite the records of users whose state changed,
-        in batches of WRITE_BATCH_USERS, and keep this instance's resume records alive."""
+        and keep this instance's resume records alive."""
         if not self.broker.up:
             return
         self._peer_instances = {name: peer.instance for name, peer in self.peers.items()}
+        self._write_sessions(self.hub.sessions.items(), only_changed=True)
+
+    def _write_sessions(self, sessions, only_changed: bool) -> None:
+        """Write the records of ``sessions`` ((key, Session) pairs; with ``only_changed``
+        those whose state changed since last written) in scripts of WRITE_BATCH_USERS. At
+        least one script runs: it also renews this instance's resume records."""
         now, now_ms = time.monotonic(), int(time.time() * 1000)
         batch = []
-        for key, session in self.hub.sessions.items():
+        for key, session in sessions:
             detector, user, resume = self._records(session, now, now_ms)
-            if self._changed(key, detector):
-                self._published[key] = detector
-                batch.append((key, user, resume))
-                if len(batch) >= WRITE_BATCH_USERS:
-                    self._write_records(batch)
-                    batch = []
+            if only_changed and not self._changed(key, detector):
+                continue
+            self._published[key] = detector
+            batch.append((key, user, resume))
+            if len(batch) >= WRITE_BATCH_USERS:
+                self._write_records(batch)
+                batch = []
         self._write_records(batch)
 
     def _sessions_ttl_ms(self) -> int:
