@@ -122,3 +122,87 @@ def test_a_moved_session_stays_in_its_rooms_across_nodes(start_node, clients):
                               and e.sender == "alice").text == "yes, from beta"
     finally:
         moved.close()
+
+
+def _room_flags(client, room: str = "lobby") -> dict:
+    return {member.name: member.modes for member in client.room_modes(room).members}
+
+
+def _op_and_voice_across_nodes(start_node, clients):
+    """alice (alpha) made #lobby, so is its operator, and voiced carol (gamma)."""
+    alpha, beta, gamma = start_node("alpha"), start_node("beta"), start_node("gamma")
+    alice, carol = clients(alpha, "alice"), clients(gamma, "carol")
+    alice.join("lobby")
+    carol.join("lobby")
+    alice.wait_for(lambda e: type(e) is ev.UserJoined and e.name == "carol")
+    alice.set_room_mode("lobby", "+v carol")
+    carol.wait_for(ev.RoomModeChanged)
+    eventually(lambda: carol.whois("alice").rooms, lambda rooms: rooms)   # in the record
+    return alpha, beta, gamma, alice, carol
+
+
+def _still_the_operator(moved: ChatClient, carol: ChatClient) -> None:
+    """Every node sees alice's ``o`` and carol's ``v`` as before, nobody else was made
+    operator in between, and alice moderates from her new node."""
+    assert eventually(lambda: _room_flags(carol),
+                      lambda flags: flags == {"alice": "o", "carol": "v"}
+                      and carol.whois("alice").server == "beta")
+    assert _room_flags(moved) == {"alice": "o", "carol": "v"}
+    moved.set_room_mode("lobby", "+m")
+    got = carol.wait_for(lambda e: type(e) is ev.RoomModeChanged and e.name == "alice")
+    assert [(c.adding, c.mode) for c in got.changes] == [(True, "m")]
+    heirs = [e for e in carol.drain() if type(e) is ev.RoomModeChanged and not e.name]
+    assert not heirs, heirs             # no heir named while she moved
+
+
+def test_room_flags_follow_a_session_moved_to_another_live_node(start_node, clients):
+    _, beta, _, alice, carol = _op_and_voice_across_nodes(start_node, clients)
+    moved = resume_on(beta, alice)
+    try:
+        assert moved.wait_for(ev.RoomJoined).room == "lobby"
+        alice.wait_for(ev.Error)            # SESSION_RESUMED: alpha let it go
+        _still_the_operator(moved, carol)
+    finally:
+        moved.close()
+
+
+def test_room_flags_follow_a_session_of_a_killed_node(start_node, clients):
+    alpha, beta, gamma, alice, carol = _op_and_voice_across_nodes(start_node, clients)
+    alpha.signal(signal.SIGKILL)
+    with pytest.raises((ConnectionClosed, OSError)):
+        alice.wait_for(ev.DirectMessage, timeout=10)
+    moved = resume_on(beta, alice)
+    try:
+        assert moved.wait_for(ev.RoomJoined).room == "lobby"
+        gamma.wait_for_log("node 'alpha' silent", timeout=15)
+        _still_the_operator(moved, carol)
+    finally:
+        moved.close()
+
+
+def test_a_moved_member_passes_its_rooms_admission_and_one_it_cannot_rejoin_is_left(
+        start_node, clients):
+    # beta holds one room only: of alice's two, one cannot come along.
+    alpha, gamma = start_node("alpha"), start_node("gamma")
+    beta = start_node("beta", "--max-rooms", "1")
+    alice, carol = clients(alpha, "alice"), clients(gamma, "carol")
+    for room in ("lobby", "attic"):
+        alice.join(room)
+        carol.join(room)
+    alice.set_room_mode("lobby", "+ik secret")      # she is in: no invitation, no key
+    carol.wait_for(ev.RoomModeChanged)
+    eventually(lambda: carol.whois("alice").rooms, lambda rooms: len(rooms) == 2)
+    moved = resume_on(beta, alice)
+    try:
+        assert moved.wait_for(ev.RoomJoined).room == "lobby"
+        assert _room_flags(moved) == {"alice": "o"}
+        left = carol.wait_for(lambda e: type(e) is ev.UserLeft and e.room == "attic")
+        assert (left.name, left.reason) == ("alice", ev.Reason.DISCONNECTED)
+        assert "could not rejoin on server beta" in left.message
+        members = eventually(lambda: ([u.name for u in carol.iter_users("lobby")],
+                                      [u.name for u in carol.iter_users("attic")]),
+                             lambda lists: lists == (["alice", "carol"], ["carol"]))
+        assert members == (["alice", "carol"], ["carol"])
+        assert not [e for e in carol.drain() if type(e) is ev.UserLeft and e.room == "lobby"]
+    finally:
+        moved.close()

@@ -10,7 +10,7 @@ another node needs, kept in Redis by each node for its own users (never scatter-
 - ``{p}:iusers:{instance}``   set, the names an instance wrote records for: how any node
   removes a dead instance's records (once its alive key is gone).
 - ``{p}:sessions:{instance}`` hash, casefolded name -> the resume record (JSON: name,
-  sha256 of the resume token, open chats, rooms, away, since); expires
+  sha256 of the resume token, open chats, rooms and their keys, away, since); expires
   ``node_silence_seconds + resume_grace_seconds`` after the instance's last announcement.
 - ``{p}:whowas:{casefolded name}`` list, IRC's WHOWAS history of a name, newest first
   (JSON: name, realname, node, gone in ms): pushed when the user's record is forgotten
@@ -139,8 +139,10 @@ class SharedUsers:
                 "away": session.away, "rooms": rooms}
         if session.realname:                    # an IRC user's (native users have none)
             user["realname"] = session.realname
+        # Room keys for the take-over script (Lua cannot casefold): the memberships it moves.
         resume = json.dumps({"name": session.name, "token": token_hash(session.resume_token),
-                             "chats": chats, "rooms": rooms, "away": session.away,
+                             "chats": chats, "rooms": rooms,
+                             "room_keys": tuple(session.rooms), "away": session.away,
                              "since": session.connected_at_ms})
         return ((session.name, int(session.last_active), rtt, session.away, rooms, chats,
                  session.resume_token, session.realname), json.dumps(user), resume)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from .. import events as ev
 from ..broker import BrokerUnavailable, ReplyError
 from ..errors import ChatError, ErrorCode, ProtocolError
+from ..events import Reason
 from ..hub.model import Room, RoomSnapshot
 from ..hub.remote_rooms import ROOM_BROADCAST_ONLY, ROOM_STATE_FIELDS
 from ..protocol import TYPE_OF, Role, decode_frame, encode_event
@@ -238,6 +239,19 @@ class ClusterRooms(RoomState):
         if not room.shared:
             then()
 
+    def drop_membership(self, room_key: str, session) -> None:
+        """The hub's backplane: a membership that came along with a resumed session ends
+        (the session could not rejoin the room here). Published unnumbered (seq 0: this
+        node may have no link, so no count, for the room)."""
+        if not self.broker.up:
+            return                      # gone with the registrations Redis lost
+        self.broker.call("EVAL", LEAVE_SCRIPT, 5, *self.room_keys(room_key), room_key,
+                         session.key, self.room_channel(room_key), self._envelope({
+                             "kind": "leave", "seq": 0, "moved": 1, "name": session.name,
+                             "reason": int(Reason.DISCONNECTED),
+                             "message": f"could not rejoin on server {self.node.name}"}),
+                         f"{self.instance}\t")
+
     def rename_in_room(self, room: Room, session, old_name: str) -> None:
         """A member here took a new name: its entry moves (same script), others are told
         with a ``rename`` (published even on a local room: the state is shared)."""
@@ -427,10 +441,13 @@ class ClusterRooms(RoomState):
                 self.hub.remote_members_joined(key, [str(n) for n in message["names"]],
                                                message["node"],
                                                away if isinstance(away, dict) else None)
-            elif kind == "leave":
+            elif kind == "leave" and not message.get("stale"):
+                # ``moved``: a membership that came along with a resumed session, wherever
+                # this node last saw it (``drop_membership``).
                 self.hub.remote_member_left(key, ev.UserLeft(
                     link.room.name, str(message["name"]), int(message["reason"]),
-                    str(message.get("message", ""))), message["node"])
+                    str(message.get("message", ""))),
+                    None if message.get("moved") else message["node"])
             elif kind == "rename":
                 self.hub.remote_member_renamed(key, str(message["old"]),
                                                str(message["name"]), message["node"])

@@ -92,12 +92,16 @@ redis.call('PUBLISH', ARGV[3], message)
 if founder then return 2 end
 return 1
 """
-# The leave of the room's last operator names the next one (``"heir"`` in the notice).
+# The leave of the room's last operator names the next one (``"heir"`` in the notice). A
+# leave of a membership another instance holds now (the session resumed there) changes
+# nothing and is published ``"stale"``, for the sender's order only.
 LEAVE_SCRIPT = HEIR_LUA + """
 local base = string.sub(KEYS[2], 1, -6)
 local message = ARGV[4]
 local held = redis.call('HGET', KEYS[4], ARGV[2])
-if held and string.sub(held, 1, #ARGV[5]) == ARGV[5] then
+if held and string.sub(held, 1, #ARGV[5]) ~= ARGV[5] then
+  message = with_field(message, 'stale', '1')
+elseif held then
   redis.call('ZREM', KEYS[3], ARGV[2])
   redis.call('HDEL', KEYS[4], ARGV[2])
   local was = redis.call('HGET', base .. ':privs', ARGV[2]) or ''

@@ -21,9 +21,14 @@ from .presence_users import token_hash
 MAX_SEQ_CHANNELS = 65536        # user channels one node numbers its messages for at once
 
 # ARGV: prefix, key, sha256 of the presented token, this instance, sha256 of the session's
-# next token. The name is taken over from its holder when the token matches the holder's
-# resume record: {holder, record}. The record moves to this instance's hash with the next
-# token in the same step, so the session can move on again at once.
+# next token, this node's name. The name is taken over from its holder when the token
+# matches the holder's resume record: {holder, record, room keys kept}. The record moves to
+# this instance's hash with the next token in the same step, so the session can move on
+# again at once. So do the user's room memberships (``who`` entries, the instances'
+# membership sets), in the same step, before the holder hears of the move: its leave of a
+# room then finds the entry another's and changes nothing (the member's operator or voice
+# flag and its place in the joining order stay, no heir is named), and a dead holder's
+# clean-up passes them by.
 TAKE_OVER_SCRIPT = """
 local p, k, inst = ARGV[1], ARGV[2], ARGV[4]
 local owner = redis.call('GET', p .. ':name:' .. k)
@@ -34,9 +39,23 @@ local decoded = cjson.decode(rec)
 if decoded['token'] ~= ARGV[3] then return false end
 redis.call('SET', p .. ':name:' .. k, inst)
 redis.call('HDEL', p .. ':sessions:' .. owner, k)
+local kept, rooms, old = {}, decoded['room_keys'], owner .. '\t'
+if type(rooms) == 'table' and type(decoded['name']) == 'string' then
+  local entry = inst .. '\t' .. ARGV[6] .. '\t' .. decoded['name']
+  for _, room in ipairs(rooms) do
+    local who = p .. ':room:' .. tostring(room) .. ':who'
+    local held = redis.call('HGET', who, k)
+    if held and string.sub(held, 1, #old) == old then
+      redis.call('HSET', who, k, entry)
+      redis.call('SREM', p .. ':memberships:' .. owner, room .. '\t' .. k)
+      redis.call('SADD', p .. ':memberships:' .. inst, room .. '\t' .. k)
+      kept[#kept + 1] = room
+    end
+  end
+end
 decoded['token'] = ARGV[5]
 redis.call('HSET', p .. ':sessions:' .. inst, k, cjson.encode(decoded))
-return {owner, rec}
+return {owner, rec, kept}
 """
 
 
@@ -145,7 +164,7 @@ class Users:
                     log.error("cluster: Redis refused a session take-over: %s", reply)
                 done(unreachable())
                 return
-            if not isinstance(reply, list) or len(reply) != 2:
+            if not isinstance(reply, list) or len(reply) != 3:
                 done(None)
                 return
             holder, raw = reply[0].decode(), reply[1]
@@ -154,6 +173,7 @@ class Users:
             except ValueError:
                 done(None)
                 return
+            record["kept_rooms"] = [room.decode() for room in reply[2] or ()]
             self.remote_nodes.pop(key, None)
             self._subscribe_user(key, lambda ok: subscribed(ok, holder, record))
 
@@ -175,7 +195,8 @@ class Users:
             done(record)
 
         self.broker.call("EVAL", TAKE_OVER_SCRIPT, 0, self._prefix, key, token_hash(token),
-                         self.instance, token_hash(token_after), callback=answered)
+                         self.instance, token_hash(token_after), self.node.name,
+                         callback=answered)
 
     def _moved_away(self, key: str, node_name: str) -> None:
         """Our user ``key`` resumed on ``node_name``: let the session go (the name and its

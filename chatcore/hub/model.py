@@ -109,9 +109,10 @@ class LocalBackplane:
 
     def take_over_session(self, key: str, token: str, token_after: str, done) -> None:
         """Resume here the session ``key`` of another node if ``token`` is its token (its
-        token becomes ``token_after``): ``done(record)`` (name, chats, rooms, away),
-        ``done(None)`` if refused, or ``done(ChatError)``. The other node, if alive, is
-        told to let it go."""
+        token becomes ``token_after``): ``done(record)`` (name, chats, rooms, away;
+        ``kept_rooms``: the keys of those the session is still a member of in the shared
+        state, its memberships now this node's), ``done(None)`` if refused, or
+        ``done(ChatError)``. The other node, if alive, is told to let it go."""
         done(None)
 
     # Rooms (see hub.rooms): with no other node, every room is local and every step is done
@@ -131,6 +132,11 @@ class LocalBackplane:
     def leave_room(self, room: Room, session: Session, event: ev.UserLeft, then) -> None:
         """``session`` left (the leaver was told): ``then()`` tells the members here."""
         then()
+
+    def drop_membership(self, room_key: str, session: Session) -> None:
+        """``session`` resumed here from another node, a member of room ``room_key`` in the
+        shared state (``kept_rooms``), but could not rejoin it here (a limit of this
+        node): that membership ends, and the room's other nodes are told it left."""
 
     def relay_room(self, room: Room, event, deliver) -> bool:
         """Carry a room event to the other nodes; True if ``deliver()`` will run once it
@@ -185,7 +191,8 @@ class Session:
     away: str = ""                      # the away message; empty when not away
     _away_replied: set | None = None    # keys told the away message already: away_replied
     _remote_away_told: dict | None = None   # users of other nodes: key -> away message told
-    rejoin: tuple = ()                  # rooms to join once resumed here from another node
+    rejoin: tuple = ()                  # rooms to join once resumed here from another node,
+    #                                     (name, still a member in the shared state) pairs
     realname: str = ""                  # IRC's USER/SETNAME realname; native users have none
     invites: dict | None = None         # cluster: room key -> its creation ms (invitations)
 

@@ -155,11 +155,11 @@ class RemoteRooms:
                 self._broadcast(room, ev.UserJoined(room.name, name))
 
     def remote_member_left(self, room_key: str, event: ev.UserLeft, node: str) -> None:
-        """A member of ``node`` left (one whose session moved to another node meanwhile
-        stays)."""
+        """A member of ``node`` (None: of whichever node) left (one whose session moved to
+        another node meanwhile stays)."""
         room = self.rooms.get(room_key)
         key = event.name.casefold()
-        if room is not None and room.remote.get(key, ("", node))[1] == node:
+        if room is not None and (node is None or room.remote.get(key, ("", node))[1] == node):
             if room.remote.pop(key, None) is not None:
                 self._forget_remote_flags(room, key)
                 self._broadcast(room, event)

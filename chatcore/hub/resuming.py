@@ -9,6 +9,7 @@ from ..errors import ChatError, ErrorCode
 from ..events import Reason
 from .checks import answer_or_return, new_token, quote
 from .model import DETACHED, Session
+from .rooms import CONTINUING
 
 
 class Resuming:
@@ -103,7 +104,9 @@ class Resuming:
                     peer.conversations.add(key)
                 else:
                     self.remote_peers.setdefault(peer_key, str(peer_name))
-            session.rejoin = tuple(str(room) for room in record.get("rooms", ()))
+            kept = {str(key) for key in record.get("kept_rooms", ())}
+            session.rejoin = tuple((str(room), str(room).casefold() in kept)
+                                   for room in record.get("rooms", ()))
             self.backplane.publish_user(session)
             done(session)
 
@@ -136,12 +139,15 @@ class Resuming:
         """Tell a resumed session where it is: its rooms and its open conversations (a
         session taken over from another node joins its rooms here now)."""
         rejoin, session.rejoin = session.rejoin, ()
-        for room_name in rejoin:
+        for room_name, kept in rejoin:
             try:
-                self.join(session, room_name)
+                self.join(session, room_name, CONTINUING if kept else "")
             except ChatError:
-                pass                # a limit of this node: the room is not rejoined
-        rejoined = {name.casefold() for name in rejoin}
+                # A limit of this node: the room is not rejoined, and a membership that
+                # came along with the session ends.
+                if kept:
+                    self.backplane.drop_membership(room_name.casefold(), session)
+        rejoined = {name.casefold() for name, _ in rejoin}
         for room in session.rooms.values():
             if room.key not in rejoined:
                 session.outlet.deliver(session.endpoint, ev.UserJoined(room.name, session.name))

@@ -27,6 +27,12 @@ from .model import Room, Session
 LIST_ENTRY_WORK_UNITS = 20
 
 
+# The room key a join gives for a member continuing its membership: a session resumed from
+# another node that the shared state still has in the room. The room's admission modes
+# (+i +k +l, bans) are for newcomers; it passes them.
+CONTINUING = object()
+
+
 def _ignore(outcome) -> None:
     pass
 
@@ -75,7 +81,8 @@ class Rooms:
             room.opening = [(session, finish, room_key)]
             self.backplane.open_room(room, lambda snapshot: self._room_opened(room, snapshot))
         else:
-            self._admit(session, room, room_key)
+            if room_key is not CONTINUING:
+                self._admit(session, room, room_key)
             if room.opening is not None:
                 room.opening.append((session, finish, room_key))
             else:
@@ -93,7 +100,7 @@ class Rooms:
         if snapshot is not None:
             self.room_snapshot(room, snapshot)
         for session, finish, room_key in waiting:
-            if snapshot is not None and snapshot.fields:
+            if snapshot is not None and snapshot.fields and room_key is not CONTINUING:
                 try:                # the room was there already: its modes hold for all
                     self._admit(session, room, room_key)
                 except ChatError as exc:
@@ -128,6 +135,9 @@ class Rooms:
             self._room_index.add(room.key)
         room.members[session.key] = session
         room.remote.pop(session.key, None)
+        modes = room.modes
+        if session.key in modes.remote_operators or session.key in modes.remote_voiced:
+            self._adopt_remote_flags(room, session)
         if room.member_index is not None:
             room.member_index.add(session.key)
         elif len(room.members) > MEMBER_INDEX_MIN_MEMBERS:

@@ -199,6 +199,17 @@ class SharedModeration:
         del room.remote[key]
         self._broadcast(room, ev.UserLeft(room.name, name, Reason.KICKED, reason))
 
+    def _adopt_remote_flags(self, room, session) -> None:
+        """``session`` joins here holding flags the shared state gave its key while it was
+        a member of another node (it resumed here): they are its own now."""
+        modes = room.modes
+        if session.key in modes.remote_operators:
+            modes.remote_operators.discard(session.key)
+            modes.operators.add(session)
+        if session.key in modes.remote_voiced:
+            modes.remote_voiced.discard(session.key)
+            modes.voiced.add(session)
+
     def _forget_remote_flags(self, room, key: str) -> None:
         room.modes.remote_operators.discard(key)
         room.modes.remote_voiced.discard(key)
