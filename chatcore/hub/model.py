@@ -195,6 +195,8 @@ class Session:
     #                                     (name, still a member in the shared state) pairs
     realname: str = ""                  # IRC's USER/SETNAME realname; native users have none
     invites: dict | None = None         # cluster: room key -> its creation ms (invitations)
+    joins_on_the_way: int = 0           # joins started, not yet answered (a cluster opens
+    #                                     a room new to its node first): count to the limit
 
     @property
     def conversations(self) -> set:

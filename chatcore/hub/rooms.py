@@ -63,12 +63,33 @@ class Rooms:
             self._tell_room_state(session, room)
             return answer_or_return(done, False)
         self.check_room_name(room_name)
-        if len(session.rooms) >= self.limits.max_rooms_per_user:
+        if len(session.rooms) + session.joins_on_the_way >= self.limits.max_rooms_per_user:
             raise ChatError(ErrorCode.TOO_MANY_ROOMS,
-                            f"you are in {len(session.rooms)} rooms; the limit is "
-                            f"{self.limits.max_rooms_per_user}")
+                            f"you are in {len(session.rooms)} rooms"
+                            + (f" and joining {session.joins_on_the_way} more"
+                               if session.joins_on_the_way else "")
+                            + f"; the limit is {self.limits.max_rooms_per_user}")
         outcome: list = []
-        finish = done or outcome.append
+        answer = done or outcome.append
+
+        def finish(result) -> None:
+            session.joins_on_the_way -= 1
+            answer(result)
+
+        session.joins_on_the_way += 1
+        try:
+            self._join_room(session, room_name, key, room_key, finish)
+        except ChatError:
+            session.joins_on_the_way -= 1
+            raise
+        if done is not None:
+            return None
+        if outcome and isinstance(outcome[0], ChatError):
+            raise outcome[0]
+        return outcome[0] if outcome else True
+
+    def _join_room(self, session: Session, room_name: str, key: str, room_key,
+                   finish) -> None:
         room = self.rooms.get(key)
         if room is None:
             if len(self.rooms) >= self.limits.max_rooms:
@@ -87,11 +108,6 @@ class Rooms:
                 room.opening.append((session, finish, room_key))
             else:
                 self._enter(room, session, finish)
-        if done is not None:
-            return None
-        if outcome and isinstance(outcome[0], ChatError):
-            raise outcome[0]
-        return outcome[0] if outcome else True
 
     def _room_opened(self, room: Room, snapshot) -> None:
         """The backplane opened ``room`` on this node (``snapshot``: what other nodes have
