@@ -79,7 +79,8 @@ def _fmt(triple, fmt="{:,.0f}", scale=1.0) -> str:
 def markdown(meta: dict, summary: dict, impls, scenarios, group: str = "native",
              base: str = "chatcore", comparisons=()) -> str:
     """One group's table, its ratios against ``base`` and its ``comparisons``
-    ((label, numerator, denominator, figure, target), as ratios of medians)."""
+    ((label, numerator, denominator, figure, target[, scenarios it applies to]), as
+    ratios of medians)."""
     redis = any(e.get("redis_cpu", (None,))[0] is not None
                 for row in summary.values() for e in row.values())
     lines = [f"# chatcore benchmark suite — {meta['timestamp']}, group {group}", "",
@@ -126,8 +127,10 @@ def markdown(meta: dict, summary: dict, impls, scenarios, group: str = "native",
             cells = [_ratio(scenario, row[base], row.get(impl)) for impl in others]
             lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
     rows = []
-    for label, top, bottom, figure, target in comparisons:
+    for label, top, bottom, figure, target, *only in comparisons:
         for scenario in scenarios:
+            if only and scenario not in only[0]:
+                continue
             row = summary.get(scenario, {})
             if row.get(top) is None or row.get(bottom) is None:
                 continue

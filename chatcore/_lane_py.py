@@ -36,6 +36,7 @@ _OPEN = None                    # State.OPEN, imported at the first run: chatcor
 _SEND_DIRECT, _SEND_ROOM = 0x12, 0x22
 _DIRECT_MESSAGE, _ROOM_MESSAGE, _ACK_TYPE = 0x90, 0xA0, 0x82
 _FLOOD_CHAT = 0                 # chatcore.connection.pacing: the chat messages' bucket
+_FLOOD_REQUEST = 1              # ... and the other requests'
 _HEAD = struct.Struct(">IBIH")  # length, type, request_id, first str's length
 _U16 = struct.Struct(">H")
 _STAMP = struct.Struct(">QQ")
@@ -43,6 +44,7 @@ _ACK = struct.Struct(">IBIQQ")
 # chatcore.irc: how the outlets write a relayed line (outlet.USER_HOST, message.MAX_LINE_BYTES)
 _IRC_USER_HOST = b"chatcore"
 _IRC_MAX_LINE_BYTES = 512
+_PING_TOKEN = re.compile(rb"[!-~]+")       # printable ASCII, no space
 _NATIVE, _IRC, _IRC_TIMED = 0, 1, 2     # a room's encodings: its outlets, in _targets
 # The text rule (docs/protocol.md, "Text") on valid UTF-8 bytes: C0 controls but TAB and
 # LF, DEL, and C1 controls (U+0080-U+009F, which UTF-8 writes as C2 80-C2 9F; 0xC2 is never
@@ -262,6 +264,7 @@ def run_irc(conn, turn_ends_at: int, now: float):
     source = _irc_source(sender)
     skip_outlet, skip_buffer = _irc_skip(front, session)
     last_target = found = targets = names = fixed_bytes = irc_head = link = None
+    pong_head = None
     batch_link = getattr(hub.backplane, "batch_link", None)     # shared rooms: see run
     while True:
         try:
@@ -274,6 +277,23 @@ def run_irc(conn, turn_ends_at: int, now: float):
             raise
         if line is None:
             return turn_ends_at, NEED_DATA, 0.0
+        token_at = _plain_ping(line)
+        if token_at > 0 and not conn._replies and conn._captured is None:
+            # registration.ping: PONG with the token, a request's flood cost, no Ack.
+            if buckets is not None:
+                wait_seconds = buckets[_FLOOD_REQUEST].take(now)
+                if wait_seconds:
+                    return turn_ends_at, protocol.event_of(line), wait_seconds
+            if pong_head is None:
+                server_name = front.server_name.encode()
+                pong_head = b":" + server_name + b" PONG " + server_name + b" "
+            if outbuf.append(pong_head + line[token_at:] + b"\r\n"):
+                conn.outlet.pending.append(outbuf)
+            if (conn.state is not _OPEN or conn._awaiting
+                    or outbuf.pending_bytes > output_limit or hub.work_done >= turn_ends_at):
+                return turn_ends_at, None, 0.0
+            turn_ends_at -= 1
+            continue
         plain = read_privmsg(line)
         if plain is None or conn._replies:
             return _irc_handed_back(protocol, line, plain, turn_ends_at)
@@ -502,6 +522,19 @@ def _handed_back(protocol, frame, turn_ends_at: int):
         return turn_ends_at, protocol.event_of(frame), 0.0
     except ProtocolError as exc:
         return turn_ends_at, exc, 0.0
+
+
+def _plain_ping(line: bytes) -> int:
+    """Where the token of a ``PING token`` or ``PING :token`` line starts, when the token
+    is one word of printable ASCII not starting with ':' (PONG then says it as it is,
+    ``irc.message.encode``'s rule); else -1 (the line goes the way every line goes)."""
+    if line[:5] != b"PING ":
+        return -1
+    start = 6 if line[5:6] == b":" else 5
+    token = line[start:]
+    if not token or token[:1] == b":" or not _PING_TOKEN.fullmatch(token):
+        return -1
+    return start
 
 
 def _irc_handed_back(protocol, line: bytes, plain, turn_ends_at: int):

@@ -39,6 +39,7 @@ cdef enum:
     _ACK_BYTES = 25                 # length u32 | type | request_id u32 | msg_id | ts
     _HEADER_BYTES = 9
     _FLOOD_CHAT = 0                 # chatcore.connection.pacing: the chat messages' bucket
+    _FLOOD_REQUEST = 1              # ... and the other requests'
     _IRC_MAX_LINE_BYTES = 512       # chatcore.irc.message.MAX_LINE_BYTES
     _MAX_PLAIN_PRIVMSG_BYTES = 510  # chatcore._ircframe_py: IRC's 512 bytes with CRLF
     _TIME_TAG_BYTES = 31            # "@time=YYYY-MM-DDTHH:MM:SS.mmmZ "

@@ -158,6 +158,32 @@ cdef bytes _irc_source(const char *sender, Py_ssize_t sender_size):
                      _IRC_USER_HOST))
 
 
+cdef Py_ssize_t _plain_ping(const unsigned char *buf, Py_ssize_t n) noexcept nogil:
+    """Where the token of a ``PING token`` or ``PING :token`` line starts, when the token is
+    one word of printable ASCII not starting with ':'; else -1 (``_lane_py._plain_ping``)."""
+    cdef Py_ssize_t i, start
+    if n < 6 or memcmp(buf, b"PING ", 5) != 0:
+        return -1
+    start = 6 if buf[5] == 58 else 5           # ':'
+    if start >= n or buf[start] == 58:
+        return -1
+    for i in range(start, n):
+        if buf[i] < 33 or buf[i] > 126:
+            return -1
+    return start
+
+
+cdef bytes _pong(bytes head, const unsigned char *token, Py_ssize_t token_size):
+    cdef Py_ssize_t head_size = PyBytes_GET_SIZE(head)
+    cdef bytes line = PyBytes_FromStringAndSize(NULL, head_size + token_size + 2)
+    cdef unsigned char *q = <unsigned char *>PyBytes_AS_STRING(line)
+    memcpy(q, PyBytes_AS_STRING(head), head_size)
+    memcpy(q + head_size, token, token_size)
+    q[head_size + token_size] = 13
+    q[head_size + token_size + 1] = 10
+    return line
+
+
 cdef Py_ssize_t _plain_privmsg(const unsigned char *buf, Py_ssize_t n) noexcept nogil:
     """Where the space before the text of a ``PRIVMSG target :text`` line is, when
     ``read_privmsg`` could take the line (its byte rules; UTF-8 is checked after); else -1."""
@@ -215,6 +241,9 @@ def run_irc(conn, long long turn_ends_at, now):
     cdef int peer_kind = _NATIVE
     cdef bint same, to_room
     cdef object last_target = None, found = None, irc_head = None, link = None
+    cdef object pong_head = None
+    cdef Py_ssize_t token_at
+    pong_pending = conn.outlet.pending
     batch_link = getattr(hub.backplane, "batch_link", None)     # shared rooms: see run
     sender_name = session.name          # kept referenced: ``sender`` points into it
     sender = PyUnicode_AsUTF8AndSize(sender_name, &sender_size)
@@ -234,6 +263,23 @@ def run_irc(conn, long long turn_ends_at, now):
             return turn_ends_at, NEED_DATA, 0.0
         p = <const unsigned char *>PyBytes_AS_STRING(line)
         n = PyBytes_GET_SIZE(line)
+        token_at = _plain_ping(p, n)
+        if token_at > 0 and not conn._replies and conn._captured is None:
+            # registration.ping: PONG with the token, a request's flood cost, no Ack.
+            if buckets is not None:
+                wait_seconds = buckets[_FLOOD_REQUEST].take(now)
+                if wait_seconds:
+                    return turn_ends_at, protocol.event_of(line), wait_seconds
+            if pong_head is None:
+                server_name = front.server_name.encode()
+                pong_head = b":" + server_name + b" PONG " + server_name + b" "
+            if outbuf.append(_pong(pong_head, p + token_at, n - token_at)):
+                (<list>pong_pending).append(outbuf)
+            if (conn.state is not _OPEN or conn._awaiting
+                    or outbuf.pending_bytes > output_limit or hub.work_done >= turn_ends_at):
+                return turn_ends_at, None, 0.0
+            turn_ends_at -= 1
+            continue
         space = _plain_privmsg(p, n)
         if space < 0 or conn._replies:
             return turn_ends_at, protocol.event_of(line), 0.0

@@ -78,7 +78,11 @@ irc_lines = st.one_of(
                      b"AWAY :gone", b"AWAY", b"PING :tok", b"NOTICE #kitchen :notice",
                      b"@label=1 PRIVMSG #kitchen :tagged", b"privmsg #kitchen :lower",
                      b"PRIVMSG #kitchen :two  spaces", b"PRIVMSG  #kitchen :x",
-                     b"PRIVMSG #kitchen :" + b"x" * 500, b"WHATEVER"]))
+                     b"PRIVMSG #kitchen :" + b"x" * 500, b"WHATEVER"]),
+    # PINGs the lane answers (one printable word) and those it leaves to the parser.
+    st.sampled_from([b"PING tok", b"PING :a:b", b"PING 12345", b"PING ::x", b"PING",
+                     b"PING :", b"PING :two words", b"PING a b", b"ping tok",
+                     b"PING :\xc3\xa9", b"@label=p PING :tok", b"PING  tok"]))
 
 
 def encode_request(request, request_id: int) -> bytes:
