@@ -246,189 +246,203 @@ def run(conn, long long turn_ends_at, now):
     cdef Py_ssize_t window = conn.config.max_room_sends_in_flight
     sender_name = session.name          # kept referenced: ``sender`` points into it
     sender = PyUnicode_AsUTF8AndSize(sender_name, &sender_size)
-    while True:
-        try:
-            frame = next_frame()
-        except FrameError:
+    # Counters and the activity stamp are written once, when the run ends, not per
+    # message (nothing reads them meanwhile: the flusher, metrics and idle times do later).
+    cdef Py_ssize_t deliveries = 0, room_messages = 0, direct_messages = 0
+    cdef bint touched = False
+    try:
+        while True:
             try:
-                protocol.next_frame()
+                frame = next_frame()
+            except FrameError:
+                try:
+                    protocol.next_frame()
+                except ProtocolError as exc:
+                    return turn_ends_at, exc, 0.0
+                raise
             except ProtocolError as exc:
                 return turn_ends_at, exc, 0.0
-            raise
-        except ProtocolError as exc:
-            return turn_ends_at, exc, 0.0
-        if frame is None:
-            return turn_ends_at, NEED_DATA, 0.0
-        msg_type = (<tuple>frame)[0]
-        # Replies still owed to messages to shared rooms: only another such message goes on
-        # now (Connection._handle_input holds any other request behind them).
-        owed = bool(conn._replies)
-        if (msg_type != _SEND_ROOM and msg_type != _SEND_DIRECT) or (
-                owed and msg_type != _SEND_ROOM):
-            return _handed_back(protocol, frame, turn_ends_at)
-        payload = (<tuple>frame)[2]
-        p = <const unsigned char *>PyBytes_AS_STRING(payload)
-        size = PyBytes_GET_SIZE(payload)
-        if size < 2:
-            return _handed_back(protocol, frame, turn_ends_at)
-        name_end = 2 + ((p[0] << 8) | p[1])
-        text_size = size - name_end
-        if (text_size <= 0 or text_size > max_text_bytes
-                or not _valid_text(p + name_end, text_size)):
-            return _handed_back(protocol, frame, turn_ends_at)
-        name_size = name_end - 2
-        # The same room (or peer) as the message before, in this run: nothing but this loop
-        # ran since it was judged, so the verdict and what it found still hold.
-        same = (msg_type == last_type and last_name is not None
-                and PyBytes_GET_SIZE(last_name) == name_size
-                and memcmp(PyBytes_AS_STRING(last_name), p + 2, name_size) == 0)
-        if not same:
-            key = _ascii_key(p + 2, name_size)
-            if key is None:
+            if frame is None:
+                return turn_ends_at, NEED_DATA, 0.0
+            msg_type = (<tuple>frame)[0]
+            # Replies still owed to messages to shared rooms: only another such message goes on
+            # now (Connection._handle_input holds any other request behind them).
+            owed = bool(conn._replies)
+            if (msg_type != _SEND_ROOM and msg_type != _SEND_DIRECT) or (
+                    owed and msg_type != _SEND_ROOM):
                 return _handed_back(protocol, frame, turn_ends_at)
-        if msg_type == _SEND_ROOM:
-            # Hub.send_room, for a member of a room of members of this node only (a room
-            # of native members only, the commonest, without the list of encodings), or of
-            # a room shared with other nodes (not gated) whose messages the backplane batches.
-            if same:
-                room = found
-                if link is not None:
-                    # Batching it may have published the batch (its limit): asked again.
-                    link = batch_link(room)
+            payload = (<tuple>frame)[2]
+            p = <const unsigned char *>PyBytes_AS_STRING(payload)
+            size = PyBytes_GET_SIZE(payload)
+            if size < 2:
+                return _handed_back(protocol, frame, turn_ends_at)
+            name_end = 2 + ((p[0] << 8) | p[1])
+            text_size = size - name_end
+            if (text_size <= 0 or text_size > max_text_bytes
+                    or not _valid_text(p + name_end, text_size)):
+                return _handed_back(protocol, frame, turn_ends_at)
+            name_size = name_end - 2
+            # The same room (or peer) as the message before, in this run: nothing but this loop
+            # ran since it was judged, so the verdict and what it found still hold.
+            same = (msg_type == last_type and last_name is not None
+                    and PyBytes_GET_SIZE(last_name) == name_size
+                    and memcmp(PyBytes_AS_STRING(last_name), p + 2, name_size) == 0)
+            if not same:
+                key = _ascii_key(p + 2, name_size)
+                if key is None:
+                    return _handed_back(protocol, frame, turn_ends_at)
+            if msg_type == _SEND_ROOM:
+                # Hub.send_room, for a member of a room of members of this node only (a room
+                # of native members only, the commonest, without the list of encodings), or of
+                # a room shared with other nodes (not gated) whose messages the backplane batches.
+                if same:
+                    room = found
+                    if link is not None:
+                        # Batching it may have published the batch (its limit): asked again.
+                        link = batch_link(room)
+                        if link is None:
+                            return _handed_back(protocol, frame, turn_ends_at)
+                else:
+                    room = (<dict>session.rooms).get(key)
+                    if room is None or room.modes.gated:
+                        return _handed_back(protocol, frame, turn_ends_at)
+                    link = None
+                if same:
+                    pass
+                elif room.shared:
+                    link = batch_link(room) if batch_link is not None else None
                     if link is None:
                         return _handed_back(protocol, frame, turn_ends_at)
-            else:
-                room = (<dict>session.rooms).get(key)
-                if room is None or room.modes.gated:
+                    native = targets = irc_head = None
+                    found, last_type = room, msg_type
+                    last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
+                else:
+                    endpoints = room.endpoints
+                    native = endpoints.get(outlet) if len(endpoints) == 1 else None
+                    targets = None
+                    irc_head = None
+                    if native is None:
+                        targets = _targets(room, outlet, front)
+                        if targets is None:
+                            return _handed_back(protocol, frame, turn_ends_at)
+                        if _has_irc(targets):
+                            if source is None:      # IRC members, first in this run
+                                source = _irc_source(sender, sender_size)
+                                skip_outlet, skip_buffer = _irc_skip(front, session)
+                            irc_head = b"".join((source, b" PRIVMSG #", room.name.encode(),
+                                                 b" :"))
+                    found, last_type = room, msg_type
+                    last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
+                if owed and link is None:
                     return _handed_back(protocol, frame, turn_ends_at)
-                link = None
-            if same:
-                pass
-            elif room.shared:
-                link = batch_link(room) if batch_link is not None else None
-                if link is None:
+                if irc_head is not None and not _irc_fits(irc_head, text_size, p + name_end,
+                                                          front):
                     return _handed_back(protocol, frame, turn_ends_at)
-                native = targets = irc_head = None
-                found, last_type = room, msg_type
-                last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
             else:
-                endpoints = room.endpoints
-                native = endpoints.get(outlet) if len(endpoints) == 1 else None
-                targets = None
-                irc_head = None
-                if native is None:
-                    targets = _targets(room, outlet, front)
-                    if targets is None:
+                # Hub.send_direct, to a user of this node already in a conversation with the
+                # sender and not away.
+                if same:
+                    peer = found
+                else:
+                    peer = sessions.get(key)
+                    if (peer is None or peer is session or peer.away
+                            or peer.key not in session.conversations):
                         return _handed_back(protocol, frame, turn_ends_at)
-                    if _has_irc(targets):
-                        if source is None:      # IRC members, first in this run
+                    peer_kind = _kind_of(peer.outlet, outlet, front)
+                    if peer_kind < 0:
+                        return _handed_back(protocol, frame, turn_ends_at)
+                    irc_head = None
+                    if peer_kind != _NATIVE:
+                        if source is None:
                             source = _irc_source(sender, sender_size)
-                            skip_outlet, skip_buffer = _irc_skip(front, session)
-                        irc_head = b"".join((source, b" PRIVMSG #", room.name.encode(),
-                                             b" :"))
-                found, last_type = room, msg_type
-                last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
-            if owed and link is None:
-                return _handed_back(protocol, frame, turn_ends_at)
-            if irc_head is not None and not _irc_fits(irc_head, text_size, p + name_end,
-                                                      front):
-                return _handed_back(protocol, frame, turn_ends_at)
-        else:
-            # Hub.send_direct, to a user of this node already in a conversation with the
-            # sender and not away.
-            if same:
-                peer = found
-            else:
-                peer = sessions.get(key)
-                if (peer is None or peer is session or peer.away
-                        or peer.key not in session.conversations):
+                        irc_head = b"".join((source, b" PRIVMSG ",
+                                             peer.endpoint.owner.nick.encode(), b" :"))
+                    found, last_type = peer, msg_type
+                    last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
+                if irc_head is not None and not _irc_fits(irc_head, text_size, p + name_end,
+                                                          front):
                     return _handed_back(protocol, frame, turn_ends_at)
-                peer_kind = _kind_of(peer.outlet, outlet, front)
-                if peer_kind < 0:
-                    return _handed_back(protocol, frame, turn_ends_at)
-                irc_head = None
-                if peer_kind != _NATIVE:
-                    if source is None:
-                        source = _irc_source(sender, sender_size)
-                    irc_head = b"".join((source, b" PRIVMSG ",
-                                         peer.endpoint.owner.nick.encode(), b" :"))
-                found, last_type = peer, msg_type
-                last_name = PyBytes_FromStringAndSize(<const char *>p + 2, name_size)
-            if irc_head is not None and not _irc_fits(irc_head, text_size, p + name_end,
-                                                      front):
-                return _handed_back(protocol, frame, turn_ends_at)
-        # Both: flood control, then the hub's stamp (as Hub.send_room/send_direct).
-        if buckets is not None:
-            wait_seconds = buckets[_FLOOD_CHAT].take(now)
-            if wait_seconds:
-                return turn_ends_at, protocol.event_of(frame), wait_seconds
-        if link is not None and msg_type == _SEND_ROOM:
-            # Requests._pipeline and Hub.send_room of a shared room: the reply's slot first,
-            # then the message into the batch; delivered here, and answered, once it is back.
-            replies = conn._replies
-            if replies is None:
-                replies = conn._replies = deque()
-            slot = [False, None, (<tuple>frame)[1]]
-            replies.append(slot)
-            session.last_active = clock()
+            # Both: flood control, then the hub's stamp (as Hub.send_room/send_direct).
+            if buckets is not None:
+                wait_seconds = buckets[_FLOOD_CHAT].take(now)
+                if wait_seconds:
+                    return turn_ends_at, protocol.event_of(frame), wait_seconds
+            if link is not None and msg_type == _SEND_ROOM:
+                # Requests._pipeline and Hub.send_room of a shared room: the reply's slot first,
+                # then the message into the batch; delivered here, and answered, once it is back.
+                replies = conn._replies
+                if replies is None:
+                    replies = conn._replies = deque()
+                slot = [False, None, (<tuple>frame)[1]]
+                replies.append(slot)
+                touched = True
+                msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
+                timestamp_ms = _timestamp_ms(wallclock)
+                room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
+                data = _message_frame(_ROOM_MESSAGE, room_name, room_size, sender, sender_size,
+                                      msg_id, timestamp_ms, p + name_end, text_size)
+                hub.backplane.batch_frame(link, data, _shared_send(
+                    conn, slot, room, sender_name, msg_id, timestamp_ms,
+                    PyBytes_FromStringAndSize(<const char *>p + name_end, text_size)))
+                if len(replies) >= window and not conn._awaiting:
+                    conn._awaiting = "pipeline"
+                if (conn.state is not _OPEN or conn._awaiting
+                        or outbuf.pending_bytes > output_limit or hub.work_done >= turn_ends_at):
+                    return turn_ends_at, None, 0.0
+                turn_ends_at -= 1
+                continue
+            touched = True
             msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
             timestamp_ms = _timestamp_ms(wallclock)
-            room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
-            data = _message_frame(_ROOM_MESSAGE, room_name, room_size, sender, sender_size,
-                                  msg_id, timestamp_ms, p + name_end, text_size)
-            hub.backplane.batch_frame(link, data, _shared_send(
-                conn, slot, room, sender_name, msg_id, timestamp_ms,
-                PyBytes_FromStringAndSize(<const char *>p + name_end, text_size)))
-            if len(replies) >= window and not conn._awaiting:
-                conn._awaiting = "pipeline"
-            if (conn.state is not _OPEN or conn._awaiting
-                    or outbuf.pending_bytes > output_limit or hub.work_done >= turn_ends_at):
+            if msg_type == _SEND_ROOM:
+                room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
+                data = _message_frame(_ROOM_MESSAGE, room_name, room_size, sender, sender_size,
+                                      msg_id, timestamp_ms, p + name_end, text_size)
+                if targets is None:
+                    deliveries += len(native)
+                    (<list>outlet.pending).extend(fanout(data, native))
+                else:
+                    _to_room(targets, outlet, data, irc_head, p + name_end, text_size,
+                             timestamp_ms, skip_outlet, skip_buffer)
+                hub.work_done += len(room.members)
+                room_messages += 1
+            else:
+                if irc_head is None:
+                    data = _message_frame(_DIRECT_MESSAGE, NULL, 0, sender, sender_size,
+                                          msg_id, timestamp_ms, p + name_end, text_size)
+                    deliveries += 1
+                else:
+                    data = _irc_line(peer_kind == _IRC_TIMED, irc_head, p + name_end, text_size,
+                                     timestamp_ms)
+                endpoint = peer.endpoint
+                if endpoint.append(data):
+                    (<list>outlet.pending).append(endpoint)
+                hub.work_done += 1
+                direct_messages += 1
+            request_id = (<tuple>frame)[1]
+            ack = PyBytes_FromStringAndSize(NULL, _ACK_BYTES)
+            q = <unsigned char *>PyBytes_AS_STRING(ack)
+            _put32(q, _ACK_BYTES - 4)
+            q[4] = _ACK_TYPE
+            _put32(q + 5, request_id)
+            _put64(q + 9, msg_id)
+            _put64(q + 17, timestamp_ms)
+            if append_reply(ack):
+                (<list>outlet.pending).append(outbuf)
+            # The head of Connection._handle_input's loop, for the next request.
+            if (conn.state is not _OPEN or conn._awaiting or outbuf.pending_bytes > output_limit
+                    or hub.work_done >= turn_ends_at):
                 return turn_ends_at, None, 0.0
             turn_ends_at -= 1
-            continue
-        session.last_active = clock()
-        msg_id = PyLong_AsUnsignedLongLong(next(msg_ids))
-        timestamp_ms = _timestamp_ms(wallclock)
-        if msg_type == _SEND_ROOM:
-            room_name = PyUnicode_AsUTF8AndSize(room.name, &room_size)
-            data = _message_frame(_ROOM_MESSAGE, room_name, room_size, sender, sender_size,
-                                  msg_id, timestamp_ms, p + name_end, text_size)
-            if targets is None:
-                outlet.deliveries += len(native)
-                (<list>outlet.pending).extend(fanout(data, native))
-            else:
-                _to_room(targets, outlet, data, irc_head, p + name_end, text_size,
-                         timestamp_ms, skip_outlet, skip_buffer)
-            hub.work_done += len(room.members)
-            stats.room_messages += 1
-        else:
-            if irc_head is None:
-                data = _message_frame(_DIRECT_MESSAGE, NULL, 0, sender, sender_size,
-                                      msg_id, timestamp_ms, p + name_end, text_size)
-                outlet.deliveries += 1
-            else:
-                data = _irc_line(peer_kind == _IRC_TIMED, irc_head, p + name_end, text_size,
-                                 timestamp_ms)
-            endpoint = peer.endpoint
-            if endpoint.append(data):
-                (<list>outlet.pending).append(endpoint)
-            hub.work_done += 1
-            stats.direct_messages += 1
-        request_id = (<tuple>frame)[1]
-        ack = PyBytes_FromStringAndSize(NULL, _ACK_BYTES)
-        q = <unsigned char *>PyBytes_AS_STRING(ack)
-        _put32(q, _ACK_BYTES - 4)
-        q[4] = _ACK_TYPE
-        _put32(q + 5, request_id)
-        _put64(q + 9, msg_id)
-        _put64(q + 17, timestamp_ms)
-        if append_reply(ack):
-            (<list>outlet.pending).append(outbuf)
-        # The head of Connection._handle_input's loop, for the next request.
-        if (conn.state is not _OPEN or conn._awaiting or outbuf.pending_bytes > output_limit
-                or hub.work_done >= turn_ends_at):
-            return turn_ends_at, None, 0.0
-        turn_ends_at -= 1
+    finally:
+        if deliveries:
+            outlet.deliveries += deliveries
+        if room_messages:
+            stats.room_messages += room_messages
+        if direct_messages:
+            stats.direct_messages += direct_messages
+        if touched:
+            session.last_active = clock()
 
 
 cdef class SharedSend:
