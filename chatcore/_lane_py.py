@@ -264,7 +264,6 @@ def run_irc(conn, turn_ends_at: int, now: float):
     source = _irc_source(sender)
     skip_outlet, skip_buffer = _irc_skip(front, session)
     last_target = found = targets = names = fixed_bytes = irc_head = link = None
-    pong_head = None
     batch_link = getattr(hub.backplane, "batch_link", None)     # shared rooms: see run
     while True:
         try:
@@ -284,10 +283,7 @@ def run_irc(conn, turn_ends_at: int, now: float):
                 wait_seconds = buckets[_FLOOD_REQUEST].take(now)
                 if wait_seconds:
                     return turn_ends_at, protocol.event_of(line), wait_seconds
-            if pong_head is None:
-                server_name = front.server_name.encode()
-                pong_head = b":" + server_name + b" PONG " + server_name + b" "
-            if outbuf.append(pong_head + line[token_at:] + b"\r\n"):
+            if outbuf.append(front.pong_prefix + line[token_at:] + b"\r\n"):
                 conn.outlet.pending.append(outbuf)
             if (conn.state is not _OPEN or conn._awaiting
                     or outbuf.pending_bytes > output_limit or hub.work_done >= turn_ends_at):

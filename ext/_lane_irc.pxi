@@ -241,9 +241,7 @@ def run_irc(conn, long long turn_ends_at, now):
     cdef int peer_kind = _NATIVE
     cdef bint same, to_room
     cdef object last_target = None, found = None, irc_head = None, link = None
-    cdef object pong_head = None
     cdef Py_ssize_t token_at
-    pong_pending = conn.outlet.pending
     batch_link = getattr(hub.backplane, "batch_link", None)     # shared rooms: see run
     sender_name = session.name          # kept referenced: ``sender`` points into it
     sender = PyUnicode_AsUTF8AndSize(sender_name, &sender_size)
@@ -270,11 +268,8 @@ def run_irc(conn, long long turn_ends_at, now):
                 wait_seconds = buckets[_FLOOD_REQUEST].take(now)
                 if wait_seconds:
                     return turn_ends_at, protocol.event_of(line), wait_seconds
-            if pong_head is None:
-                server_name = front.server_name.encode()
-                pong_head = b":" + server_name + b" PONG " + server_name + b" "
-            if outbuf.append(_pong(pong_head, p + token_at, n - token_at)):
-                (<list>pong_pending).append(outbuf)
+            if outbuf.append(_pong(front.pong_prefix, p + token_at, n - token_at)):
+                (<list>conn.outlet.pending).append(outbuf)
             if (conn.state is not _OPEN or conn._awaiting
                     or outbuf.pending_bytes > output_limit or hub.work_done >= turn_ends_at):
                 return turn_ends_at, None, 0.0

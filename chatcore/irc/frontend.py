@@ -9,6 +9,7 @@ import time
 
 from ..server import listen_socket
 from .connection import SUPPORTED_CAPS, IrcConnection  # noqa: F401 - re-exported
+from .message import encode
 from .outlet import IrcOutlet
 from .registration import MAX_REALNAME_CHARS
 from .remote import install as install_remote_kinds
@@ -35,6 +36,8 @@ class IrcFrontEnd:
         self.server = server
         config = server.config
         self.server_name = irc_server_name(server.hub.node.name)
+        # registration.ping's answer to a one-word token, up to the token: the lane's PONG.
+        self.pong_prefix = encode("PONG", self.server_name, "x", source=self.server_name)[:-3]
         self.users: dict = {}           # casefolded nick -> IrcConnection, once registered
         self.invisible: set = set()     # the IrcConnections that are +i (LUSERS counts them)
         self.capturing: list = []       # connections answering a labeled command now
