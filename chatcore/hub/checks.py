@@ -13,6 +13,12 @@ QUOTE_MAX_CHARS = 40            # client text echoed in an error is cut to this
 RESUME_TOKEN_BYTES = 24         # 192 random bits: not guessable, short on the wire
 
 
+# The room key a join gives for a member continuing its membership: a session resumed from
+# another node that the shared state still has in the room. The room's admission modes
+# (+i +k +l, bans) are for newcomers; it passes them (``Moderation._admit``).
+CONTINUING = object()
+
+
 def check_text(what: str, text: str, limit_bytes: int, *, empty_ok: bool = False) -> None:
     """Raise TEXT_INVALID when ``text`` is empty (unless allowed), longer than
     ``limit_bytes`` in UTF-8, or holds a character that is not text."""

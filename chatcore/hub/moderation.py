@@ -35,7 +35,7 @@ from .. import events as ev
 from ..errors import ChatError, ErrorCode
 from ..events import Reason
 from ..modes import takes_parameter
-from .checks import answer_or_return, check_text, quote
+from .checks import CONTINUING, answer_or_return, check_text, quote
 from .shared_moderation import SharedModeration
 
 # The modes a room can have: flags (no parameter), and those with one.
@@ -123,7 +123,10 @@ class Moderation(SharedModeration):
         room.modes.created_at_ms = int(self._wallclock() * 1000)
 
     def _admit(self, session, room, key: str) -> None:
-        """Raise the refusal of a join of an existing room; an invitation is used up."""
+        """Raise the refusal of a join of an existing room; an invitation is used up.
+        ``key`` CONTINUING: a membership continuing, admitted as it is."""
+        if key is CONTINUING:
+            return
         modes = room.modes
         if session in modes.invited:
             del modes.invited[session]

@@ -7,9 +7,8 @@ import secrets
 from .. import events as ev
 from ..errors import ChatError, ErrorCode
 from ..events import Reason
-from .checks import answer_or_return, new_token, quote
+from .checks import CONTINUING, answer_or_return, new_token, quote
 from .model import DETACHED, Session
-from .rooms import CONTINUING
 
 
 class Resuming:

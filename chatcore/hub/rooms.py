@@ -27,12 +27,6 @@ from .model import Room, Session
 LIST_ENTRY_WORK_UNITS = 20
 
 
-# The room key a join gives for a member continuing its membership: a session resumed from
-# another node that the shared state still has in the room. The room's admission modes
-# (+i +k +l, bans) are for newcomers; it passes them.
-CONTINUING = object()
-
-
 def _ignore(outcome) -> None:
     pass
 
@@ -102,8 +96,7 @@ class Rooms:
             room.opening = [(session, finish, room_key)]
             self.backplane.open_room(room, lambda snapshot: self._room_opened(room, snapshot))
         else:
-            if room_key is not CONTINUING:
-                self._admit(session, room, room_key)
+            self._admit(session, room, room_key)
             if room.opening is not None:
                 room.opening.append((session, finish, room_key))
             else:
@@ -116,7 +109,7 @@ class Rooms:
         if snapshot is not None:
             self.room_snapshot(room, snapshot)
         for session, finish, room_key in waiting:
-            if snapshot is not None and snapshot.fields and room_key is not CONTINUING:
+            if snapshot is not None and snapshot.fields:
                 try:                # the room was there already: its modes hold for all
                     self._admit(session, room, room_key)
                 except ChatError as exc:
