@@ -156,12 +156,18 @@ def _still_the_operator(moved: ChatClient, carol: ChatClient) -> None:
 
 
 def test_room_flags_follow_a_session_moved_to_another_live_node(start_node, clients):
-    _, beta, _, alice, carol = _op_and_voice_across_nodes(start_node, clients)
+    alpha, beta, gamma, alice, carol = _op_and_voice_across_nodes(start_node, clients)
     moved = resume_on(beta, alice)
     try:
         assert moved.wait_for(ev.RoomJoined).room == "lobby"
         alice.wait_for(ev.Error)            # SESSION_RESUMED: alpha let it go
         _still_the_operator(moved, carol)
+        # alpha's leave of the moved membership is published stale and taken quietly.
+        alpha.wait_for_log("resumed on node 'beta'")
+        moved.ping()
+        carol.ping()
+        for node in (beta, gamma):
+            assert "does not know it" not in node.log, node.log
     finally:
         moved.close()
 

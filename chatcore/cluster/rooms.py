@@ -231,11 +231,10 @@ class ClusterRooms(RoomState):
         link.seq += 1
         if room.shared:
             link.pending[link.seq] = then
-        self.broker.call("EVAL", LEAVE_SCRIPT, 5, *self.room_keys(room.key), room.key,
-                         session.key, link.channel, self._envelope({
-                             "kind": "leave", "seq": link.seq, "name": event.name,
-                             "reason": int(event.reason), "message": event.message}),
-                         f"{self.instance}\t", callback=self._publish_answered(link, link.seq))
+        self._leave(room.key, session, link.channel, {
+            "kind": "leave", "seq": link.seq, "name": event.name,
+            "reason": int(event.reason), "message": event.message},
+            self._publish_answered(link, link.seq))
         if not room.shared:
             then()
 
@@ -245,12 +244,17 @@ class ClusterRooms(RoomState):
         node may have no link, so no count, for the room)."""
         if not self.broker.up:
             return                      # gone with the registrations Redis lost
+        self._leave(room_key, session, self.room_channel(room_key), {
+            "kind": "leave", "seq": 0, "moved": 1, "name": session.name,
+            "reason": int(Reason.DISCONNECTED),
+            "message": f"could not rejoin on server {self.node.name}"})
+
+    def _leave(self, room_key: str, session, channel: str, notice: dict,
+               callback=None) -> None:
+        """LEAVE_SCRIPT: ``session``'s membership of this instance ends, ``notice`` told."""
         self.broker.call("EVAL", LEAVE_SCRIPT, 5, *self.room_keys(room_key), room_key,
-                         session.key, self.room_channel(room_key), self._envelope({
-                             "kind": "leave", "seq": 0, "moved": 1, "name": session.name,
-                             "reason": int(Reason.DISCONNECTED),
-                             "message": f"could not rejoin on server {self.node.name}"}),
-                         f"{self.instance}\t")
+                         session.key, channel, self._envelope(notice),
+                         f"{self.instance}\t", callback=callback)
 
     def rename_in_room(self, room: Room, session, old_name: str) -> None:
         """A member here took a new name: its entry moves (same script), others are told
@@ -441,13 +445,15 @@ class ClusterRooms(RoomState):
                 self.hub.remote_members_joined(key, [str(n) for n in message["names"]],
                                                message["node"],
                                                away if isinstance(away, dict) else None)
-            elif kind == "leave" and not message.get("stale"):
+            elif kind == "leave":
+                # ``stale``: of a membership that had moved to another instance: nothing.
                 # ``moved``: a membership that came along with a resumed session, wherever
                 # this node last saw it (``drop_membership``).
-                self.hub.remote_member_left(key, ev.UserLeft(
-                    link.room.name, str(message["name"]), int(message["reason"]),
-                    str(message.get("message", ""))),
-                    None if message.get("moved") else message["node"])
+                if not message.get("stale"):
+                    self.hub.remote_member_left(key, ev.UserLeft(
+                        link.room.name, str(message["name"]), int(message["reason"]),
+                        str(message.get("message", ""))),
+                        None if message.get("moved") else message["node"])
             elif kind == "rename":
                 self.hub.remote_member_renamed(key, str(message["old"]),
                                                str(message["name"]), message["node"])

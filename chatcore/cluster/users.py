@@ -21,7 +21,7 @@ from .presence_users import token_hash
 MAX_SEQ_CHANNELS = 65536        # user channels one node numbers its messages for at once
 
 # ARGV: prefix, key, sha256 of the presented token, this instance, sha256 of the session's
-# next token, this node's name. The name is taken over from its holder when the token
+# next token, this node's ``who`` entry prefix (roomstate: instance TAB node TAB). The name is taken over from its holder when the token
 # matches the holder's resume record: {holder, record, room keys kept}. The record moves to
 # this instance's hash with the next token in the same step, so the session can move on
 # again at once. So do the user's room memberships (``who`` entries, the instances'
@@ -41,7 +41,7 @@ redis.call('SET', p .. ':name:' .. k, inst)
 redis.call('HDEL', p .. ':sessions:' .. owner, k)
 local kept, rooms, old = {}, decoded['room_keys'], owner .. '\t'
 if type(rooms) == 'table' and type(decoded['name']) == 'string' then
-  local entry = inst .. '\t' .. ARGV[6] .. '\t' .. decoded['name']
+  local entry = ARGV[6] .. decoded['name']
   for _, room in ipairs(rooms) do
     local who = p .. ':room:' .. tostring(room) .. ':who'
     local held = redis.call('HGET', who, k)
@@ -195,7 +195,7 @@ class Users:
             done(record)
 
         self.broker.call("EVAL", TAKE_OVER_SCRIPT, 0, self._prefix, key, token_hash(token),
-                         self.instance, token_hash(token_after), self.node.name,
+                         self.instance, token_hash(token_after), self._who_prefix(),
                          callback=answered)
 
     def _moved_away(self, key: str, node_name: str) -> None:
