@@ -386,6 +386,10 @@ class Broker:
     def start(self) -> None:
         """Resolve the address (once: the loop must not block on DNS later) and connect."""
         self.resolved = self.address.resolve()
+        # First: a reply a client gets this turn never leaves before the write to Redis it
+        # follows (a user who hears of it and asks another node finds it there). Last too:
+        # the commands the clients' writes queue (a failed write's leave).
+        self.reactor.add_before_sleep(self.flush, first=True)
         self.reactor.add_before_sleep(self.flush)
         self.commands.connect()
         self.subscriber.connect()
@@ -418,6 +422,8 @@ class Broker:
         """Before sleep: one write per connection with output."""
         if self.before_flush is not None:
             self.before_flush()
+        if not self._pending:
+            return
         pending, self._pending = self._pending, []
         for link in pending:
             link.flush()

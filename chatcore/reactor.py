@@ -150,9 +150,13 @@ class Reactor:
         """Run ``callback`` on the next turn, before anything waits."""
         self._soon.append((callback, args))
 
-    def add_before_sleep(self, callback) -> None:
-        """Run ``callback()`` at the end of every turn, right before the loop waits."""
-        self._before_sleep.append(callback)
+    def add_before_sleep(self, callback, first: bool = False) -> None:
+        """Run ``callback()`` at the end of every turn, right before the loop waits (with
+        ``first``, before the hooks added so far)."""
+        if first:
+            self._before_sleep.insert(0, callback)
+        else:
+            self._before_sleep.append(callback)
 
     def sleep_until(self, when: float) -> None:
         """Make this turn's wait a plain sleep until ``when`` (a ``time()`` value), not

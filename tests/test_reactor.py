@@ -37,6 +37,16 @@ def test_call_soon_runs_next_turn_and_hooks_run_before_sleeping(reactor):
     assert order[:2] == ["hook", "soon"]
 
 
+def test_a_hook_added_first_runs_before_the_hooks_added_earlier(reactor):
+    """(The broker's writes go out before the clients' replies of the same turn.)"""
+    order = []
+    reactor.add_before_sleep(lambda: order.append("clients"))
+    reactor.add_before_sleep(lambda: order.append("broker"), first=True)
+    reactor.call_soon(reactor.stop)
+    reactor.run()
+    assert order[:2] == ["broker", "clients"]
+
+
 def test_reader_and_writer_callbacks(reactor):
     a, b = socket.socketpair()
     with a, b:
