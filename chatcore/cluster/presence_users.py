@@ -20,12 +20,14 @@ another node needs, kept in Redis by each node for its own users (never scatter-
 Records are written only while the writer holds the name (checked in the script), so a
 node that lost a name during an outage never overwrites its new holder's record. They are
 written at once when a user arrives, renames, sets away or resumes, in the same loop turn
-when it joins or leaves a room, and otherwise at most once per announcement tick, batched into one command, for what changed (RTT by more than
-a tenth, idle, rooms, chats).
+when it joins or leaves a room, and otherwise at most once per announcement tick, for what
+changed (RTT by more than a tenth, idle, rooms, chats): the tick visits ``REFRESH_SLICE_USERS``
+users a loop turn, comparing before it makes any JSON, one script per slice.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 
@@ -36,6 +38,7 @@ from ..listing import compile_pattern, split_pattern
 from .envelope import log, unreachable
 
 WRITE_BATCH_USERS = 500         # records per script call in a tick's refresh
+REFRESH_SLICE_USERS = 500       # users a tick's refresh visits in one loop turn
 RTT_REWRITE_FRACTION = 0.1      # an RTT is rewritten once it moved by more than this ...
 RTT_REWRITE_MIN_US = 200        # ... and by more than this (a ping's jitter is not news)
 
@@ -119,6 +122,7 @@ class SharedUsers:
         self._rooms_changed: dict = {}              # key -> Session, written this turn
         self._peer_instances: dict[str, str] = {}   # node name -> instance, for cleanup
         self._forgotten_instances: set[str] = set()
+        self._refresh_left = None                   # the tick's refresh: users still to visit
 
     def _live_instances(self) -> set[str]:
         return {self.instance, *(peer.instance for peer in self.peers.values())}
@@ -127,12 +131,24 @@ class SharedUsers:
 
     def _records(self, session, now: float, now_ms: int) -> tuple[tuple, str, str]:
         """(what changed-detection compares, the user record, the resume record)."""
-        rtt = rtt_us(session.rtt_seconds)
-        rooms = tuple(room.name for room in session.rooms.values())
+        detector = self._detector(session)
+        return (detector, *self._record_texts(session, detector, now, now_ms))
+
+    def _detector(self, session) -> tuple:
+        """What the records say that matters to readers: compared before any JSON is made
+        (a tick visits every user; most did not change)."""
         hub = self.hub
+        rooms = tuple(room.name for room in session.rooms.values())
         chats = tuple(sorted(
             peer.name if (peer := hub.sessions.get(key)) is not None
             else hub.remote_peers.get(key, key) for key in session.conversations))
+        return (session.name, int(session.last_active), rtt_us(session.rtt_seconds),
+                session.away, rooms, chats, session.resume_token, session.realname)
+
+    def _record_texts(self, session, detector: tuple, now: float,
+                      now_ms: int) -> tuple[str, str]:
+        """(the user record, the resume record) as JSON, from ``_detector``'s tuple."""
+        rtt, rooms, chats = detector[2], detector[4], detector[5]
         active_ms = now_ms - int((now - session.last_active) * 1000)
         user = {"name": session.name, "node": self.node.name, "instance": self.instance,
                 "since": session.connected_at_ms, "active": active_ms, "rtt": rtt,
@@ -144,8 +160,7 @@ class SharedUsers:
                              "chats": chats, "rooms": rooms,
                              "room_keys": tuple(session.rooms), "away": session.away,
                              "since": session.connected_at_ms})
-        return ((session.name, int(session.last_active), rtt, session.away, rooms, chats,
-                 session.resume_token, session.realname), json.dumps(user), resume)
+        return json.dumps(user), resume
 
     def _changed(self, key: str, detector: tuple) -> bool:
         last = self._published.get(key)
@@ -188,28 +203,45 @@ class SharedUsers:
 
     def refresh_users(self) -> None:
         """Once per announcement tick: rewrite the records of users whose state changed,
-        and keep this instance's resume records alive."""
+        and keep this instance's resume records alive. ``REFRESH_SLICE_USERS`` users a
+        loop turn (the first slice now, always one script): a node of many users never
+        holds its clients' messages for the whole visit."""
         if not self.broker.up:
             return
         self._peer_instances = {name: peer.instance for name, peer in self.peers.items()}
-        self._write_sessions(self.hub.sessions.items(), only_changed=True)
+        self._refresh_left = iter(list(self.hub.sessions.items()))   # a newer tick restarts
+        self._refresh_slice(first=True)
 
-    def _write_sessions(self, sessions, only_changed: bool) -> None:
+    def _refresh_slice(self, first: bool = False) -> None:
+        left = self._refresh_left
+        if left is None or not self.broker.up:
+            return
+        chunk = list(itertools.islice(left, REFRESH_SLICE_USERS))
+        if not chunk and not first:
+            self._refresh_left = None
+            return
+        sessions = self.hub.sessions
+        self._write_sessions([(key, session) for key, session in chunk
+                              if sessions.get(key) is session], only_changed=True, always=first)
+        self.reactor.call_soon(self._refresh_slice)
+
+    def _write_sessions(self, sessions, only_changed: bool, always: bool = True) -> None:
         """Write the records of ``sessions`` ((key, Session) pairs; with ``only_changed``
-        those whose state changed since last written) in scripts of WRITE_BATCH_USERS. At
-        least one script runs: it also renews this instance's resume records."""
+        those whose state changed since last written) in scripts of WRITE_BATCH_USERS. With
+        ``always`` at least one script runs: it also renews this instance's resume records."""
         now, now_ms = time.monotonic(), int(time.time() * 1000)
         batch = []
         for key, session in sessions:
-            detector, user, resume = self._records(session, now, now_ms)
+            detector = self._detector(session)
             if only_changed and not self._changed(key, detector):
                 continue
             self._published[key] = detector
-            batch.append((key, user, resume))
+            batch.append((key, *self._record_texts(session, detector, now, now_ms)))
             if len(batch) >= WRITE_BATCH_USERS:
                 self._write_records(batch)
                 batch = []
-        self._write_records(batch)
+        if batch or always:
+            self._write_records(batch)
 
     def _sessions_ttl_ms(self) -> int:
         """How long an instance's resume records outlive its last announcement."""
