@@ -9,7 +9,8 @@ import time
 from chatcore import events as ev
 from chatcore.config import ServerConfig
 from chatcore.connection import State
-from chatcore.connection.sweeping import SWEEP_SLICE_CONNECTIONS, TIMEOUT_CLOSES_PER_TURN, Sweep
+from chatcore.connection.sweeping import (PINGS_PER_TURN, SWEEP_SLICE_CONNECTIONS,
+                                         TIMEOUT_CLOSES_PER_TURN, Sweep)
 from chatcore.protocol import encode_event
 from chatcore.reactor import Reactor
 from chatcore.server import Server
@@ -31,6 +32,8 @@ class FakeReactor:
 
 class Idle:
     """A connection whose idle timeout is due: a tick that may enforce it closes it."""
+
+    last_ping_at = -1.0          # (not pinged by this tick)
 
     def __init__(self):
         self.state = State.OPEN
@@ -76,6 +79,27 @@ def test_a_tick_visits_a_slice_of_the_connections_per_turn():
     sweep.stop()
     reactor.turn()
     assert not reactor.soon and sweep.done
+
+
+def test_a_turn_sends_a_bounded_number_of_pings():
+    """Users who arrived together are due a ping together: their writes spread over turns."""
+    reactor = FakeReactor()
+
+    class Due(Idle):
+        def tick(self, now, enforce_timeouts=True):
+            self.ticks.append(enforce_timeouts)
+            self.last_ping_at = now
+
+    connections = [Due() for _ in range(SWEEP_SLICE_CONNECTIONS)]
+    sweep = Sweep(reactor, connections, 5.0, True, max_closes=1000)
+    pinged = []
+    sweep.run()
+    while reactor.soon:
+        pinged.append(sum(c.last_ping_at == 5.0 for c in connections))
+        reactor.turn()
+    assert pinged[0] == PINGS_PER_TURN < SWEEP_SLICE_CONNECTIONS
+    assert all(b - a <= PINGS_PER_TURN for a, b in zip(pinged, pinged[1:]))
+    assert all(c.last_ping_at == 5.0 for c in connections) and sweep.done
 
 
 def test_a_newer_tick_takes_over_from_an_unfinished_one():

@@ -38,7 +38,7 @@ from ..listing import compile_pattern, split_pattern
 from .envelope import log, unreachable
 
 WRITE_BATCH_USERS = 500         # records per script call in a tick's refresh
-REFRESH_SLICE_USERS = 500       # users a tick's refresh visits in one loop turn
+REFRESH_SLICE_USERS = 100       # users a tick's refresh visits a loop turn (~18 us each that changed)
 RTT_REWRITE_FRACTION = 0.1      # an RTT is rewritten once it moved by more than this ...
 RTT_REWRITE_MIN_US = 200        # ... and by more than this (a ping's jitter is not news)
 
