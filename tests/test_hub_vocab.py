@@ -192,6 +192,23 @@ def test_topic_is_announced_to_members_with_who_set_it(hub, outlet, users):
     assert outlet.received == {"alice": [told], "bob": [told]}
 
 
+def test_setting_the_same_topic_again_tells_only_the_setter(hub, outlet, users):
+    alice, bob = users["alice"], users["bob"]
+    hub.join(alice, "r")
+    hub.join(bob, "r")
+    hub.set_topic(bob, "r", "release friday")
+    outlet.received.clear()
+    hub.set_topic(alice, "r", "release friday")
+    assert outlet.received == {"alice": [ev.TopicChanged("r", "alice", WALL_MS,
+                                                          "release friday")]}
+    hub.join(users["carol"], "r")               # still bob's topic
+    assert outlet.take("carol")[-1].topic_by == "bob"
+    hub.set_topic(bob, "r", "")
+    outlet.received.clear()
+    hub.set_topic(bob, "r", "")                 # clearing a cleared topic
+    assert list(outlet.received) == ["bob"]
+
+
 def test_topic_is_shown_on_join_and_clearing_it_is_announced(hub, outlet, users):
     alice, bob = users["alice"], users["bob"]
     hub.join(alice, "r")

@@ -87,6 +87,13 @@ def test_topic_set_read_and_seen_across_front_ends(irc, native):
     assert changed.topic == "from bob"
     bob.send("TOPIC #lobby")
     assert bob.expect("332", "#lobby").params[-1] == "from bob"
+    alice.expect("TOPIC", "#lobby", "from bob")
+    bob.expect("TOPIC", "#lobby", "from bob")           # his own, set above
+    alice.send("TOPIC #lobby :from bob", "PING same")   # the same again: alice alone hears
+    alice.expect("TOPIC", "#lobby", "from bob")
+    alice.expect("PONG")
+    bob.sync()
+    assert not [m for m in bob.seen if m.command == "TOPIC"]
     bob.send("LIST #lobby")
     assert bob.expect("322", "#lobby").params[-1] == "from bob"
     bob.send("TOPIC #lobby :")                # clears it

@@ -179,8 +179,16 @@ class Rooms:
         self._check_topic(session, room)
         check_text("topic", topic, self.limits.max_topic_bytes, empty_ok=True)
         timestamp_ms = int(self._wallclock() * 1000)
-        self._to_room(room, ev.TopicChanged(room.name, session.name, timestamp_ms, topic),
-                      done)
+        event = ev.TopicChanged(room.name, session.name, timestamp_ms, topic)
+        if topic == room.topic:
+            # Nothing changes (nor who set it, nor when; as in InspIRCd and ngIRCd): the
+            # setter alone hears that this is the topic, the others are not told again.
+            session.outlet.deliver(session.endpoint, event)
+            self.work_done += 1
+            if done is not None:
+                done(None)
+            return
+        self._to_room(room, event, done)
 
     def leave(self, session: Session, room_name: str) -> None:
         self._touch(session)
