@@ -64,6 +64,22 @@ def test_the_tick_writes_every_changed_user_a_slice_a_turn(node):
     assert {_rtt(redis_server, cluster, key) for key in server.hub.sessions} == {250_000}
 
 
+def test_a_newer_tick_takes_over_the_unfinished_one(node):
+    server, turn_until, _ = node
+    cluster = server.cluster
+    turn_until(lambda: cluster._refresh_left is None)
+    visited = []
+    detector = cluster._detector
+    cluster._detector = lambda session: (visited.append(session.key), detector(session))[1]
+    cluster.refresh_users()
+    cluster.refresh_users()                     # before the first one's next slice
+    per_turn = [len(visited)]
+    server.reactor.add_before_sleep(lambda: per_turn.append(len(visited)))
+    turn_until(lambda: cluster._refresh_left is None)
+    assert len(visited) == SLICE + USERS        # the first slice, then one whole visit ...
+    assert max(b - a for a, b in zip(per_turn, per_turn[1:])) <= SLICE    # ... one chain
+
+
 def test_a_tick_with_nothing_changed_still_renews_the_resume_records(node):
     server, turn_until, _ = node
     cluster = server.cluster

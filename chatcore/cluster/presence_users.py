@@ -210,12 +210,11 @@ class SharedUsers:
             return
         self._peer_instances = {name: peer.instance for name, peer in self.peers.items()}
         self._refresh_left = iter(list(self.hub.sessions.items()))   # a newer tick restarts
-        self._refresh_slice(first=True)
+        self._refresh_slice(self._refresh_left, first=True)
 
-    def _refresh_slice(self, first: bool = False) -> None:
-        left = self._refresh_left
-        if left is None or not self.broker.up:
-            return
+    def _refresh_slice(self, left, first: bool = False) -> None:
+        if left is not self._refresh_left or not self.broker.up:
+            return                              # a newer tick took over, or Redis is away
         chunk = list(itertools.islice(left, REFRESH_SLICE_USERS))
         if not chunk and not first:
             self._refresh_left = None
@@ -223,7 +222,7 @@ class SharedUsers:
         sessions = self.hub.sessions
         self._write_sessions([(key, session) for key, session in chunk
                               if sessions.get(key) is session], only_changed=True, always=first)
-        self.reactor.call_soon(self._refresh_slice)
+        self.reactor.call_soon(self._refresh_slice, left)
 
     def _write_sessions(self, sessions, only_changed: bool, always: bool = True) -> None:
         """Write the records of ``sessions`` ((key, Session) pairs; with ``only_changed``
