@@ -25,7 +25,8 @@ from .names import CLAIM_NAME_SCRIPT, RELEASE_NAME_SCRIPT, Names
 from .node import RTT_SMOOTHING, ClusterStartError, Nodes, Peer, claim_node_name
 from .presence_users import SharedUsers
 from .roomlists import RoomLists
-from .rooms import ROOM_EVENT_KINDS, ClusterRooms
+from .envelope import ROOM_EVENT_KINDS
+from .rooms import ClusterRooms
 from .users import Users
 
 __all__ = ["CLAIM_NAME_SCRIPT", "ENVELOPE_VERSION", "KEY_VERSION", "RELEASE_NAME_SCRIPT",

@@ -1,5 +1,6 @@
 """What every part of the cluster shares: the versioned key prefix, the message envelope
-(encode, decode, version check) and the error of an unreachable Redis.
+(encode, decode, version check), the room event kinds on the wire and the error of an
+unreachable Redis.
 
 Every key and channel starts with ``{cluster_name}:v1:`` and every message carries
 ``"v": 1``, so a later layout can run beside this one during a rolling upgrade (see
@@ -11,12 +12,25 @@ import json
 import logging
 import struct
 
+from .. import events as ev
 from ..errors import ChatError, ErrorCode
 
 log = logging.getLogger("chatcore.cluster")
 
 ENVELOPE_VERSION = 1            # the "v" of every message; bumped with the layout
 KEY_VERSION = "v1"              # in every key and channel name
+
+# Kind name on the wire -> the room event it carries (all its fields but request_id, as
+# JSON). A new kind of room event adds one entry here (and its hub tables: remote_rooms).
+ROOM_EVENT_KINDS: dict[str, type] = {
+    "message": ev.RoomMessage,
+    "action": ev.RoomAction,
+    "topic": ev.TopicChanged,
+    "away": ev.AwayChanged,         # a member went away or came back (hub.remote_rooms)
+}
+# Kinds with a meaning of their own: "join" (names), "leave" (name, reason, message),
+# "rename" (old, name), "sync" (a node opening the room: nothing to deliver), and
+# moderation's "modes" and "kick" (cluster.moderation).
 
 
 def key_prefix(cluster_name: str) -> str:
