@@ -92,10 +92,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--repetitions", type=int, default=3)
     args = parser.parse_args()
-    cores = sorted(os.sched_getaffinity(0))
-    cpus = {cores[0]} if len(cores) > 1 else None
-    if len(cores) > 1:
-        os.sched_setaffinity(0, cores[1:])
+    cpus = deploy.take_server_core()
     print(f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="chatcore-claim-") as tmp:

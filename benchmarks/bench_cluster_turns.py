@@ -85,10 +85,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < args.users + 64:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.users + 1024), hard))
-    cores = sorted(os.sched_getaffinity(0))
-    cpus = {cores[0]} if len(cores) > 1 else None
-    if len(cores) > 1:
-        os.sched_setaffinity(0, cores[1:])
+    cpus = deploy.take_server_core()
     print(f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="chatcore-turns-") as tmp:

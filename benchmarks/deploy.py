@@ -55,6 +55,16 @@ class Deployment:
                 proc.wait()
 
 
+def take_server_core():
+    """The first core for the servers, the others for this process (pinned now): the
+    ``cpus`` to start servers with (None on a one-core machine: nothing pinned)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    os.sched_setaffinity(0, cores[1:])
+    return {cores[0]}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
