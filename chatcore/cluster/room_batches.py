@@ -83,6 +83,8 @@ class RoomBatches:
 
     def _flush_batches(self) -> None:
         """Before the broker writes (each loop turn): every channel's batch goes out."""
+        if not self._batching:                  # (the turn's second flush, most turns)
+            return
         batching, self._batching = self._batching, []
         for link in batching:
             if link.batch is not None:
